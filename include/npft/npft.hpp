@@ -1,0 +1,15 @@
+#pragma once
+// npft: everything that needs no CUDA. For the CUDA kernels include <npft/cuda.cuh> from a .cu file.
+#include "core/config.hpp"
+#include "core/dtype.hpp"
+#include "core/eigen.hpp"
+#include "core/error.hpp"
+#include "core/philox.hpp"
+#include "core/random.hpp"
+#include "core/tensor_view.hpp"
+#include "quant/bitpack.hpp"
+#include "quant/grid.hpp"
+#include "quant/params.hpp"
+#include "quant/quantized_matrix.hpp"
+#include "quant/quantizer.hpp"
+#include "quant/uniform.hpp"

@@ -1,0 +1,154 @@
+#pragma once
+// A quantized weight matrix: packed codes plus the fp16 metadata of its format. This is the object kernels run,
+// files store, and bits-per-weight figures count (docs/formats.md gives the byte layout).
+#include <cstdint>
+#include <vector>
+
+#include "../core/dtype.hpp"
+#include "../core/eigen.hpp"
+#include "../core/error.hpp"
+#include "bitpack.hpp"
+#include "params.hpp"
+
+namespace npft::quant {
+
+class QuantizedMatrix {
+public:
+    QuantizedMatrix() = default;
+
+    /// An all-zero-code matrix with zeroed metadata of the right sizes; fill with set_group / set_lut and codes().
+    QuantizedMatrix(Format format, int bits, index rows, index cols, index group_size)
+        : format_(format), bits_(bits), rows_(rows), cols_(cols), group_size_(group_size), codes_(rows, cols, bits) {
+        require_valid_bits(bits);
+        require(rows > 0 && cols > 0, "a quantized matrix must be non-empty, got ", rows, " x ", cols);
+        require(group_size > 0 && cols % group_size == 0, "group size ", group_size, " does not divide the input dimension ",
+                cols);
+        require(format != Format::lut || group_size == cols, "the lut format has one table per row: group size must be ",
+                cols, ", got ", group_size);
+        if (format == Format::lut) {
+            lut_.assign(static_cast<std::size_t>(rows * (index{1} << bits)), half(0.0f));
+        } else {
+            scales_.assign(static_cast<std::size_t>(rows * groups()), half(0.0f));
+            if (format == Format::uniform_asymmetric) zeros_.assign(scales_.size(), half(0.0f));
+        }
+    }
+
+    Format format() const { return format_; }
+    int bits() const { return bits_; }
+    index rows() const { return rows_; }
+    index cols() const { return cols_; }
+    /// Inputs per group; equals cols() for one scale per output channel.
+    index group_size() const { return group_size_; }
+    index groups() const { return cols_ / group_size_; }
+    bool is_uniform() const { return format_ != Format::lut; }
+
+    const PackedCodes& codes() const { return codes_; }
+    PackedCodes& codes() { return codes_; }
+    /// fp16 scales, [rows][groups] row-major (uniform formats).
+    const std::vector<half>& scales() const { return scales_; }
+    /// fp16 integer zero points, [rows][groups] row-major (asymmetric format only).
+    const std::vector<half>& zeros() const { return zeros_; }
+    /// fp16 tables, [rows][2^bits] row-major (lut format only).
+    const std::vector<half>& lut() const { return lut_; }
+    std::vector<half>& scales() { return scales_; }
+    std::vector<half>& zeros() { return zeros_; }
+    std::vector<half>& lut() { return lut_; }
+
+    /// The parameters of (row, group) as fitted values.
+    UniformParams uniform_params(index r, index g) const {
+        const std::size_t at = static_cast<std::size_t>(r * groups() + g);
+        UniformParams p;
+        p.bits = bits_;
+        p.scale = static_cast<float>(scales_[at]);
+        p.zero = format_ == Format::uniform_asymmetric ? static_cast<float>(zeros_[at]) : static_cast<float>(1u << (bits_ - 1));
+        return p;
+    }
+    LutParams lut_params(index r) const {
+        LutParams p;
+        p.bits = bits_;
+        const index n = index{1} << bits_;
+        for (index i = 0; i < n; ++i) p.levels[static_cast<std::size_t>(i)] = static_cast<float>(lut_[static_cast<std::size_t>(r * n + i)]);
+        return p;
+    }
+    /// Stores fitted parameters (they must already be fp16-representable; see params.hpp).
+    void set_group(index r, index g, const UniformParams& p) {
+        const std::size_t at = static_cast<std::size_t>(r * groups() + g);
+        scales_[at] = half(p.scale);
+        if (format_ == Format::uniform_asymmetric) zeros_[at] = half(p.zero);
+    }
+    void set_lut(index r, const LutParams& p) {
+        const index n = index{1} << bits_;
+        for (index i = 0; i < n; ++i) lut_[static_cast<std::size_t>(r * n + i)] = half(p.levels[static_cast<std::size_t>(i)]);
+    }
+
+    /// The reference dequantized value of element (r, j): what every kernel must reproduce.
+    float dequantize_at(index r, index j) const {
+        const std::uint32_t code = codes_.get(r, j);
+        if (format_ == Format::lut) return static_cast<float>(lut_[static_cast<std::size_t>((r << bits_) + code)]);
+        const std::size_t at = static_cast<std::size_t>(r * groups() + j / group_size_);
+        const float zero =
+            format_ == Format::uniform_asymmetric ? static_cast<float>(zeros_[at]) : static_cast<float>(1u << (bits_ - 1));
+        return dequantize_uniform(code, static_cast<float>(scales_[at]), zero);
+    }
+
+    /// The whole matrix in fp32 (for reference and tests; kernels never materialize it).
+    Matrix dequantize() const {
+        Matrix out(rows_, cols_);
+        for (index r = 0; r < rows_; ++r)
+            for (index j = 0; j < cols_; ++j) out(r, j) = dequantize_at(r, j);
+        return out;
+    }
+
+    /// Bytes of storage: packed codes (rows padded to 32 codes) plus all metadata.
+    std::size_t bytes() const {
+        return codes_.bytes() + (scales_.size() + zeros_.size() + lut_.size()) * sizeof(half);
+    }
+    /// Storage bits per weight, every byte of metadata included.
+    double bits_per_weight() const { return 8.0 * static_cast<double>(bytes()) / static_cast<double>(rows_ * cols_); }
+
+    /// Checks internal consistency (sizes, finite metadata, integral zero points in range): call after loading from a file.
+    void validate() const {
+        require_valid_bits(bits_);
+        require(rows_ > 0 && cols_ > 0, "quantized matrix shape must be non-empty, got ", rows_, " x ", cols_);
+        require(group_size_ > 0 && cols_ % group_size_ == 0, "group size ", group_size_, " does not divide the input dimension ",
+                cols_);
+        require(codes_.rows() == rows_ && codes_.cols() == cols_ && codes_.bits() == bits_ &&
+                    codes_.words().size() == static_cast<std::size_t>(rows_ * packed_words_per_row(cols_, bits_)),
+                "packed codes do not match a ", rows_, " x ", cols_, " matrix of ", bits_, "-bit codes");
+        const std::size_t metadata = static_cast<std::size_t>(format_ == Format::lut ? rows_ << bits_ : rows_ * groups());
+        if (format_ == Format::lut) {
+            require(lut_.size() == metadata && scales_.empty() && zeros_.empty(), "lut table size must be ", metadata, ", got ",
+                    lut_.size());
+        } else {
+            require(scales_.size() == metadata, "scale count must be ", metadata, ", got ", scales_.size());
+            require(zeros_.size() == (format_ == Format::uniform_asymmetric ? metadata : 0u), "zero-point count must be ",
+                    format_ == Format::uniform_asymmetric ? metadata : 0u, ", got ", zeros_.size());
+        }
+        for (const half h : scales_) {
+            const float s = static_cast<float>(h);
+            require(s - s == 0.0f && s >= 0.0f, "scale ", s, " is not a finite non-negative number");
+        }
+        for (const half h : zeros_) {
+            const float z = static_cast<float>(h);
+            require(z == std::nearbyint(z) && z >= 0.0f && z <= static_cast<float>((1u << bits_) - 1u), "zero point ", z,
+                    " is not an integer code in [0, ", (1u << bits_) - 1u, "]");
+        }
+        for (const half h : lut_) {
+            const float v = static_cast<float>(h);
+            require(v - v == 0.0f, "lut entry ", v, " is not finite");
+        }
+    }
+
+private:
+    Format format_ = Format::uniform_asymmetric;
+    int bits_ = 0;
+    index rows_ = 0;
+    index cols_ = 0;
+    index group_size_ = 0;
+    PackedCodes codes_;
+    std::vector<half> scales_;
+    std::vector<half> zeros_;
+    std::vector<half> lut_;
+};
+
+}  // namespace npft::quant

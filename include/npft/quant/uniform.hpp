@@ -1,0 +1,97 @@
+#pragma once
+// Uniform (affine) grids with round-to-nearest: symmetric (scale from the absolute maximum, fixed mid-point zero) or
+// asymmetric (min-max scale and integer zero point), per output channel or per group of g inputs.
+#include <algorithm>
+#include <cmath>
+#include <span>
+
+#include "../core/error.hpp"
+#include "bitpack.hpp"
+#include "grid.hpp"
+#include "params.hpp"
+
+namespace npft::quant {
+
+enum class Symmetry { symmetric, asymmetric };
+
+/// Run-time uniform grid: bits in 2..8, group 0 (one group per output channel) or g > 0 inputs per group.
+class UniformGrid {
+public:
+    UniformGrid(int bits, index group = 0, Symmetry symmetry = Symmetry::asymmetric)
+        : bits_(bits), group_(group), symmetry_(symmetry) {
+        require_valid_bits(bits);
+        require(group >= 0, "group size must be 0 (per output channel) or positive, got ", group);
+    }
+
+    int bits() const { return bits_; }
+    Symmetry symmetry() const { return symmetry_; }
+    /// The configured group: 0 means one group per output channel.
+    index group() const { return group_; }
+    Format format() const { return symmetry_ == Symmetry::symmetric ? Format::uniform_symmetric : Format::uniform_asymmetric; }
+
+    index group_size(index cols) const {
+        if (group_ == 0) return cols;
+        require(cols % group_ == 0, "group size ", group_, " does not divide the input dimension ", cols);
+        return group_;
+    }
+
+    /// Min-max (asymmetric) or absmax (symmetric) fit. The range always contains 0 (as GPTQ's RTN does), so zero weights
+    /// stay exactly zero. Non-finite values are rejected.
+    UniformParams fit(std::span<const float> values, std::span<const float> /*importance*/ = {}) const {
+        require(!values.empty(), "cannot fit a uniform grid to an empty group");
+        float lo = 0.0f, hi = 0.0f;
+        for (const float v : values) {
+            require(v - v == 0.0f, "weights hold a non-finite value (", v, ")");
+            lo = std::min(lo, v);
+            hi = std::max(hi, v);
+        }
+        return fit_range(lo, hi);
+    }
+
+    /// Parameters for a known range [lo, hi] (lo <= 0 <= hi after widening).
+    UniformParams fit_range(float lo, float hi) const {
+        lo = std::min(lo, 0.0f);
+        hi = std::max(hi, 0.0f);
+        const float levels = static_cast<float>((1u << bits_) - 1u);
+        UniformParams p;
+        p.bits = bits_;
+        if (symmetry_ == Symmetry::symmetric) {
+            // Levels (q - 2^(b-1)) * scale for q in [0, 2^b - 1]: scale = 2 absmax / (2^b - 1) keeps every |w| <= absmax
+            // within half a step of a level (GPTQ's symmetric convention).
+            const float absmax = std::max(-lo, hi);
+            p.scale = checked_half(2.0f * absmax / levels);
+            p.zero = static_cast<float>(1u << (bits_ - 1));
+        } else {
+            p.scale = checked_half((hi - lo) / levels);
+            p.zero = p.scale == 0.0f ? 0.0f : std::clamp(std::nearbyint(-lo / p.scale), 0.0f, levels);
+        }
+        return p;
+    }
+
+private:
+    static float checked_half(float scale) {
+        const float stored = round_to_half(scale);
+        require(stored - stored == 0.0f, "quantization scale ", scale, " overflows fp16 (weights above about 1e5 in magnitude)");
+        return stored;
+    }
+
+    int bits_;
+    index group_;
+    Symmetry symmetry_;
+};
+
+/// Compile-time uniform grid: Uniform<4, 128> is 4-bit, groups of 128 inputs, asymmetric; Uniform<3> is per output channel.
+template <int Bits, index Group = 0, Symmetry S = Symmetry::asymmetric>
+class Uniform : public UniformGrid {
+    static_assert(Bits >= 2 && Bits <= 8, "Uniform<Bits, ...>: Bits must be between 2 and 8");
+    static_assert(Group >= 0, "Uniform<Bits, Group, ...>: Group must be 0 (per output channel) or positive");
+
+public:
+    static constexpr int bits_value = Bits;
+    static constexpr index group_value = Group;
+    Uniform() : UniformGrid(Bits, Group, S) {}
+};
+
+static_assert(Grid<UniformGrid>);
+
+}  // namespace npft::quant
