@@ -51,6 +51,28 @@ NPFT_HOST_DEVICE inline void pack_code(std::uint32_t* row_words, index j, int bi
     }
 }
 
+/// Packs a whole row of `count` codes (each below 2^bits) into its packed_words_per_row(count, bits) words, padding
+/// included: the bulk path of the quantizer, equal to pack_code for every j but without per-code read-modify-write.
+inline void pack_row(const std::uint8_t* codes, index count, int bits, std::uint32_t* row_words) {
+    const index words = packed_words_per_row(count, bits);
+    std::uint64_t pending = 0;  // stream bits not yet written, lowest first
+    unsigned filled = 0;
+    index w = 0;
+    for (index j = 0; j < count; ++j) {
+        pending |= static_cast<std::uint64_t>(codes[j]) << filled;
+        filled += static_cast<unsigned>(bits);
+        if (filled >= 32u) {
+            row_words[w++] = static_cast<std::uint32_t>(pending);
+            pending >>= 32;
+            filled -= 32u;
+        }
+    }
+    for (; w < words; ++w) {
+        row_words[w] = static_cast<std::uint32_t>(pending);
+        pending >>= 32;
+    }
+}
+
 /// A rows x cols matrix of b-bit codes in the packed layout above.
 class PackedCodes {
 public:

@@ -1,5 +1,7 @@
 #pragma once
 // Quantizer<Grid>: round-to-nearest quantization of a whole weight matrix into a packed QuantizedMatrix.
+#include <algorithm>
+#include <cstdint>
 #include <span>
 #include <vector>
 
@@ -19,6 +21,40 @@ void store_params(QuantizedMatrix& q, index r, index g, const P& p) {
         q.set_group(r, g, p);
     } else {
         q.set_lut(r, p);
+    }
+}
+
+/// Bulk encoders: exactly the codes of UniformParams::encode / LutParams::encode (the tests check every element), but
+/// without a libm call or an unpredictable branch per weight, which dominate the quantize path otherwise.
+inline void encode_group(const UniformParams& p, std::span<const float> values, std::uint8_t* codes) {
+    if (p.scale == 0.0f) {
+        std::fill(codes, codes + values.size(), static_cast<std::uint8_t>(p.zero));
+        return;
+    }
+    const float top = static_cast<float>(p.max_code());
+    constexpr float round_shift = 12582912.0f;  // 1.5 * 2^23: x + shift - shift rounds x in [0, 2^22] as nearbyint does
+    for (std::size_t j = 0; j < values.size(); ++j) {
+        // Clamping to integer bounds before rounding equals rounding before clamping.
+        const float q = std::clamp(values[j] / p.scale + p.zero, 0.0f, top);
+        codes[j] = static_cast<std::uint8_t>((q + round_shift) - round_shift);
+    }
+}
+
+inline void encode_group(const LutParams& p, std::span<const float> values, std::uint8_t* codes) {
+    const float* levels = p.levels.data();
+    const index n = p.size();
+    for (std::size_t j = 0; j < values.size(); ++j) {
+        const float w = values[j];
+        // Branch-free lower_bound over the 2^bits ascending levels.
+        const float* base = levels;
+        for (index length = n; length > 1; length -= length / 2) base = base[length / 2] < w ? base + length / 2 : base;
+        const index upper = (base - levels) + (*base < w);
+        // Same choice as LutParams::encode: clamp at the ends, ties to the lower level.
+        index code;
+        if (upper == 0) code = 0;
+        else if (upper == n) code = n - 1;
+        else code = (w - levels[upper - 1] <= levels[upper] - w) ? upper - 1 : upper;
+        codes[j] = static_cast<std::uint8_t>(code);
     }
 }
 }  // namespace detail
@@ -46,18 +82,27 @@ public:
         const index rows = weights.rows(), cols = weights.cols();
         const index group = grid_.group_size(cols);
         QuantizedMatrix out(grid_.format(), grid_.bits(), rows, cols, group);
-        std::vector<float> values(static_cast<std::size_t>(group)), weights_of_values;
-        if (!importance.empty()) weights_of_values.resize(values.size());
+        // One row at a time: gather it as float, fit and encode each group into byte codes, then pack the row in one pass.
+        std::vector<float> row(static_cast<std::size_t>(cols)), row_importance;
+        if (!importance.empty()) row_importance.resize(row.size());
+        std::vector<std::uint8_t> codes(static_cast<std::size_t>(cols));
         for (index r = 0; r < rows; ++r) {
+            for (index j = 0; j < cols; ++j) row[static_cast<std::size_t>(j)] = to_float(weights(r, j));
+            if (!importance.empty())
+                for (index j = 0; j < cols; ++j) row_importance[static_cast<std::size_t>(j)] = importance(r, j);
             for (index g = 0; g < cols / group; ++g) {
-                for (index j = 0; j < group; ++j) {
-                    values[static_cast<std::size_t>(j)] = to_float(weights(r, g * group + j));
-                    if (!importance.empty()) weights_of_values[static_cast<std::size_t>(j)] = importance(r, g * group + j);
-                }
+                const std::size_t first = static_cast<std::size_t>(g * group);
+                const std::span<const float> values(row.data() + first, static_cast<std::size_t>(group));
+                const std::span<const float> weights_of_values =
+                    importance.empty() ? std::span<const float>{}
+                                       : std::span<const float>(row_importance.data() + first, static_cast<std::size_t>(group));
                 const params_type p = grid_.fit(values, weights_of_values);
+                // Codes stay below 2^p.bits, so matching bit widths is all the packer needs.
+                require(p.bits == grid_.bits(), "grid fitted ", p.bits, "-bit parameters but declares bits() = ", grid_.bits());
                 detail::store_params(out, r, g, p);
-                for (index j = 0; j < group; ++j) out.codes().set(r, g * group + j, p.encode(values[static_cast<std::size_t>(j)]));
+                detail::encode_group(p, values, codes.data() + first);
             }
+            pack_row(codes.data(), cols, grid_.bits(), out.codes().row_words(r));
         }
         return out;
     }

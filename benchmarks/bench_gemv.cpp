@@ -1,0 +1,222 @@
+// Dequant-GEMV/GEMM on the CPU against Eigen fp32 and against this machine's measured read bandwidth.
+//
+//   gemv/<format>/<N>x<K>/batch:<M>/threads:<T>   y (M x N) = x (M x K) W^T
+//   memory/read/threads:<T>                        a vectorized sum over 1 GiB: the bandwidth the kernels aim at
+//
+// Formats: fp32_eigen (dense Eigen, rows split over threads like ours), u<b>g128 (uniform asymmetric, fp16 scale and
+// zero per 128 inputs), u8 (uniform symmetric, one scale per row), lut<b> (a 2^b-entry fp16 table per row),
+// u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR). Each benchmark rotates over copies of its weights
+// that together exceed 256 MB, so every call streams its weights from DRAM; bytes processed = weight bytes (codes,
+// metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <npft/core/random.hpp>
+#include <npft/kernels/cpu/multiply.hpp>
+
+namespace {
+
+using npft::index;
+using npft::Matrix;
+using npft::MatrixView;
+using npft::quant::Format;
+using npft::quant::QuantizedMatrix;
+namespace cpu = npft::kernels::cpu;
+
+constexpr std::size_t rotation_bytes = std::size_t{320} << 20;  // > 256 MB: more than any cache
+
+struct FormatSpec {
+    const char* name;
+    bool dense_fp32;
+    Format format;
+    int bits;
+    index group;            // 0: one group per row
+    double outlier_percent;  // > 0: add CSR outliers
+};
+
+const FormatSpec formats[] = {
+    {"fp32_eigen", true, Format::uniform_asymmetric, 0, 0, 0.0},
+    {"u4g128", false, Format::uniform_asymmetric, 4, 128, 0.0},
+    {"u3g128", false, Format::uniform_asymmetric, 3, 128, 0.0},
+    {"u2g128", false, Format::uniform_asymmetric, 2, 128, 0.0},
+    {"u8", false, Format::uniform_symmetric, 8, 0, 0.0},
+    {"lut4", false, Format::lut, 4, 0, 0.0},
+    {"lut3", false, Format::lut, 3, 0, 0.0},
+    {"u4g128+sparse0.45", false, Format::uniform_asymmetric, 4, 128, 0.45},
+};
+
+struct Csr {
+    std::vector<std::int32_t> row_offsets, columns;
+    std::vector<npft::half> values;
+    cpu::CsrView view(index rows, index cols) const {
+        return {rows, cols, row_offsets.data(), columns.data(), values.data()};
+    }
+    std::size_t bytes() const {
+        return (row_offsets.size() + columns.size()) * sizeof(std::int32_t) + values.size() * sizeof(npft::half);
+    }
+};
+
+/// Random weights of a format: random code words (every bit pattern is a valid code stream when K % 32 == 0).
+QuantizedMatrix random_quantized(const FormatSpec& f, index rows, index cols) {
+    QuantizedMatrix w(f.format, f.bits, rows, cols, f.group == 0 ? cols : f.group);
+    const npft::RandomKey key{1, npft::make_stream(1)};
+    auto& words = w.codes().words();
+    for (std::size_t i = 0; i < words.size(); ++i) words[i] = npft::random_words(key, i / 4)[i % 4];
+    const npft::RandomKey meta{1, npft::make_stream(2)};
+    if (f.format == Format::lut) {
+        for (index r = 0; r < rows; ++r) {
+            npft::quant::LutParams p;
+            p.bits = f.bits;
+            for (index q = 0; q < p.size(); ++q) p.levels[static_cast<std::size_t>(q)] = npft::quant::round_to_half(-0.05f + 0.01f * static_cast<float>(q));
+            w.set_lut(r, p);
+        }
+    } else {
+        for (index r = 0; r < rows; ++r)
+            for (index g = 0; g < w.groups(); ++g) {
+                npft::quant::UniformParams p;
+                p.bits = f.bits;
+                p.scale = npft::quant::round_to_half(npft::uniform(meta, static_cast<std::uint64_t>(r * w.groups() + g), 0.001f, 0.01f));
+                p.zero = static_cast<float>(1u << (f.bits - 1));
+                w.set_group(r, g, p);
+            }
+    }
+    return w;
+}
+
+Csr random_outliers(index rows, index cols, double percent) {
+    Csr s;
+    const index per_row = static_cast<index>(std::lround(static_cast<double>(cols) * percent / 100.0));
+    const npft::RandomKey key{1, npft::make_stream(3)};
+    s.row_offsets.push_back(0);
+    for (index r = 0; r < rows; ++r) {
+        // Sorted distinct columns: one per stride of cols / per_row, at a random offset inside it.
+        const index stride = cols / per_row;
+        for (index e = 0; e < per_row; ++e) {
+            const auto words = npft::random_words(key, static_cast<std::uint64_t>(r * per_row + e));
+            s.columns.push_back(static_cast<std::int32_t>(e * stride + static_cast<index>(words[0] % static_cast<std::uint32_t>(stride))));
+            s.values.push_back(npft::half(npft::bits_to_unit_float(words[1]) - 0.5f));
+        }
+        s.row_offsets.push_back(static_cast<std::int32_t>(s.columns.size()));
+    }
+    return s;
+}
+
+/// The rotating copies of one (format, shape); kept between the benchmarks of different batch and thread counts.
+struct Workload {
+    std::string key;
+    std::vector<Matrix> dense;
+    std::vector<QuantizedMatrix> quantized;
+    std::vector<Csr> outliers;
+    std::size_t bytes_per_copy = 0;
+    std::size_t copies() const { return dense.empty() ? quantized.size() : dense.size(); }
+};
+
+Workload& workload(const FormatSpec& f, index rows, index cols) {
+    static std::unique_ptr<Workload> cached;
+    const std::string key = std::string(f.name) + "/" + std::to_string(rows) + "x" + std::to_string(cols);
+    if (cached && cached->key == key) return *cached;
+    cached.reset();  // free the previous copies first
+    auto w = std::make_unique<Workload>();
+    w->key = key;
+    if (f.dense_fp32) {
+        Matrix original = Matrix::Random(rows, cols);
+        w->bytes_per_copy = static_cast<std::size_t>(original.size()) * sizeof(float);
+        const std::size_t copies = std::max<std::size_t>(2, (rotation_bytes + w->bytes_per_copy - 1) / w->bytes_per_copy);
+        for (std::size_t c = 0; c < copies; ++c) w->dense.push_back(original);
+    } else {
+        const QuantizedMatrix original = random_quantized(f, rows, cols);
+        Csr sparse;
+        if (f.outlier_percent > 0) sparse = random_outliers(rows, cols, f.outlier_percent);
+        w->bytes_per_copy = original.bytes() + (f.outlier_percent > 0 ? sparse.bytes() : 0);
+        const std::size_t copies = std::max<std::size_t>(2, (rotation_bytes + w->bytes_per_copy - 1) / w->bytes_per_copy);
+        for (std::size_t c = 0; c < copies; ++c) {
+            w->quantized.push_back(original);
+            if (f.outlier_percent > 0) w->outliers.push_back(sparse);
+        }
+    }
+    cached = std::move(w);
+    return *cached;
+}
+
+void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, index cols, index batch, int threads) {
+    Workload& w = workload(f, rows, cols);
+    const Matrix x = Matrix::Random(batch, cols);
+    Matrix y(batch, rows);
+    const MatrixView<const float> xv = npft::as_matrix_view(x);
+    const MatrixView<float> yv = npft::as_matrix_view(y);
+    const cpu::MultiplyOptions options{threads, cpu::Path::best};
+    std::size_t call = 0;
+    for (auto _ : state) {
+        const std::size_t c = call++ % w.copies();
+        if (f.dense_fp32) {
+            const Matrix& weights = w.dense[c];
+            cpu::parallel_rows(rows, threads, 64, [&](index begin, index end) {
+                y.middleCols(begin, end - begin).noalias() = x * weights.middleRows(begin, end - begin).transpose();
+            });
+        } else if (f.outlier_percent > 0) {
+            cpu::multiply(w.quantized[c], w.outliers[c].view(rows, cols), xv, yv, options);
+        } else {
+            cpu::multiply(w.quantized[c], xv, yv, options);
+        }
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(w.bytes_per_copy));
+    state.SetLabel(f.dense_fp32 ? "eigen" : cpu::path_name(cpu::kernel_path(w.quantized[0], cpu::Path::best)));
+}
+
+/// Sums a 1 GiB buffer of 64-bit words (the compiler vectorizes the integer sum), split over threads.
+void memory_read_benchmark(benchmark::State& state, int threads) {
+    static std::vector<std::uint64_t> buffer(std::size_t{1} << 27, 1);  // 1 GiB
+    const index n = static_cast<index>(buffer.size());
+    std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
+    for (auto _ : state) {
+        cpu::parallel_rows(n, threads, 1 << 16, [&](index begin, index end) {
+            std::uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            const std::uint64_t* p = buffer.data();
+            index i = begin;
+            for (; i + 4 <= end; i += 4) {
+                s0 += p[i];
+                s1 += p[i + 1];
+                s2 += p[i + 2];
+                s3 += p[i + 3];
+            }
+            for (; i < end; ++i) s0 += p[i];
+            partial[static_cast<std::size_t>(begin * threads / n)] = s0 + s1 + s2 + s3;
+        });
+        benchmark::DoNotOptimize(partial.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * n * static_cast<std::int64_t>(sizeof(std::uint64_t)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (const int threads : {1, 2})
+        benchmark::RegisterBenchmark(("memory/read/threads:" + std::to_string(threads)).c_str(),
+                                     [threads](benchmark::State& s) { memory_read_benchmark(s, threads); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+    const std::pair<npft::index, npft::index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    for (const auto& [rows, cols] : shapes)
+        for (const FormatSpec& f : formats)
+            for (const npft::index batch : {1, 4, 16, 64})
+                for (const int threads : {1, 2}) {
+                    const std::string name = std::string("gemv/") + f.name + "/" + std::to_string(rows) + "x" + std::to_string(cols) +
+                                             "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
+                    benchmark::RegisterBenchmark(name.c_str(), [&f, rows = rows, cols = cols, batch, threads](benchmark::State& s) {
+                        gemv_benchmark(s, f, rows, cols, batch, threads);
+                    })->UseRealTime()->Unit(benchmark::kMicrosecond);
+                }
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,0 +1,174 @@
+// bench_cuda: the quantized kernels against cuBLAS fp16 on Llama-7B/13B linear-layer shapes, batch 1..128.
+// Reports time per GEMM (CUDA events, manual time), bytes moved (weights + activations + outputs, so that
+// bytes_per_second is the bandwidth reached) and speedup_vs_cublas. Without a device: prints SKIPPED and exits 77.
+//   bench_cuda --benchmark_format=json --benchmark_out=cuda.json
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <tuple>
+#include <string>
+#include <vector>
+
+#include <npft/cuda.cuh>
+
+namespace {
+
+using npft::index;
+using npft::quant::Format;
+namespace nc = npft::cuda;
+
+struct LayerShape {
+    const char* name;
+    index n, k;  // output channels, inputs
+};
+
+const LayerShape shapes[] = {
+    {"llama7b_qkv", 4096, 4096},  {"llama7b_up", 11008, 4096},  {"llama7b_down", 4096, 11008},
+    {"llama13b_qkv", 5120, 5120}, {"llama13b_up", 13824, 5120}, {"llama13b_down", 5120, 13824},
+};
+
+struct FormatSpec {
+    const char* name;
+    Format format;
+    int bits;
+    index group;  // 0: per channel
+};
+
+const FormatSpec formats[] = {
+    {"int4_g128", Format::uniform_asymmetric, 4, 128},
+    {"int3_g128", Format::uniform_asymmetric, 3, 128},
+    {"int2_g64", Format::uniform_asymmetric, 2, 64},
+    {"int4_sym_channel", Format::uniform_symmetric, 4, 0},
+    {"lut4", Format::lut, 4, 0},
+    {"lut3", Format::lut, 3, 0},
+};
+
+const index batches[] = {1, 2, 4, 8, 16, 32, 64, 128};
+
+/// Random tiled weights built directly (any bit pattern is a valid code), with small fp16 metadata.
+nc::TiledWeights random_tiled(const FormatSpec& f, index n, index k) {
+    nc::TiledWeights t;
+    t.format = f.format;
+    t.shape.rows = n;
+    t.shape.cols = k;
+    t.shape.padded_rows = nc::round_up(n, nc::row_alignment);
+    t.shape.blocks = (k + 31) / 32;
+    t.shape.group_size = f.group == 0 || f.format == Format::lut ? k : f.group;
+    t.shape.groups = k / t.shape.group_size;
+    t.shape.bits = f.bits;
+    t.codes.resize(static_cast<std::size_t>(t.shape.blocks * f.bits * t.shape.padded_rows));
+    for (std::size_t i = 0; i < t.codes.size(); ++i) t.codes[i] = npft::random_words({1, 1}, i)[0];
+    const std::size_t metadata = static_cast<std::size_t>(t.shape.groups * t.shape.padded_rows);
+    if (f.format == Format::lut) {
+        t.lut.resize(static_cast<std::size_t>(t.shape.padded_rows << f.bits));
+        for (std::size_t i = 0; i < t.lut.size(); ++i) t.lut[i] = npft::half(npft::uniform({1, 2}, i, -0.1f, 0.1f));
+    } else {
+        t.scales.assign(metadata, npft::half(0.01f));
+        if (f.format == Format::uniform_asymmetric) t.zeros.assign(metadata, npft::half(static_cast<float>(1 << (f.bits - 1))));
+    }
+    return t;
+}
+
+/// Times `launch` with CUDA events: a few warm-up runs, then one event pair per iteration. Returns the mean ms.
+template <class Launch>
+double time_loop(benchmark::State& state, nc::Stream& stream, Launch launch) {
+    for (int i = 0; i < 3; ++i) launch();
+    stream.synchronize();
+    nc::Event start, stop;
+    double total_ms = 0.0;
+    for (auto _ : state) {
+        start.record(stream.get());
+        launch();
+        stop.record(stream.get());
+        stop.synchronize();
+        const float ms = stop.elapsed_ms_since(start);
+        total_ms += ms;
+        state.SetIterationTime(static_cast<double>(ms) / 1e3);
+    }
+    return state.iterations() > 0 ? total_ms / static_cast<double>(state.iterations()) : 0.0;
+}
+
+/// Median cuBLAS fp16 time (ms) of a shape, measured once and cached for the speedup counter.
+double cublas_ms(const LayerShape& s, index batch) {
+    static std::map<std::tuple<index, index, index>, double> cache;
+    const auto key = std::make_tuple(s.n, s.k, batch);
+    if (const auto it = cache.find(key); it != cache.end()) return it->second;
+    nc::CublasHandle handle;
+    nc::Stream stream;
+    handle.set_stream(stream.get());
+    nc::DeviceBuffer<npft::half> w(static_cast<std::size_t>(s.n * s.k)), x(static_cast<std::size_t>(batch * s.k)),
+        y(static_cast<std::size_t>(batch * s.n));
+    nc::check(cudaMemset(w.data(), 0, w.bytes()), "cudaMemset");
+    nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
+    for (int i = 0; i < 3; ++i) nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k);
+    std::vector<float> times;
+    nc::Event start, stop;
+    for (int i = 0; i < 21; ++i) {
+        start.record(stream.get());
+        nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k);
+        stop.record(stream.get());
+        stop.synchronize();
+        times.push_back(stop.elapsed_ms_since(start));
+    }
+    std::nth_element(times.begin(), times.begin() + 10, times.end());
+    return cache[key] = times[10];
+}
+
+void bench_cublas(benchmark::State& state, LayerShape s, index batch) {
+    nc::CublasHandle handle;
+    nc::Stream stream;
+    handle.set_stream(stream.get());
+    nc::DeviceBuffer<npft::half> w(static_cast<std::size_t>(s.n * s.k)), x(static_cast<std::size_t>(batch * s.k)),
+        y(static_cast<std::size_t>(batch * s.n));
+    nc::check(cudaMemset(w.data(), 0, w.bytes()), "cudaMemset");
+    nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
+    time_loop(state, stream, [&] { nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k); });
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(w.bytes() + x.bytes() + y.bytes()));
+    state.counters["speedup_vs_cublas"] = 1.0;
+}
+
+void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index batch) {
+    const nc::DeviceQuantizedMatrix weights(random_tiled(f, s.n, s.k));
+    nc::Stream stream;
+    nc::DeviceBuffer<npft::half> x(static_cast<std::size_t>(batch * s.k)), y(static_cast<std::size_t>(batch * s.n));
+    nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
+    const nc::GemmArguments<npft::half> args{&weights, x.data(), batch, 0, y.data(), 0, nullptr};
+    if (const nc::Support support = nc::can_implement(args); !support) {
+        state.SkipWithError(support.reason.c_str());
+        return;
+    }
+    const double ms = time_loop(state, stream, [&] { nc::gemm(args, stream.get()); });
+    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(weights.bytes() + x.bytes() + y.bytes()));
+    if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, batch) / ms;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
+        std::printf("SKIPPED: %s\n", reason.c_str());
+        return 77;
+    }
+    if (nc::compute_capability() < 80) {
+        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
+        return 77;
+    }
+    for (const LayerShape& s : shapes)
+        for (const index batch : batches) {
+            const std::string suffix = std::string(s.name) + "_" + std::to_string(s.n) + "x" + std::to_string(s.k) +
+                                       "/batch:" + std::to_string(batch);
+            benchmark::RegisterBenchmark(("cublas_fp16/" + suffix).c_str(), bench_cublas, s, batch)
+                ->UseManualTime()
+                ->Unit(benchmark::kMicrosecond);
+            for (const FormatSpec& f : formats)
+                benchmark::RegisterBenchmark((std::string(f.name) + "/" + suffix).c_str(), bench_quantized, f, s, batch)
+                    ->UseManualTime()
+                    ->Unit(benchmark::kMicrosecond);
+        }
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

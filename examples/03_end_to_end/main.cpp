@@ -1,0 +1,488 @@
+// End to end: train a small LLaMA-style model on the King James Bible, quantize it to 4 and 3 bits with RTN, GPTQ,
+// non-uniform (SqueezeLLM-style k-means) and non-uniform with dense-and-sparse fp16 outliers, then fine-tune it with
+// NPFT and quantize again without any fp16 outliers. Prints the table, writes results.json and results.png.
+//
+//   end_to_end [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]
+//
+// Every figure is measured here, on this machine, through npft's packed CPU kernels. Same seed, same table.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <npft/npft.hpp>
+#include <npft/hessian/fisher.hpp>
+#include <npft/hessian/hutchinson.hpp>
+#include <npft/hessian/hvp.hpp>
+#include <npft/noise/row_range_uniform.hpp>
+#include <npft/noise/schedule.hpp>
+#include <npft/outliers/top_fraction.hpp>
+#include <npft/quant/gptq.hpp>
+#include <npft/quant/gptq_hessian.hpp>
+#include <npft/quant/nonuniform.hpp>
+#include <npft/train/optimizer.hpp>
+#include <npft/train/pipeline.hpp>
+#include <npft/train/progress.hpp>
+
+#include "kjv_corpus.hpp"
+#include "tiny_llama/checkpoint.hpp"
+#include "tiny_llama/data.hpp"
+#include "tiny_llama/model.hpp"
+#include "tiny_llama/quantized_model.hpp"
+
+namespace demo {
+
+namespace fs = std::filesystem;
+using npft::index;
+using tiny_llama::Batch;
+using tiny_llama::Model;
+using tiny_llama::PackedLinear;
+using tiny_llama::QuantizedModel;
+using Clock = std::chrono::steady_clock;
+
+// ---- settings -------------------------------------------------------------------------------------------------------
+
+struct Settings {
+    fs::path out_dir = ".";
+    std::string text_file;  // empty: the King James Bible
+    bool large = false;
+    std::uint64_t seed = 0;
+    // Pre-training: AdamW, linear warmup then cosine decay to 10%, gradient norm clipped to 1.
+    index train_steps = 600;
+    index train_batch = 16;
+    float train_lr = 2e-3f;
+    // Evaluation: non-overlapping windows of context + 1 bytes spread evenly through the test split.
+    index eval_windows = 192;
+    // Calibration: sequences from the train split, one per batch, for the Fisher (per-sequence squared gradients) and
+    // the GPTQ Hessians.
+    index calibration_sequences = 64;
+    // NPFT: method.md's recipe scaled to this model (see README.md).
+    index npft_stages = 3;
+    index npft_steps = 50;
+    index npft_batch = 8;
+    float npft_lr = 1e-3f;
+    double npft_outlier_fraction = 0.005;
+    index trace_sequences = 8;
+    // The dense-and-sparse baseline keeps this share of each matrix in fp16.
+    double dense_sparse_fraction = 0.0045;
+
+    tiny_llama::Config config() const { return large ? tiny_llama::Config::large() : tiny_llama::Config::small(); }
+};
+
+[[noreturn]] void usage(const char* argv0, int code) {
+    std::fprintf(code == 0 ? stdout : stderr,
+                 "usage: %s [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
+                 "  --out DIR          where results.json, results.png and the cached checkpoint go (default: .)\n"
+                 "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
+                 "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
+                 "  --seed N           seeds everything (default 0): same seed, same table\n"
+                 "  --train-steps N    pre-training steps (default 600)\n"
+                 "  --eval-windows N   test windows of 129 bytes to evaluate on (default 192; 0: the whole test split)\n"
+                 "  --quick            a smoke run: tiny budgets everywhere (the figures mean nothing)\n",
+                 argv0);
+    std::exit(code);
+}
+
+Settings parse_settings(int argc, char** argv) {
+    Settings s;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        const auto value = [&]() -> std::string {
+            if (i + 1 >= argc) {
+                std::fprintf(stderr, "%s needs a value\n", arg.c_str());
+                usage(argv[0], 2);
+            }
+            return argv[++i];
+        };
+        const auto number = [&]() -> long long {
+            const std::string v = value();
+            char* end = nullptr;
+            const long long n = std::strtoll(v.c_str(), &end, 10);
+            if (end == v.c_str() || *end != '\0' || n < 0) {
+                std::fprintf(stderr, "%s expects a non-negative integer, got '%s'\n", arg.c_str(), v.c_str());
+                usage(argv[0], 2);
+            }
+            return n;
+        };
+        if (arg == "--out") s.out_dir = value();
+        else if (arg == "--text") s.text_file = value();
+        else if (arg == "--large") s.large = true;
+        else if (arg == "--seed") s.seed = static_cast<std::uint64_t>(number());
+        else if (arg == "--train-steps") s.train_steps = static_cast<index>(number());
+        else if (arg == "--eval-windows") s.eval_windows = static_cast<index>(number());
+        else if (arg == "--quick") {
+            s.train_steps = 20;
+            s.eval_windows = 8;
+            s.calibration_sequences = 4;
+            s.npft_stages = 2;
+            s.npft_steps = 3;
+            s.trace_sequences = 1;
+        } else if (arg == "--help" || arg == "-h") usage(argv[0], 0);
+        else {
+            std::fprintf(stderr, "unknown argument '%s'\n", arg.c_str());
+            usage(argv[0], 2);
+        }
+    }
+    return s;
+}
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// FNV-1a: keys the checkpoint cache on everything that determines the trained weights.
+std::uint64_t fnv1a(std::string_view bytes, std::uint64_t h = 0xcbf29ce484222325ull) {
+    for (const char c : bytes) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+    return h;
+}
+
+// ---- pre-training ---------------------------------------------------------------------------------------------------
+
+float learning_rate(const Settings& s, index step) {
+    const index warmup = std::max<index>(1, s.train_steps / 20);
+    if (step < warmup) return s.train_lr * static_cast<float>(step + 1) / static_cast<float>(warmup);
+    const double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<index>(1, s.train_steps - warmup));
+    return s.train_lr * static_cast<float>(0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)));
+}
+
+void pretrain(Model& model, const std::vector<tiny_llama::Token>& train, const Settings& s) {
+    const npft::train::AdamW adamw{.beta1 = 0.9f, .beta2 = 0.95f, .epsilon = 1e-8f, .weight_decay = 0.01f};
+    auto params = model.parameters();
+    std::vector<npft::train::AdamW::State> states;
+    for (const auto& p : params) states.push_back(adamw.make_state(p.value.size()));
+    const npft::RandomKey key{s.seed, npft::make_stream(0x7261696e)};  // "rain"
+    const auto start = Clock::now();
+    double smoothed = 0.0;
+    const bool tty = ::isatty(2);
+    for (index step = 0; step < s.train_steps; ++step) {
+        const Batch batch = tiny_llama::random_windows(train, s.train_batch, model.config().context + 1, key,
+                                                       static_cast<std::uint64_t>(step));
+        const double loss = model.loss_and_gradient(batch);
+        npft::require(std::isfinite(loss), "pre-training diverged at step ", step, " (loss ", loss, ")");
+        // Clip the global gradient norm to 1: early steps of a byte-level model can spike.
+        double norm2 = 0.0;
+        for (const auto& p : params) norm2 += static_cast<double>(npft::to_eigen(p.grad).squaredNorm());
+        const float clip = static_cast<float>(std::min(1.0, 1.0 / std::sqrt(norm2 + 1e-30)));
+        const float lr = learning_rate(s, step);
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            auto g = npft::to_eigen(params[i].grad);
+            if (clip < 1.0f) g *= clip;
+            const auto n = static_cast<std::size_t>(params[i].value.size());
+            adamw.step(states[i], std::span<float>(params[i].value.data(), n), std::span<const float>(params[i].grad.data(), n), lr);
+        }
+        smoothed = step == 0 ? loss : 0.95 * smoothed + 0.05 * loss;
+        const bool last = step + 1 == s.train_steps;
+        if (tty || last || (step + 1) % 50 == 0) {
+            const double elapsed = seconds_since(start);
+            const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(s.train_steps - step - 1);
+            std::fprintf(stderr, "%s[train] step %td/%td  loss %.4f  (%.2f bits/byte)  lr %.2g  %.0f s, eta %.0f s%s",
+                         tty ? "\r" : "", step + 1, s.train_steps, smoothed, smoothed / std::log(2.0),
+                         static_cast<double>(lr), elapsed, eta, tty && !last ? "   " : "\n");
+            std::fflush(stderr);
+        }
+    }
+}
+
+// ---- calibration ----------------------------------------------------------------------------------------------------
+
+/// Runs the fp32 model over `batches` and accumulates each linear layer's GPTQ Hessian from the inputs it sees.
+std::map<std::string, npft::quant::GptqHessian> gptq_hessians(const Model& model, const std::vector<Batch>& batches) {
+    std::map<std::string, npft::quant::GptqHessian> hessians;
+    for (const std::string& name : model.linear_names())
+        hessians.emplace(name, npft::quant::GptqHessian(name.ends_with("down") ? model.config().hidden : model.config().dim));
+    const tiny_llama::DenseLinears dense{&model.weights()};
+    const auto recording = [&](index layer, tiny_llama::LinearKind kind, const npft::Matrix& x, npft::Matrix& y) {
+        hessians.at(tiny_llama::linear_name(layer, kind)).add(x);
+        dense(layer, kind, x, y);
+    };
+    for (const Batch& b : batches)
+        tiny_llama::forward_loss_sum(model.config(), model.weights(), model.rope(), recording, b, nullptr);
+    return hessians;
+}
+
+/// Outlier masks as npft selects them for NPFT, for the Hessian-trace measurement on a fixed set of weights.
+using Masks = std::map<std::string, npft::outliers::OutlierMask>;
+
+/// Hutchinson estimate of the Hessian trace restricted to `masks` (all linear layers together), by finite differences
+/// of the model's gradients on `batch`.
+npft::hessian::TraceEstimate outlier_trace(Model& model, const Batch& batch, const Masks& masks) {
+    std::vector<std::string> names = model.linear_names();
+    std::vector<float> indicator;
+    for (const auto& name : names) {
+        const auto part = masks.at(name).indicator();
+        indicator.insert(indicator.end(), part.begin(), part.end());
+    }
+    npft::hessian::FiniteDifferenceHvp<Model, Batch> hvp(model, batch, names);
+    const npft::hessian::Hutchinson<> hutchinson(
+        npft::hessian::HutchinsonOptions{.min_probes = 10, .max_probes = 40, .target_relative_standard_error = 0.05, .seed = 1});
+    return hutchinson.estimate(hvp, std::span<const float>(indicator));
+}
+
+// ---- the table ------------------------------------------------------------------------------------------------------
+
+struct Row {
+    std::string method;
+    int bits = 0;
+    index group = 0;
+    double test_ppl = 0.0;
+    double bits_per_weight = 0.0;
+    double seconds = 0.0;  // quantization time; for +npft rows, fine-tuning plus quantization
+    std::optional<npft::hessian::TraceEstimate> trace_before, trace_after;
+    double finetune_seconds = 0.0;
+    std::string detail;
+};
+
+/// Quantizes every linear layer with `quantize_one(name, weights)` and measures the result.
+template <class F>
+Row quantized_row(const Model& model, const std::vector<Batch>& test, std::string method, int bits, index group,
+                  F&& quantize_one, double extra_seconds = 0.0) {
+    const auto start = Clock::now();
+    QuantizedModel q(model);
+    for (index l = 0; l < model.config().layers; ++l)
+        for (const auto kind : tiny_llama::linear_kinds) {
+            const std::string name = tiny_llama::linear_name(l, kind);
+            q.set_linear(name, quantize_one(name, model.weights().layers[static_cast<std::size_t>(l)].linear(kind)));
+        }
+    Row row;
+    row.method = std::move(method);
+    row.bits = bits;
+    row.group = group;
+    row.seconds = seconds_since(start) + extra_seconds;
+    row.bits_per_weight = q.bits_per_weight();
+    row.test_ppl = tiny_llama::perplexity(q, test);
+    std::fprintf(stderr, "  %-26s %d-bit group %-4td  ppl %8.4f  %.3f bits/weight  %.1f s\n", row.method.c_str(), bits,
+                 group, row.test_ppl, row.bits_per_weight, row.seconds);
+    return row;
+}
+
+npft::MatrixView<const float> view(const npft::Matrix& m) { return npft::MatrixView<const float>(npft::as_matrix_view(m)); }
+
+std::string json_number(double v) {
+    if (!std::isfinite(v)) return "null";
+    char buffer[64];
+    std::snprintf(buffer, sizeof buffer, "%.6g", v);
+    return buffer;
+}
+
+std::string json_string(const std::string& s) {
+    std::string out = "\"";
+    for (const char c : s) {
+        if (c == '"' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+int run(int argc, char** argv) {
+    const Settings s = parse_settings(argc, argv);
+    try {
+        const auto run_start = Clock::now();
+        fs::create_directories(s.out_dir);
+        const tiny_llama::Config config = s.config();
+
+        // ---- corpus
+        const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(s.out_dir / "kjv.txt")
+                                                       : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file);
+        const auto train_tokens = tiny_llama::byte_tokens(corpus.train);
+        const auto test_tokens = tiny_llama::byte_tokens(corpus.test);
+        std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes\n", corpus.name.c_str(),
+                    corpus.train.size(), corpus.validation.size(), corpus.test.size());
+        const auto test = tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
+        index test_predictions = 0;
+        for (const auto& b : test) test_predictions += b.count() * b.positions();
+
+        // ---- the fp32 model: trained here, or a cached checkpoint with the same key
+        const std::string key = std::to_string(fnv1a(config.describe() + " seed=" + std::to_string(s.seed) +
+                                                     " steps=" + std::to_string(s.train_steps) + " batch=" +
+                                                     std::to_string(s.train_batch) + " lr=" + std::to_string(s.train_lr),
+                                                     fnv1a(corpus.train)));
+        const fs::path checkpoint = s.out_dir / ("tiny_llama_" + key + ".safetensors");
+        std::optional<tiny_llama::Weights> cached = tiny_llama::load_cached_weights(checkpoint, config, key);
+        double train_seconds = 0.0;
+        Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
+        std::printf("model: %td layers, dim %td, %td heads, hidden %td, context %td: %td parameters (%td in linear layers)\n",
+                    config.layers, config.dim, config.heads, config.hidden, config.context,
+                    model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
+        if (cached) {
+            std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint.string().c_str());
+        } else {
+            std::printf("fp32 model: training %td steps of %td x %td bytes\n", s.train_steps, s.train_batch, config.context + 1);
+            std::fflush(stdout);
+            const auto start = Clock::now();
+            pretrain(model, train_tokens, s);
+            train_seconds = seconds_since(start);
+            tiny_llama::save_weights(checkpoint, config, model.weights(), key);
+        }
+        const double fp32_ppl = tiny_llama::perplexity(model, test);
+        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%zu windows)\n", fp32_ppl,
+                    std::log2(fp32_ppl), test_predictions, test.size() * 16);
+        std::fflush(stdout);
+
+        // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs
+        const npft::RandomKey calibration_key{s.seed, npft::make_stream(0x63616c)};  // "cal"
+        std::vector<Batch> calibration;
+        for (index i = 0; i < s.calibration_sequences; ++i)
+            calibration.push_back(tiny_llama::random_windows(train_tokens, 1, config.context + 1, calibration_key,
+                                                             static_cast<std::uint64_t>(i)));
+        auto calibration_start = Clock::now();
+        const auto fisher = npft::hessian::DiagonalFisher::compute(model, calibration, model.linear_names());
+        const auto hessians = gptq_hessians(model, calibration);
+        const double calibration_seconds = seconds_since(calibration_start);
+
+        std::vector<Row> rows;
+        for (const int bits : {4, 3}) {
+            std::fprintf(stderr, "[quantize] %d-bit baselines\n", bits);
+            for (const index group : {index{0}, index{128}}) {
+                const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
+                rows.push_back(quantized_row(model, test, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
+                    return PackedLinear(rtn.quantize(view(w)));
+                }));
+            }
+            for (const index group : {index{0}, index{128}}) {
+                const npft::quant::Gptq gptq(npft::quant::UniformGrid(bits, group));
+                rows.push_back(quantized_row(model, test, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
+                    return PackedLinear(gptq.quantize(w, hessians.at(name)));
+                }, calibration_seconds));
+            }
+            const npft::quant::Quantizer kmeans(npft::quant::NonUniformGrid(bits));
+            rows.push_back(quantized_row(model, test, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+                return PackedLinear(kmeans.quantize(view(w), view(fisher.at(name))));
+            }, calibration_seconds));
+        }
+
+        // ---- NPFT: noise on the Fisher outliers, LoRA fine-tuning, then quantization without fp16 outliers.
+        // The reference noise (uniform over each row's outlier range) does not depend on the bit width, so one
+        // fine-tuned model serves both widths.
+        using Selector = npft::outliers::TopFisher;
+        using Noise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>;
+        using Trace = npft::hessian::Hutchinson<>;
+        npft::PipelineOptions options;
+        options.stages = s.npft_stages;
+        options.steps_per_stage = s.npft_steps;
+        options.learning_rate = s.npft_lr;
+        options.seed = s.seed;
+        options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
+        npft::Pipeline<Selector, Noise, Trace, npft::quant::UniformGrid> pipeline(
+            options, Selector{s.npft_outlier_fraction}, Noise{}, Trace{},
+            npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 0)));
+
+        const npft::RandomKey npft_key{s.seed, npft::make_stream(0x6e706674)};  // "npft"
+        std::vector<Batch> npft_batches;
+        for (index i = 0; i < s.npft_stages * s.npft_steps; ++i)
+            npft_batches.push_back(tiny_llama::random_windows(train_tokens, s.npft_batch, config.context + 1, npft_key,
+                                                              static_cast<std::uint64_t>(i)));
+        const Batch trace_batch = tiny_llama::random_windows(train_tokens, s.trace_sequences, config.context + 1, npft_key,
+                                                             1u << 30);
+
+        const tiny_llama::Weights fp32_weights = model.weights();
+        std::fprintf(stderr, "[npft] selecting outliers (top %.2f%% by Fisher per matrix), trace before fine-tuning\n",
+                     100.0 * s.npft_outlier_fraction);
+        pipeline.select(model, calibration);
+        Masks masks;
+        for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
+        const auto trace_before = outlier_trace(model, trace_batch, masks);
+        std::fprintf(stderr, "[npft] Tr(H_outliers) before: %.4g +- %.2g (%td probes)\n", trace_before.value,
+                     trace_before.standard_error, trace_before.probes);
+        std::fprintf(stderr, "[npft] fine-tuning: %td stages x %td steps, batch %td x %td bytes, LoRA rank 16 alpha 32, lr %.2g\n",
+                     s.npft_stages, s.npft_steps, s.npft_batch, config.context + 1, static_cast<double>(s.npft_lr));
+        const auto finetune_start = Clock::now();
+        if (::isatty(2)) {
+            pipeline.fit(model, npft_batches, calibration, npft::train::progress::bar());
+        } else {
+            pipeline.fit(model, npft_batches, calibration, npft::train::progress::lines(10));
+        }
+        const double finetune_seconds = seconds_since(finetune_start);
+        const auto trace_after = outlier_trace(model, trace_batch, masks);
+        std::fprintf(stderr, "[npft] Tr(H_outliers) after:  %.4g +- %.2g (%td probes); fine-tuning took %.1f s\n",
+                     trace_after.value, trace_after.standard_error, trace_after.probes, finetune_seconds);
+        const double npft_ppl = tiny_llama::perplexity(model, test);
+        std::fprintf(stderr, "[npft] fp32 test perplexity after fine-tuning %.4f\n", npft_ppl);
+
+        calibration_start = Clock::now();
+        const auto npft_fisher = npft::hessian::DiagonalFisher::compute(model, calibration, model.linear_names());
+        const double npft_fisher_seconds = seconds_since(calibration_start);
+        for (const int bits : {4, 3}) {
+            std::fprintf(stderr, "[quantize] %d-bit after NPFT\n", bits);
+            const auto add_npft = [&](Row row) {
+                row.trace_before = trace_before;
+                row.trace_after = trace_after;
+                row.finetune_seconds = finetune_seconds;
+                rows.push_back(std::move(row));
+            };
+            for (const index group : {index{0}, index{128}}) {
+                const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
+                add_npft(quantized_row(model, test, "rtn+npft", bits, group, [&](const std::string&, const npft::Matrix& w) {
+                    return PackedLinear(rtn.quantize(view(w)));
+                }, finetune_seconds));
+            }
+            const npft::quant::Quantizer kmeans(npft::quant::NonUniformGrid(bits));
+            add_npft(quantized_row(model, test, "nonuniform+npft", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+                return PackedLinear(kmeans.quantize(view(w), view(npft_fisher.at(name))));
+            }, finetune_seconds + npft_fisher_seconds));
+        }
+        model.weights() = fp32_weights;
+
+        // ---- report
+        std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.bits > b.bits; });
+        std::printf("\n%-24s %4s %6s %10s %9s %9s %26s\n", "method", "bits", "group", "test ppl", "bits/w", "seconds",
+                    "Tr(H_outliers) before->after");
+        std::printf("%-24s %4s %6s %10.4f %9s %9.1f\n", "fp32", "32", "-", fp32_ppl, "32", train_seconds);
+        for (const Row& r : rows) {
+            std::printf("%-24s %4d %6td %10.4f %9.3f %9.1f", r.method.c_str(), r.bits, r.group, r.test_ppl, r.bits_per_weight,
+                        r.seconds);
+            if (r.trace_before)
+                std::printf("   %.3g+-%.1g -> %.3g+-%.1g", r.trace_before->value, r.trace_before->standard_error,
+                            r.trace_after->value, r.trace_after->standard_error);
+            std::printf("\n");
+        }
+
+        // results.json: the shape issue 6 fixes, plus extra fields.
+        std::string json = "{\"model\": {\"layers\": " + std::to_string(config.layers) + ", \"dim\": " +
+                           std::to_string(config.dim) + ", \"params\": " + std::to_string(model.weights().parameter_count()) +
+                           ", \"heads\": " + std::to_string(config.heads) + ", \"hidden\": " + std::to_string(config.hidden) +
+                           ", \"context\": " + std::to_string(config.context) + ", \"vocab\": " + std::to_string(config.vocab) +
+                           "},\n \"corpus\": {\"name\": " + json_string(corpus.name) + ", \"train_bytes\": " +
+                           std::to_string(corpus.train.size()) + ", \"test_bytes\": " + std::to_string(corpus.test.size()) +
+                           ", \"validation_bytes\": " + std::to_string(corpus.validation.size()) +
+                           ", \"test_predictions\": " + std::to_string(test_predictions) + "},\n \"fp32\": {\"test_ppl\": " +
+                           json_number(fp32_ppl) + ", \"train_seconds\": " + json_number(train_seconds) +
+                           ", \"cached\": " + (cached ? "true" : "false") + ", \"npft_test_ppl\": " + json_number(npft_ppl) +
+                           "},\n \"rows\": [";
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const Row& r = rows[i];
+            json += std::string(i ? ",\n  " : "\n  ") + "{\"method\": " + json_string(r.method) + ", \"bits\": " +
+                    std::to_string(r.bits) + ", \"group\": " + std::to_string(r.group) + ", \"test_ppl\": " +
+                    json_number(r.test_ppl) + ", \"bits_per_weight\": " + json_number(r.bits_per_weight) +
+                    ", \"seconds\": " + json_number(r.seconds);
+            if (r.trace_before)
+                json += ", \"outlier_trace_before\": " + json_number(r.trace_before->value) +
+                        ", \"outlier_trace_before_se\": " + json_number(r.trace_before->standard_error) +
+                        ", \"outlier_trace_after\": " + json_number(r.trace_after->value) +
+                        ", \"outlier_trace_after_se\": " + json_number(r.trace_after->standard_error) +
+                        ", \"finetune_seconds\": " + json_number(r.finetune_seconds);
+            json += "}";
+        }
+        json += "\n ],\n \"seed\": " + std::to_string(s.seed) + ", \"total_seconds\": " + json_number(seconds_since(run_start)) +
+                "}\n";
+        std::ofstream(s.out_dir / "results.json") << json;
+        std::printf("\nwrote %s\n", (s.out_dir / "results.json").string().c_str());
+        return 0;
+    } catch (const npft::Error& e) {
+        std::fprintf(stderr, "\nerror: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "\nerror: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace demo
+
+int main(int argc, char** argv) { return demo::run(argc, argv); }

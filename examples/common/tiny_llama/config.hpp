@@ -1,0 +1,65 @@
+#pragma once
+// Shape of the tiny LLaMA-style decoder, and the batch it trains on.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <npft/core/config.hpp>
+#include <npft/core/error.hpp>
+
+namespace tiny_llama {
+
+using npft::index;
+using Token = std::int32_t;
+
+struct Config {
+    index vocab = 256;  ///< byte-level by default
+    index layers = 4;
+    index dim = 128;
+    index heads = 4;
+    index hidden = 384;   ///< SwiGLU inner width
+    index context = 128;  ///< longest sequence (RoPE table size)
+    float rope_theta = 10000.0f;
+    float norm_eps = 1e-5f;
+
+    index head_dim() const { return dim / heads; }
+
+    /// The default: trains in a few minutes on 2 cores. Every linear input width (128, 384) is a multiple of 128,
+    /// so group-128 quantization applies to every layer.
+    static Config small() { return {}; }
+    /// The larger configuration for the full benchmark.
+    static Config large() {
+        Config c;
+        c.dim = 256;
+        c.hidden = 768;
+        c.heads = 8;
+        return c;
+    }
+
+    void validate() const {
+        npft::require(vocab > 0 && layers > 0 && dim > 0 && heads > 0 && hidden > 0 && context > 0,
+                      "model config sizes must be positive");
+        npft::require(dim % heads == 0, "model dim ", dim, " must be a multiple of the head count ", heads);
+        npft::require(head_dim() % 2 == 0, "head dim ", head_dim(), " must be even for rotary embeddings");
+    }
+
+    /// A stable text form (used to key checkpoints and logs).
+    std::string describe() const {
+        return "vocab=" + std::to_string(vocab) + " layers=" + std::to_string(layers) + " dim=" + std::to_string(dim) +
+               " heads=" + std::to_string(heads) + " hidden=" + std::to_string(hidden) +
+               " context=" + std::to_string(context) + " rope_theta=" + std::to_string(rope_theta) +
+               " norm_eps=" + std::to_string(norm_eps);
+    }
+};
+
+/// Next-token prediction on a few sequences of equal length: position t predicts token t+1, so a sequence of n tokens
+/// gives n-1 predictions. The loss is the mean cross-entropy over all predictions of the batch.
+struct Batch {
+    std::vector<std::vector<Token>> sequences;
+
+    index count() const { return static_cast<index>(sequences.size()); }
+    /// Input positions per sequence (sequence length minus one).
+    index positions() const { return sequences.empty() ? 0 : static_cast<index>(sequences.front().size()) - 1; }
+};
+
+}  // namespace tiny_llama

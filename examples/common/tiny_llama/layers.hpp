@@ -1,0 +1,169 @@
+#pragma once
+// The building blocks of the decoder with their hand-written backward passes: RMSNorm, rotary position embeddings,
+// causal softmax attention, SwiGLU. Activations are (tokens x features) row-major matrices, tokens of all sequences stacked.
+#include <cmath>
+#include <vector>
+
+#include <npft/core/eigen.hpp>
+
+#include "config.hpp"
+
+namespace tiny_llama::layers {
+
+using npft::Matrix;
+using npft::Vector;
+
+// ---- RMSNorm: y = x / rms(x) * gain, rms(x) = sqrt(mean(x^2) + eps) ------------------------------------------------
+
+/// Writes y and the per-row 1/rms that the backward pass needs.
+inline void rmsnorm_forward(const Matrix& x, const Matrix& gain, float eps, Matrix& y, Vector& inv_rms) {
+    const index n = x.rows(), d = x.cols();
+    y.resize(n, d);
+    inv_rms.resize(n);
+    for (index r = 0; r < n; ++r) {
+        const float mean_square = x.row(r).squaredNorm() / static_cast<float>(d);
+        inv_rms(r) = 1.0f / std::sqrt(mean_square + eps);
+        y.row(r) = x.row(r).cwiseProduct(gain.row(0)) * inv_rms(r);
+    }
+}
+
+/// Given dL/dy: adds dL/dx to dx and dL/dgain to dgain.
+///   dx = s * (g dy) - x * s^3 / d * sum(g dy x),  s = 1/rms
+inline void rmsnorm_backward(const Matrix& x, const Matrix& gain, const Vector& inv_rms, const Matrix& dy, Matrix& dx,
+                             Matrix& dgain) {
+    const index n = x.rows(), d = x.cols();
+    for (index r = 0; r < n; ++r) {
+        const float s = inv_rms(r);
+        const auto gdy = dy.row(r).cwiseProduct(gain.row(0));
+        const float dot = gdy.dot(x.row(r));
+        dx.row(r) += s * gdy - x.row(r) * (s * s * s * dot / static_cast<float>(d));
+        dgain.row(0) += dy.row(r).cwiseProduct(x.row(r)) * s;
+    }
+}
+
+// ---- Rotary position embeddings (interleaved pairs, as Meta's LLaMA code) --------------------------------------------
+
+/// cos and sin of position p times frequency theta^(-2i/head_dim), for p < context and i < head_dim / 2.
+struct RopeTable {
+    Matrix cos, sin;  // context x head_dim/2
+
+    RopeTable() = default;
+    RopeTable(index context, index head_dim, float theta) : cos(context, head_dim / 2), sin(context, head_dim / 2) {
+        for (index p = 0; p < context; ++p) {
+            for (index i = 0; i < head_dim / 2; ++i) {
+                const double frequency = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+                const double angle = static_cast<double>(p) * frequency;
+                cos(p, i) = static_cast<float>(std::cos(angle));
+                sin(p, i) = static_cast<float>(std::sin(angle));
+            }
+        }
+    }
+};
+
+/// Rotates each (2i, 2i+1) pair of every head of x (rows: `sequences` sequences of `length` tokens) by the angle of its
+/// position; `inverse` rotates back, which is also the backward pass (the rotation is orthogonal).
+inline void rope_rotate(Matrix& x, index length, index head_dim, const RopeTable& table, bool inverse) {
+    const index pairs = head_dim / 2, heads = x.cols() / head_dim;
+    const float direction = inverse ? -1.0f : 1.0f;
+    for (index r = 0; r < x.rows(); ++r) {
+        const index position = r % length;
+        float* row = x.row(r).data();
+        for (index h = 0; h < heads; ++h) {
+            float* head = row + h * head_dim;
+            for (index i = 0; i < pairs; ++i) {
+                const float c = table.cos(position, i), s = direction * table.sin(position, i);
+                const float a = head[2 * i], b = head[2 * i + 1];
+                head[2 * i] = a * c - b * s;
+                head[2 * i + 1] = a * s + b * c;
+            }
+        }
+    }
+}
+
+// ---- Causal multi-head attention: softmax(q k^T / sqrt(d) + mask) v, per sequence and head --------------------------
+
+/// Writes out (tokens x dim) and, when `probs` is given, keeps each (sequence, head) probability matrix for backward.
+inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v, index length, index heads, Matrix& out,
+                              std::vector<Matrix>* probs) {
+    const index dim = q.cols(), head_dim = dim / heads, sequences = q.rows() / length;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    out.resize(q.rows(), dim);
+    if (probs) probs->resize(static_cast<std::size_t>(sequences * heads));
+    Matrix p;
+    for (index s = 0; s < sequences; ++s) {
+        for (index h = 0; h < heads; ++h) {
+            const auto qh = q.block(s * length, h * head_dim, length, head_dim);
+            const auto kh = k.block(s * length, h * head_dim, length, head_dim);
+            const auto vh = v.block(s * length, h * head_dim, length, head_dim);
+            p.noalias() = (qh * kh.transpose()) * scale;
+            for (index t = 0; t < length; ++t) {
+                // Causal: token t sees positions 0..t; the masked tail gets probability exactly 0.
+                const float top = p.row(t).head(t + 1).maxCoeff();
+                float sum = 0.0f;
+                for (index j = 0; j <= t; ++j) {
+                    const float e = std::exp(p(t, j) - top);
+                    p(t, j) = e;
+                    sum += e;
+                }
+                p.row(t).head(t + 1) /= sum;
+                p.row(t).tail(length - t - 1).setZero();
+            }
+            out.block(s * length, h * head_dim, length, head_dim).noalias() = p * vh;
+            if (probs) (*probs)[static_cast<std::size_t>(s * heads + h)] = p;
+        }
+    }
+}
+
+/// Given dL/dout: writes dL/dq, dL/dk, dL/dv.
+///   dv = P^T dO;  dP = dO v^T;  dS = P (dP - rowsum(P dP));  dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
+inline void attention_backward(const Matrix& q, const Matrix& k, const Matrix& v, const std::vector<Matrix>& probs,
+                               const Matrix& dout, index length, index heads, Matrix& dq, Matrix& dk, Matrix& dv) {
+    const index dim = q.cols(), head_dim = dim / heads, sequences = q.rows() / length;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    dq.resize(q.rows(), dim);
+    dk.resize(q.rows(), dim);
+    dv.resize(q.rows(), dim);
+    Matrix dp;
+    for (index s = 0; s < sequences; ++s) {
+        for (index h = 0; h < heads; ++h) {
+            const Matrix& p = probs[static_cast<std::size_t>(s * heads + h)];
+            const auto qh = q.block(s * length, h * head_dim, length, head_dim);
+            const auto kh = k.block(s * length, h * head_dim, length, head_dim);
+            const auto vh = v.block(s * length, h * head_dim, length, head_dim);
+            const auto doh = dout.block(s * length, h * head_dim, length, head_dim);
+            dv.block(s * length, h * head_dim, length, head_dim).noalias() = p.transpose() * doh;
+            dp.noalias() = doh * vh.transpose();
+            for (index t = 0; t < length; ++t) {
+                const float inner = p.row(t).dot(dp.row(t));
+                dp.row(t) = p.row(t).cwiseProduct((dp.row(t).array() - inner).matrix()) * scale;
+            }
+            dq.block(s * length, h * head_dim, length, head_dim).noalias() = dp * kh;
+            dk.block(s * length, h * head_dim, length, head_dim).noalias() = dp.transpose() * qh;
+        }
+    }
+}
+
+// ---- SwiGLU: act = silu(gate) * up ---------------------------------------------------------------------------------
+
+inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+inline void swiglu_forward(const Matrix& gate, const Matrix& up, Matrix& act) {
+    act.resize(gate.rows(), gate.cols());
+    for (index i = 0; i < gate.size(); ++i) {
+        const float g = gate.data()[i];
+        act.data()[i] = g * sigmoid(g) * up.data()[i];
+    }
+}
+
+/// Given dL/dact: writes dL/dgate and dL/dup. silu'(g) = sigmoid(g) (1 + g (1 - sigmoid(g))).
+inline void swiglu_backward(const Matrix& gate, const Matrix& up, const Matrix& dact, Matrix& dgate, Matrix& dup) {
+    dgate.resize(gate.rows(), gate.cols());
+    dup.resize(gate.rows(), gate.cols());
+    for (index i = 0; i < gate.size(); ++i) {
+        const float g = gate.data()[i], sg = sigmoid(g), d = dact.data()[i];
+        dup.data()[i] = d * g * sg;
+        dgate.data()[i] = d * up.data()[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+}  // namespace tiny_llama::layers

@@ -1,0 +1,92 @@
+#pragma once
+// tiny_llama::QuantizedModel: the decoder with every linear layer run from packed quantized weights through npft's
+// CPU kernels (never from a dequantized fp32 copy). Embedding, norms and the output head stay fp32, as in the paper.
+#include <map>
+#include <string>
+#include <utility>
+#include <variant>
+
+#include <npft/core/eigen.hpp>
+#include <npft/kernels/cpu/multiply.hpp>
+#include <npft/quant/quantized_matrix.hpp>
+
+#include "forward.hpp"
+#include "model.hpp"
+
+namespace tiny_llama {
+
+/// A packed linear weight (rows = output features).
+class PackedLinear {
+public:
+    explicit PackedLinear(npft::quant::QuantizedMatrix w) : weight_(std::move(w)) {}
+
+    index rows() const { return std::visit([](const auto& w) { return w.rows(); }, weight_); }
+    index cols() const { return std::visit([](const auto& w) { return w.cols(); }, weight_); }
+    /// Storage bytes, metadata included.
+    std::size_t bytes() const { return std::visit([](const auto& w) { return w.bytes(); }, weight_); }
+
+    /// y = x W^T, y already sized tokens x rows().
+    void multiply(const Matrix& x, Matrix& y) const {
+        std::visit([&](const auto& w) { multiply_packed(w, x, y); }, weight_);
+    }
+
+private:
+    static void multiply_packed(const npft::quant::QuantizedMatrix& w, const Matrix& x, Matrix& y) {
+        npft::kernels::cpu::multiply(w, npft::MatrixView<const float>(npft::as_matrix_view(x)), npft::as_matrix_view(y));
+    }
+
+    std::variant<npft::quant::QuantizedMatrix> weight_;
+};
+
+class QuantizedModel {
+public:
+    /// Shares `model`'s embedding, norms and head (the model must outlive this object); linears come from set_linear.
+    explicit QuantizedModel(const Model& model) : model_(&model) {}
+
+    /// Installs the packed weight of one linear, by name ("layers.0.attn.q"); it must have that linear's shape.
+    void set_linear(const std::string& name, PackedLinear packed) {
+        const Matrix* fp32 = find_linear(name);
+        npft::require(fp32 != nullptr, "'", name, "' is not a linear layer of the model");
+        npft::require(packed.rows() == fp32->rows() && packed.cols() == fp32->cols(), "packed weight for ", name, " must be ",
+                      fp32->rows(), " x ", fp32->cols(), ", got ", packed.rows(), " x ", packed.cols());
+        packed_.insert_or_assign(name, std::move(packed));
+    }
+
+    bool complete() const { return packed_.size() == static_cast<std::size_t>(7 * model_->config().layers); }
+
+    /// Storage bits per weight over all linear layers, metadata included.
+    double bits_per_weight() const {
+        double bits = 0.0, weights = 0.0;
+        for (const auto& [name, p] : packed_) {
+            bits += 8.0 * static_cast<double>(p.bytes());
+            weights += static_cast<double>(p.rows() * p.cols());
+        }
+        return weights > 0.0 ? bits / weights : 0.0;
+    }
+
+    /// Mean next-token cross-entropy with every linear run from its packed weight.
+    double loss(const Batch& batch) const {
+        npft::require(complete(), "quantized model has ", packed_.size(), " of ", 7 * model_->config().layers,
+                      " linear layers installed");
+        std::vector<const PackedLinear*> table;
+        for (const std::string& name : model_->linear_names()) table.push_back(&packed_.at(name));
+        const auto linears = [&](index layer, LinearKind kind, const Matrix& x, Matrix& y) {
+            table[static_cast<std::size_t>(layer * 7 + static_cast<index>(kind))]->multiply(x, y);
+        };
+        return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr) /
+               static_cast<double>(batch.count() * batch.positions());
+    }
+
+private:
+    const Matrix* find_linear(const std::string& name) const {
+        for (index l = 0; l < model_->config().layers; ++l)
+            for (const LinearKind kind : linear_kinds)
+                if (linear_name(l, kind) == name) return &model_->weights().layers[static_cast<std::size_t>(l)].linear(kind);
+        return nullptr;
+    }
+
+    const Model* model_;
+    std::map<std::string, PackedLinear> packed_;
+};
+
+}  // namespace tiny_llama

@@ -1,0 +1,141 @@
+#pragma once
+// A packed quant::QuantizedMatrix stored in a safetensors file as a group of tensors under one name, so that quantized
+// checkpoints are ordinary safetensors files that any reader can list and inspect (docs/io.md):
+//
+//   <name>.codes   U32 [rows, words_per_row]  the packed code words, byte for byte (quant/bitpack.hpp layout)
+//   <name>.scales  F16 [rows, groups]         uniform formats
+//   <name>.zeros   F16 [rows, groups]         uniform_asymmetric only
+//   <name>.lut     F16 [rows, 2^bits]         lut only
+//
+// and in "__metadata__": <name>.format ("uniform_symmetric" | "uniform_asymmetric" | "lut"), <name>.bits,
+// <name>.group_size, <name>.shape ("[rows, cols]") and <name>.packing (the code layout's version, "npft.bitstream32.v1").
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../quant/bitpack.hpp"
+#include "../quant/params.hpp"
+#include "../quant/quantized_matrix.hpp"
+#include "json.hpp"
+#include "safetensors.hpp"
+
+namespace npft::io {
+
+/// Version tag of the packed code layout; a reader refuses codes packed any other way.
+inline constexpr std::string_view quantized_packing = "npft.bitstream32.v1";
+
+namespace detail {
+inline std::string quantized_key(std::string_view name, std::string_view field) {
+    std::string key(name);
+    key += '.';
+    key += field;
+    return key;
+}
+
+inline index parse_metadata_integer(const SafetensorsFile& in, const std::string& key) {
+    const std::string& text = in.metadata(key);
+    json::Value number;
+    number.kind = json::Value::Kind::number;
+    number.text = text;
+    const std::optional<std::uint64_t> value = json::as_uint64(number);
+    require(value.has_value() && *value <= static_cast<std::uint64_t>(std::numeric_limits<int>::max()), "safetensors ",
+            in.source(), " metadata '", key, "' must be a non-negative decimal integer, got '", text, "'");
+    return static_cast<index>(*value);
+}
+}  // namespace detail
+
+/// Adds `matrix` to `out` as the tensors <name>.codes, .scales/.zeros/.lut and its metadata keys (see above).
+/// Validates the matrix first, so a broken object is never written.
+inline void save_quantized(SafetensorsWriter& out, std::string_view name, const quant::QuantizedMatrix& matrix) {
+    require(!name.empty(), "quantized matrix name must be non-empty");
+    matrix.validate();
+    const auto key = [&](std::string_view field) { return detail::quantized_key(name, field); };
+    const quant::PackedCodes& codes = matrix.codes();
+    out.add(key("codes"), codes.words(), {matrix.rows(), codes.words_per_row()});
+    if (matrix.format() == quant::Format::lut) {
+        out.add(key("lut"), matrix.lut(), {matrix.rows(), index{1} << matrix.bits()});
+    } else {
+        out.add(key("scales"), matrix.scales(), {matrix.rows(), matrix.groups()});
+        if (matrix.format() == quant::Format::uniform_asymmetric) out.add(key("zeros"), matrix.zeros(), {matrix.rows(), matrix.groups()});
+    }
+    out.add_metadata(key("format"), quant::format_name(matrix.format()));
+    out.add_metadata(key("bits"), std::to_string(matrix.bits()));
+    out.add_metadata(key("group_size"), std::to_string(matrix.group_size()));
+    out.add_metadata(key("shape"), "[" + std::to_string(matrix.rows()) + ", " + std::to_string(matrix.cols()) + "]");
+    out.add_metadata(key("packing"), std::string(quantized_packing));
+}
+
+/// True if `in` holds a quantized matrix saved under `name` (its format key is present).
+inline bool has_quantized(const SafetensorsFile& in, std::string_view name) {
+    return in.metadata().contains(detail::quantized_key(name, "format"));
+}
+
+/// Loads the quantized matrix saved under `name`: checks every tensor's dtype and shape against the metadata, that no
+/// tensor of another format is present, that the padding codes of each row are zero, and runs
+/// QuantizedMatrix::validate(). Throws npft::Error naming the file, the matrix and the problem.
+inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::string_view name) {
+    const auto key = [&](std::string_view field) { return detail::quantized_key(name, field); };
+    const auto problem = [&](const auto&... parts) {
+        fail("safetensors ", in.source(), " quantized matrix '", name, "': ", parts...);
+    };
+    if (!has_quantized(in, name)) problem("no metadata key '", key("format"), "' (not saved with save_quantized?)");
+
+    const std::string& packing = in.metadata(key("packing"));
+    if (packing != quantized_packing) problem("codes are packed as '", packing, "', this reader knows '", quantized_packing, "'");
+
+    const std::string& format_text = in.metadata(key("format"));
+    std::optional<quant::Format> format;
+    for (const quant::Format f : {quant::Format::uniform_symmetric, quant::Format::uniform_asymmetric, quant::Format::lut})
+        if (format_text == quant::format_name(f)) format = f;
+    if (!format) problem("unknown format '", format_text, "' (expected uniform_symmetric, uniform_asymmetric or lut)");
+
+    const index bits = detail::parse_metadata_integer(in, key("bits"));
+    const index group_size = detail::parse_metadata_integer(in, key("group_size"));
+    const std::string& shape_text = in.metadata(key("shape"));
+    std::vector<index> shape;
+    try {
+        const json::Value parsed = json::parse(shape_text);
+        if (parsed.is_array())
+            for (const json::Value& d : parsed.items)
+                if (const auto n = json::as_uint64(d); n && *n <= static_cast<std::uint64_t>(std::numeric_limits<index>::max()))
+                    shape.push_back(static_cast<index>(*n));
+        if (!parsed.is_array() || shape.size() != 2 || parsed.items.size() != 2) shape.clear();
+    } catch (const Error&) {
+        shape.clear();
+    }
+    if (shape.size() != 2) problem("metadata '", key("shape"), "' must be \"[rows, cols]\", got '", shape_text, "'");
+
+    quant::QuantizedMatrix m;
+    try {
+        m = quant::QuantizedMatrix(*format, static_cast<int>(bits), shape[0], shape[1], group_size);
+    } catch (const Error& e) {
+        problem(e.what());
+    }
+
+    const auto read_half = [&](std::string_view field, std::vector<half>& into, index cols) {
+        if (!into.empty()) into = in.read<half>(key(field), {m.rows(), cols});
+        else if (in.contains(key(field))) problem("tensor '", key(field), "' does not belong to the ", format_text, " format");
+    };
+    // Read errors already name the file and the tensor; only the matrix-level checks need the matrix named.
+    m.codes().words() = in.read<std::uint32_t>(key("codes"), {m.rows(), m.codes().words_per_row()});
+    read_half("scales", m.scales(), m.groups());
+    read_half("zeros", m.zeros(), m.groups());
+    read_half("lut", m.lut(), index{1} << m.bits());
+    try {
+        m.validate();
+    } catch (const Error& e) {
+        problem(e.what());
+    }
+    // Rows are padded to whole blocks of 32 codes with zero codes; anything else there is corruption.
+    const index padded = m.codes().words_per_row() / m.bits() * quant::codes_per_block;
+    for (index r = 0; r < m.rows(); ++r)
+        for (index j = m.cols(); j < padded; ++j)
+            if (m.codes().get(r, j) != 0) problem("row ", r, " has a non-zero padding code at column ", j);
+    return m;
+}
+
+}  // namespace npft::io

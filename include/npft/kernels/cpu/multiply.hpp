@@ -1,0 +1,201 @@
+#pragma once
+// The public entry of the CPU kernels: y = x W^T for a packed QuantizedMatrix W (N x K) and fp32 activations
+// x (M x K, M tokens), picking the fastest path this CPU supports. fp32 accumulation on every path.
+//
+//   npft::kernels::cpu::multiply(w, x, y);                              // best path, 1 thread
+//   npft::kernels::cpu::multiply(w, x, y, {.threads = 2});              // rows split over 2 threads, same bits
+//   npft::kernels::cpu::multiply(w, x, y, {.path = Path::portable});    // the reference path
+//
+// Paths differ only in summation order (the SIMD paths also fold the zero point out: sum q x - z sum x), so each is
+// within gamma(n) * sum_j |s| (|q_j| + |z|) |x_j| of the exact product, n = 2 K + 2 groups + 32, gamma(n) = n u / (1 - n u),
+// u = 2^-24 (tests/test_kernels_cpu_multiply.cpp checks it). A path gives the same bits for any thread count; the SIMD
+// paths tile tokens, so a token's result can differ in the last bits between batch sizes.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../../core/config.hpp"
+#include "../../core/eigen.hpp"
+#include "../../core/error.hpp"
+#include "../../core/tensor_view.hpp"
+#include "../../quant/quantized_matrix.hpp"
+#include "avx2.hpp"
+#include "avx512.hpp"
+#include "cpu_features.hpp"
+#include "portable.hpp"
+#include "problem.hpp"
+#include "sparse.hpp"
+#include "threading.hpp"
+
+namespace npft::kernels::cpu {
+
+/// Kernel implementations. `best` picks the widest one the CPU supports.
+enum class Path { best, portable, avx2, avx512 };
+
+inline const char* path_name(Path p) {
+    switch (p) {
+        case Path::best: return "best";
+        case Path::portable: return "portable";
+        case Path::avx2: return "avx2";
+        case Path::avx512: return "avx512";
+    }
+    return "unknown";
+}
+
+struct MultiplyOptions {
+    int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
+    Path path = Path::best;
+};
+
+/// Whether this CPU (and this build: x86 with GCC or Clang) can run path p.
+inline bool path_supported(Path p) {
+    switch (p) {
+        case Path::best:
+        case Path::portable: return true;
+        case Path::avx2: return NPFT_CPU_X86 && cpu_features().has_avx2_path();
+        case Path::avx512: return NPFT_CPU_X86 && cpu_features().has_avx512_path();
+    }
+    return false;
+}
+
+/// The concrete path `requested` means on this CPU. Throws if an explicitly requested SIMD path is not supported.
+inline Path resolve_path(Path requested) {
+    if (requested == Path::best) {
+        if (path_supported(Path::avx512)) return Path::avx512;
+        if (path_supported(Path::avx2)) return Path::avx2;
+        return Path::portable;
+    }
+    require(path_supported(requested), "kernel path ", path_name(requested),
+            " was requested but this CPU or build does not support it (avx2 needs AVX2+FMA, avx512 needs "
+            "AVX-512 F/BW/VL on x86 with GCC or Clang); use Path::best or Path::portable");
+    return requested;
+}
+
+/// The path that actually runs w: resolve_path(requested), except that the SIMD paths decode whole bytes of codes
+/// and therefore need a group size that is a multiple of 8; other matrices run the portable path.
+inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
+    const Path path = resolve_path(requested);
+    return w.group_size() % 8 == 0 ? path : Path::portable;
+}
+
+namespace detail {
+
+/// Structural checks only (sizes), so that a call costs nothing per weight; QuantizedMatrix::validate() checks values.
+inline void require_multipliable(const quant::QuantizedMatrix& w) {
+    require(w.rows() > 0 && w.cols() > 0, "weights must be a non-empty quantized matrix, got ", w.rows(), " x ", w.cols());
+    require(w.codes().rows() == w.rows() && w.codes().cols() == w.cols() && w.codes().bits() == w.bits() &&
+                w.codes().words().size() == static_cast<std::size_t>(w.rows() * quant::packed_words_per_row(w.cols(), w.bits())),
+            "weights: packed codes do not match a ", w.rows(), " x ", w.cols(), " matrix of ", w.bits(), "-bit codes");
+    const std::size_t metadata = static_cast<std::size_t>(w.is_uniform() ? w.rows() * w.groups() : w.rows() << w.bits());
+    if (w.is_uniform()) {
+        require(w.scales().size() == metadata, "weights: scale count must be ", metadata, ", got ", w.scales().size());
+        require(w.format() != quant::Format::uniform_asymmetric || w.zeros().size() == metadata,
+                "weights: zero-point count must be ", metadata, ", got ", w.zeros().size());
+    } else {
+        require(w.lut().size() == metadata, "weights: lut size must be ", metadata, ", got ", w.lut().size());
+    }
+}
+
+/// The shared body of the dense and the dense-and-sparse products (outliers may be null).
+inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outliers, MatrixView<const float> x,
+                          MatrixView<float> y, const MultiplyOptions& options) {
+    require_multipliable(w);
+    require(x.cols() == w.cols(), "x must have ", w.cols(), " columns (the weights' input dimension), got ", x.cols());
+    require_shape(y, x.rows(), w.rows(), "y");
+    require(options.threads >= 1, "threads must be at least 1, got ", options.threads);
+    const Path path = kernel_path(w, options.path);
+    const index batch = x.rows();
+    const index cols = w.cols();
+    if (batch == 0) return;
+
+    // Activations as contiguous rows (a copy only when x is strided along K).
+    std::vector<float> x_copy;
+    const float* x_rows = x.data();
+    index x_row_stride = x.row_stride();
+    if (x.col_stride() != 1) {
+        x_copy.resize(static_cast<std::size_t>(batch * cols));
+        for (index m = 0; m < batch; ++m)
+            for (index j = 0; j < cols; ++j) x_copy[static_cast<std::size_t>(m * cols + j)] = x(m, j);
+        x_rows = x_copy.data();
+        x_row_stride = cols;
+    }
+
+    GemmProblem problem;
+    problem.weights = &w;
+    problem.x = x_rows;
+    problem.x_row_stride = x_row_stride;
+    problem.batch = batch;
+    problem.y = y;
+
+    std::vector<float> group_sums;
+    std::vector<std::uint32_t> last_row;
+    if (path != Path::portable) {
+        if (w.is_uniform()) {
+            const index groups = w.groups();
+            const index group = w.group_size();
+            group_sums.resize(static_cast<std::size_t>(batch * groups));
+            for (index m = 0; m < batch; ++m) {
+                const float* xm = x_rows + m * x_row_stride;
+                for (index g = 0; g < groups; ++g) {
+                    float sum = 0.0f;
+                    for (index j = g * group; j < (g + 1) * group; ++j) sum += xm[j];
+                    group_sums[static_cast<std::size_t>(m * groups + g)] = sum;
+                }
+            }
+            problem.x_group_sums = group_sums.data();
+        }
+        const index words = w.codes().words_per_row();
+        last_row.assign(static_cast<std::size_t>(words + last_row_padding_words), 0u);
+        std::memcpy(last_row.data(), w.codes().row_words(w.rows() - 1), static_cast<std::size_t>(words) * sizeof(std::uint32_t));
+        problem.last_row_padded = last_row.data();
+    }
+
+    parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
+        switch (path) {
+#if NPFT_CPU_X86
+            case Path::avx512: avx512::multiply_rows(problem, begin, end); break;
+            case Path::avx2: avx2::multiply_rows(problem, begin, end); break;
+#endif
+            default: portable::multiply_rows(problem, begin, end); break;
+        }
+        if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
+    });
+}
+
+}  // namespace detail
+
+/// y = x W^T: x is M x K (K = w.cols()), y is M x N (N = w.rows()); any strides. y must not overlap x.
+/// Throws npft::Error on a shape mismatch, on threads < 1, or when options.path names a path this CPU lacks.
+inline void multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, MatrixView<float> y,
+                     const MultiplyOptions& options = {}) {
+    detail::multiply_impl(w, nullptr, x, y, options);
+}
+
+/// The dense-and-sparse product y = x (W + S)^T: the quantized dense part plus fp16 CSR outliers S, added per output
+/// row after the dense dot product. S must be well formed (require_valid_csr, checked once when S is built: this call
+/// checks only its shape, so that it costs nothing per outlier).
+inline void multiply(const quant::QuantizedMatrix& w, const CsrView& outliers, MatrixView<const float> x, MatrixView<float> y,
+                     const MultiplyOptions& options = {}) {
+    require(outliers.rows == w.rows() && outliers.cols == w.cols(), "sparse outliers must be ", w.rows(), " x ", w.cols(),
+            " (the dense weights' shape), got ", outliers.rows, " x ", outliers.cols);
+    require(outliers.row_offsets != nullptr && outliers.row_offsets[0] == 0, "sparse outliers: row_offsets must start at 0");
+    detail::multiply_impl(w, &outliers, x, y, options);
+}
+
+/// The M x N product x W^T as a new matrix.
+inline Matrix multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, const MultiplyOptions& options = {}) {
+    Matrix y(x.rows(), w.rows());
+    multiply(w, x, MatrixView<float>(as_matrix_view(y)), options);
+    return y;
+}
+
+/// y = W x for one token: x has K elements, y has N; any strides.
+inline void gemv(const quant::QuantizedMatrix& w, VectorView<const float> x, VectorView<float> y, const MultiplyOptions& options = {}) {
+    require(x.size() == w.cols(), "x must have ", w.cols(), " elements (the weights' input dimension), got ", x.size());
+    require(y.size() == w.rows(), "y must have ", w.rows(), " elements (the weights' output dimension), got ", y.size());
+    multiply(w, MatrixView<const float>(x.data(), 1, x.size(), x.size() * x.stride(), x.stride()),
+             MatrixView<float>(y.data(), 1, y.size(), y.size() * y.stride(), y.stride()), options);
+}
+
+}  // namespace npft::kernels::cpu

@@ -1,0 +1,165 @@
+#pragma once
+// The index math of the CUDA kernels: which thread reads which packed word, holds which fragment element and writes
+// which output. Plain C++ (host+device) so that the CPU tests emulate a kernel with exactly these functions.
+#include <cstdint>
+
+#include "../../core/config.hpp"
+#include "../../core/dtype.hpp"
+#include "../../quant/bitpack.hpp"
+#include "tiled_layout.cuh"
+
+namespace npft::cuda {
+
+inline constexpr int warp_size = 32;
+
+// ---- GEMV (batch 1..8): one output row per lane, the warps of a block split the packing blocks of K ---------------
+
+/// Tile of the GEMV kernel: 32 rows per block (one per lane); `Warps` warps stride over the packing blocks.
+template <int Warps = 8>
+struct GemvTile {
+    static_assert(Warps >= 1 && Warps <= 32, "GemvTile: Warps must be between 1 and 32");
+    static_assert(row_alignment % warp_size == 0, "GemvTile: the layout's row alignment must be whole warps");
+    static constexpr int warps = Warps;
+    static constexpr int rows = warp_size;
+    static constexpr int threads = warps * warp_size;
+};
+
+/// Output row computed by `lane` of GEMV block `block` (every warp of a block covers the same 32 rows).
+NPFT_HOST_DEVICE constexpr index gemv_row(index block, int lane) { return block * warp_size + lane; }
+
+/// Blocks of the GEMV grid: one per 32 padded rows.
+template <class Tile = GemvTile<>>
+NPFT_HOST_DEVICE constexpr index gemv_blocks(const TiledShape& s) { return s.padded_rows / Tile::rows; }
+
+/// The i-th packing block that warp `warp` of a `warps`-warp block accumulates (i = 0, 1, ... while < blocks).
+NPFT_HOST_DEVICE constexpr index gemv_packing_block(int warp, int warps, index i) { return warp + i * warps; }
+
+// ---- Tensor-core GEMM: mma.sync m16n8k16, A = activations (row), B = weights (col), fp32 accumulators -----------------
+
+/// Tile policy of the tensor-core GEMM. The k tile is one packing block (32 codes: two mma k-steps).
+template <int BlockM = 64, int BlockN = 128, int WarpsM = 2, int WarpsN = 4, int Stages = 3>
+struct GemmTile {
+    static constexpr int block_m = BlockM;
+    static constexpr int block_n = BlockN;
+    static constexpr int block_k = static_cast<int>(quant::codes_per_block);
+    static constexpr int warps_m = WarpsM;
+    static constexpr int warps_n = WarpsN;
+    static constexpr int stages = Stages;
+    static constexpr int threads = warps_m * warps_n * warp_size;
+    static constexpr int warp_m = block_m / warps_m;  ///< rows of the warp tile
+    static constexpr int warp_n = block_n / warps_n;  ///< columns (weight rows) of the warp tile
+    static constexpr int frags_m = warp_m / 16;
+    static constexpr int frags_n = warp_n / 8;
+    /// Shared-memory row stride in 16-bit elements: 8 extra keep fragment loads free of bank conflicts.
+    static constexpr int smem_stride = block_k + 8;
+    /// Threads that decode one weight row of a k tile, and the codes each decodes.
+    static constexpr int decode_parts = threads / block_n;
+    static constexpr int decode_codes = block_k / (decode_parts > 0 ? decode_parts : 1);
+
+    static_assert(block_m % (16 * warps_m) == 0, "GemmTile: BlockM must be a multiple of 16 * WarpsM");
+    static_assert(block_n % (8 * warps_n) == 0, "GemmTile: BlockN must be a multiple of 8 * WarpsN");
+    static_assert(row_alignment % block_n == 0, "GemmTile: BlockN must divide the layout's row alignment (128)");
+    static_assert(threads % block_n == 0 && decode_parts >= 1 && block_k % decode_parts == 0 && decode_codes % 8 == 0,
+                  "GemmTile: the threads must split each weight row of a k tile into whole groups of 8 codes");
+    static_assert(stages >= 2, "GemmTile: Stages must be at least 2 (load the next tile while computing this one)");
+};
+
+/// Blocks of the GEMM grid along N (weight rows) and along M (batch rows).
+template <class Tile>
+NPFT_HOST_DEVICE constexpr index gemm_blocks_n(const TiledShape& s) { return s.padded_rows / Tile::block_n; }
+template <class Tile>
+NPFT_HOST_DEVICE constexpr index gemm_blocks_m(index batch) { return (batch + Tile::block_m - 1) / Tile::block_m; }
+
+/// (row, column) of one element of an mma operand or accumulator fragment.
+struct FragmentCoord {
+    int row = 0;
+    int col = 0;
+};
+
+/// Element i (0..7) of the A fragment (16x16, row major) held by `lane`: PTX ISA, mma.m16n8k16 .f16/.bf16.
+/// Registers a0..a3 hold pairs: a0 (row g, cols 2t..2t+1), a1 (row g+8), a2 (row g, cols +8), a3 (row g+8, cols +8).
+NPFT_HOST_DEVICE constexpr FragmentCoord mma_a_coord(int lane, int i) {
+    const int g = lane >> 2, t = lane & 3;
+    return {g + 8 * ((i >> 1) & 1), 2 * t + (i & 1) + 8 * (i >> 2)};
+}
+
+/// Element i (0..3) of the B fragment (16x8, column major: row = k, col = n) held by `lane`.
+NPFT_HOST_DEVICE constexpr FragmentCoord mma_b_coord(int lane, int i) {
+    const int g = lane >> 2, t = lane & 3;
+    return {2 * t + (i & 1) + 8 * (i >> 1), g};
+}
+
+/// Element i (0..3) of the fp32 accumulator fragment (16x8) held by `lane`.
+NPFT_HOST_DEVICE constexpr FragmentCoord mma_c_coord(int lane, int i) {
+    const int g = lane >> 2, t = lane & 3;
+    return {g + 8 * (i >> 1), 2 * t + (i & 1)};
+}
+
+/// Origin (row in the M tile, column in the N tile) of warp `warp`'s tile inside a block tile.
+template <class Tile>
+NPFT_HOST_DEVICE constexpr FragmentCoord gemm_warp_origin(int warp) {
+    return {(warp % Tile::warps_m) * Tile::warp_m, (warp / Tile::warps_m) * Tile::warp_n};
+}
+
+/// 16-byte piece `chunk` of the activation k tile: (row in the M tile, first column); 4 pieces per 32-column row.
+NPFT_HOST_DEVICE constexpr FragmentCoord gemm_x_chunk(int chunk) { return {chunk / 4, (chunk % 4) * 8}; }
+
+/// 16-byte piece `chunk` of the packed weight k tile: (word plane w in 0..bits-1, first of its 4 rows in the N tile).
+template <class Tile>
+NPFT_HOST_DEVICE constexpr FragmentCoord gemm_w_chunk(int chunk) {
+    return {chunk / (Tile::block_n / 4), (chunk % (Tile::block_n / 4)) * 4};
+}
+
+/// The codes thread `thread` decodes into the shared weight tile: (row in the N tile, first code of its part).
+template <class Tile>
+NPFT_HOST_DEVICE constexpr FragmentCoord gemm_decode_assignment(int thread) {
+    return {thread % Tile::block_n, (thread / Tile::block_n) * Tile::decode_codes};
+}
+
+// ---- Merge-path CSR SpMV: every thread walks the same number of (row end or nonzero) steps -------------------------
+
+/// A point on the merge path of a CSR matrix: `row` rows finished, `nz` nonzeros consumed.
+struct MergeCoord {
+    index row = 0;
+    index nz = 0;
+};
+
+/// Where diagonal d (row + nz = d) crosses the merge path of row ends row_offsets[1..rows] and nonzero indices 0..nnz-1.
+NPFT_HOST_DEVICE inline MergeCoord merge_path_search(index diagonal, const std::int32_t* row_offsets, index rows, index nnz) {
+    index lo = diagonal > nnz ? diagonal - nnz : 0;
+    index hi = diagonal < rows ? diagonal : rows;
+    while (lo < hi) {
+        const index mid = (lo + hi) / 2;
+        // Row `mid` ends before the nonzero diagonal-1-mid: the path consumed that row end first.
+        if (row_offsets[mid + 1] <= diagonal - 1 - mid) lo = mid + 1;
+        else hi = mid;
+    }
+    return {lo, diagonal - lo};
+}
+
+/// Walks the merge path from diagonal `begin` to `end`: accumulates value * x(column) per row and calls
+/// flush(row, partial_sum) whenever a row ends inside the range and once for the row left open at the end.
+/// Partial sums of a row split between threads are flushed by each of them, so the sink must add (atomics).
+template <class LoadX, class Flush>
+NPFT_HOST_DEVICE inline void merge_path_walk(const std::int32_t* row_offsets, const std::int32_t* columns, const half* values,
+                                             index rows, index nnz, index begin, index end, LoadX load_x, Flush flush) {
+    const MergeCoord start = merge_path_search(begin, row_offsets, rows, nnz);
+    index row = start.row, nz = start.nz;
+    float sum = 0.0f;
+    bool touched = false;
+    for (index d = begin; d < end && row < rows; ++d) {
+        if (nz < row_offsets[row + 1]) {
+            sum += half::to_float(values[nz].bits) * load_x(columns[nz]);
+            touched = true;
+            ++nz;
+        } else {
+            if (touched) flush(row, sum);
+            sum = 0.0f;
+            touched = false;
+            ++row;
+        }
+    }
+    if (touched && row < rows) flush(row, sum);
+}
+
+}  // namespace npft::cuda

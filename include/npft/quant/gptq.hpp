@@ -1,0 +1,269 @@
+#pragma once
+// GPTQ (Frantar et al. 2022) as a rounding strategy over any Grid: columns are rounded one at a time, and each column's
+// rounding error is spread onto the columns not yet rounded, so that the layer output error ||(W - Q) X||^2 stays small.
+//
+//   npft::quant::GptqHessian h(in_features);
+//   for (const auto& batch : calibration) h.add(batch);            // tokens x in_features
+//   auto q = npft::quant::Gptq<Uniform<4, 128>>{{}, {.act_order = true}}.quantize(weights, h);
+//
+// Precision: the Hessian is handled in double (dampening, Cholesky, inverse factor: these are where GPTQ loses
+// stability), then the inverse factor and the weights are updated in float (the O(rows cols^2) part; float GEMM is twice
+// as fast and the updates are well conditioned once the factor is computed).
+#include <Eigen/Cholesky>
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <span>
+#include <vector>
+
+#include "../core/dtype.hpp"
+#include "../core/eigen.hpp"
+#include "../core/error.hpp"
+#include "../core/tensor_view.hpp"
+#include "gptq_hessian.hpp"
+#include "grid.hpp"
+#include "quantized_matrix.hpp"
+#include "quantizer.hpp"
+
+namespace npft::quant {
+
+/// When a group's quantization parameters are fitted (the group is always a contiguous range of inputs in the
+/// canonical column order, so the packed format needs no per-column group index).
+enum class GroupFit {
+    /// When the first of the group's columns comes up in the quantization order, on the current (error-compensated)
+    /// values of all its columns. Without act-order this is GPTQ's default; with act-order the group keeps its canonical
+    /// columns (GPTQ's own act-order without static groups regroups consecutive columns of the permuted order instead,
+    /// which needs a group index per column at inference).
+    when_reached,
+    /// All groups up front, on the original weights (GPTQ's `static_groups`).
+    upfront,
+};
+
+struct GptqOptions {
+    /// Dampening: damp_fraction * mean(diag H) is added to the diagonal (after dead columns are fixed).
+    double damp_fraction = 0.01;
+    /// Columns per lazy block update.
+    index block_size = 128;
+    /// Quantize columns by decreasing diag H (most important inputs first) instead of left to right.
+    bool act_order = false;
+    GroupFit group_fit = GroupFit::when_reached;
+};
+
+namespace detail {
+
+/// In-place inverse of a lower-triangular matrix by recursive 2x2 blocking, n^3/3 flops (a triangular solve against
+/// the identity would spend n^3 on the zeros): inv([A 0; B C]) = [inv(A) 0; -inv(C) B inv(A)  inv(C)].
+inline void invert_lower_triangular(Eigen::Ref<Eigen::MatrixXd> l) {
+    const index n = l.rows();
+    if (n <= 64) {
+        const Eigen::MatrixXd inverse = l.triangularView<Eigen::Lower>().solve(Eigen::MatrixXd::Identity(n, n));
+        l.triangularView<Eigen::Lower>() = inverse;
+        return;
+    }
+    const index h = n / 2;
+    invert_lower_triangular(l.topLeftCorner(h, h));
+    invert_lower_triangular(l.bottomRightCorner(n - h, n - h));
+    const Eigen::MatrixXd b = -(l.bottomLeftCorner(n - h, h) * l.topLeftCorner(h, h).triangularView<Eigen::Lower>());
+    l.bottomLeftCorner(n - h, h).noalias() = l.bottomRightCorner(n - h, n - h).triangularView<Eigen::Lower>() * b;
+}
+
+}  // namespace detail
+
+/// GPTQ over a Grid. `quantize` takes weights (rows = outputs, cols = inputs) and the layer Hessian (cols x cols, e.g.
+/// GptqHessian::matrix()) and returns a QuantizedMatrix in the canonical (unpermuted) column order.
+///
+/// Steps, as in the paper and its reference code:
+///  1. dead inputs (diag H == 0) get diag 1 and their weight column is zeroed (they never contribute to the output);
+///  2. with act_order, columns are ordered by decreasing diag H (ties: lower index first);
+///  3. H += damp_fraction * mean(diag H) * I; U = upper Cholesky factor of H^-1 (H^-1 = U^T U);
+///  4. for each column i in order: q = nearest grid level of w_i under its (row, group) parameters, and the remaining
+///     columns k > i get w_k -= (w_i - q) U(i,k) / U(i,i); updates beyond the current block of `block_size` columns
+///     are deferred and applied as one GEMM per block (lazy batch updates).
+/// Groups: see GroupFit. A LUT grid (one table per row) is fitted once per row, on the row's original weights.
+template <Grid G>
+class Gptq {
+public:
+    using grid_type = G;
+    using params_type = params_of<G>;
+
+    Gptq() = default;
+    explicit Gptq(G grid, GptqOptions options = {}) : grid_(std::move(grid)), options_(options) { check_options(); }
+
+    const G& grid() const { return grid_; }
+    const GptqOptions& options() const { return options_; }
+
+    /// Quantizes `weights` (any MatrixViewable: npft views of float/half/bfloat16, Eigen matrices and maps) with the
+    /// layer Hessian `hessian` (cols x cols; an Eigen double matrix or a GptqHessian). `importance` (same shape as the
+    /// weights, or empty) is passed to the grid's fit, as Quantizer does.
+    template <MatrixViewable W>
+    QuantizedMatrix quantize(const W& weights, const Eigen::Ref<const Eigen::MatrixXd>& hessian,
+                             MatrixView<const float> importance = {}) const {
+        return run(MatrixView<const typename decltype(as_matrix_view(weights))::element_type>(as_matrix_view(weights)), hessian,
+                   importance);
+    }
+
+    template <MatrixViewable W>
+    QuantizedMatrix quantize(const W& weights, const GptqHessian& hessian, MatrixView<const float> importance = {}) const {
+        return quantize(weights, hessian.matrix(), importance);
+    }
+
+private:
+    template <StorageElement T>
+    QuantizedMatrix run(MatrixView<const T> weights, const Eigen::Ref<const Eigen::MatrixXd>& hessian,
+                        MatrixView<const float> importance) const {
+        check_options();
+        require_non_empty(weights, "Gptq::quantize: weights");
+        require_finite(weights, "Gptq::quantize: weights");
+        const index rows = weights.rows(), cols = weights.cols();
+        if (!importance.empty()) {
+            require_shape(importance, rows, cols, "Gptq::quantize: importance");
+            require_finite(importance, "Gptq::quantize: importance");
+        }
+        check_hessian(hessian, cols);
+        const index group = grid_.group_size(cols);
+        const index groups = cols / group;
+
+        // 1. Dead inputs.
+        Eigen::MatrixXd h = hessian;
+        std::vector<bool> dead(static_cast<std::size_t>(cols), false);
+        for (index j = 0; j < cols; ++j) {
+            if (h(j, j) == 0.0) {
+                h(j, j) = 1.0;
+                dead[static_cast<std::size_t>(j)] = true;
+            }
+        }
+
+        // 2. Quantization order: order[p] is the canonical column quantized at position p.
+        std::vector<index> order(static_cast<std::size_t>(cols));
+        std::iota(order.begin(), order.end(), index{0});
+        if (options_.act_order)
+            std::stable_sort(order.begin(), order.end(), [&](index a, index b) { return h(a, a) > h(b, b); });
+
+        // Weights in quantization order, column-major so that a column is contiguous.
+        Eigen::MatrixXf w(rows, cols);
+        for (index p = 0; p < cols; ++p) {
+            const index j = order[static_cast<std::size_t>(p)];
+            for (index r = 0; r < rows; ++r) w(r, p) = dead[static_cast<std::size_t>(j)] ? 0.0f : to_float(weights(r, j));
+        }
+
+        // 3. Upper Cholesky factor of the damped inverse Hessian, in quantization order.
+        const Eigen::MatrixXf u = inverse_cholesky_upper(h, order);
+
+        QuantizedMatrix out(grid_.format(), grid_.bits(), rows, cols, group);
+        std::vector<params_type> params(static_cast<std::size_t>(rows * groups));
+        std::vector<bool> fitted(static_cast<std::size_t>(groups), false);
+        std::vector<index> position(static_cast<std::size_t>(cols));  // inverse of order
+        for (index p = 0; p < cols; ++p) position[static_cast<std::size_t>(order[static_cast<std::size_t>(p)])] = p;
+
+        std::vector<float> values(static_cast<std::size_t>(group)), weights_of_values;
+        if (!importance.empty()) weights_of_values.resize(values.size());
+        Eigen::MatrixXf group_values(rows, group);
+        // Fits group g of every row on the given (rows x group) values, canonical column order within the group.
+        auto fit_group = [&](index g) {
+            for (index r = 0; r < rows; ++r) {
+                for (index t = 0; t < group; ++t) {
+                    values[static_cast<std::size_t>(t)] = group_values(r, t);
+                    if (!importance.empty()) weights_of_values[static_cast<std::size_t>(t)] = importance(r, g * group + t);
+                }
+                const params_type p = grid_.fit(values, weights_of_values);
+                params[static_cast<std::size_t>(r * groups + g)] = p;
+                detail::store_params(out, r, g, p);
+            }
+            fitted[static_cast<std::size_t>(g)] = true;
+        };
+
+        if (options_.group_fit == GroupFit::upfront) {
+            for (index g = 0; g < groups; ++g) {
+                for (index t = 0; t < group; ++t) group_values.col(t) = w.col(position[static_cast<std::size_t>(g * group + t)]);
+                fit_group(g);
+            }
+        }
+
+        // 4. Column by column, in blocks.
+        const index block = options_.block_size;
+        Eigen::MatrixXf err(rows, std::min(block, cols));  // scaled errors (w - q) / U(i,i) of the current block
+        for (index i1 = 0; i1 < cols; i1 += block) {
+            const index i2 = std::min(i1 + block, cols);
+            for (index i = i1; i < i2; ++i) {
+                const index j = order[static_cast<std::size_t>(i)];
+                const index g = j / group;
+                if (!fitted[static_cast<std::size_t>(g)]) {
+                    // Current values of the group's columns: those past this block still lack the block's deferred update.
+                    for (index t = 0; t < group; ++t) {
+                        const index p = position[static_cast<std::size_t>(g * group + t)];
+                        if (p < i2) {
+                            group_values.col(t) = w.col(p);
+                        } else {
+                            group_values.col(t).noalias() = w.col(p) - err.leftCols(i - i1) * u.col(p).segment(i1, i - i1);
+                        }
+                    }
+                    fit_group(g);
+                }
+                const float d = u(i, i);
+                for (index r = 0; r < rows; ++r) {
+                    const params_type& p = params[static_cast<std::size_t>(r * groups + g)];
+                    const std::uint32_t code = p.encode(w(r, i));
+                    out.codes().set(r, j, code);
+                    err(r, i - i1) = (w(r, i) - p.decode(code)) / d;
+                }
+                for (index k = i + 1; k < i2; ++k) w.col(k) -= u(i, k) * err.col(i - i1);
+            }
+            if (i2 < cols) w.rightCols(cols - i2).noalias() -= err.leftCols(i2 - i1) * u.block(i1, i2, i2 - i1, cols - i2);
+        }
+        return out;
+    }
+
+    void check_options() const {
+        require(std::isfinite(options_.damp_fraction) && options_.damp_fraction >= 0.0,
+                "GptqOptions::damp_fraction must be a finite non-negative number, got ", options_.damp_fraction);
+        require(options_.block_size > 0, "GptqOptions::block_size must be positive, got ", options_.block_size);
+    }
+
+    static void check_hessian(const Eigen::Ref<const Eigen::MatrixXd>& h, index cols) {
+        require(h.rows() == cols && h.cols() == cols, "Gptq::quantize: hessian must be ", cols, " x ", cols,
+                " (the weights' input dimension), got ", h.rows(), " x ", h.cols());
+        double largest = 0.0;
+        for (index c = 0; c < cols; ++c) {
+            for (index r = 0; r < cols; ++r) {
+                const double v = h(r, c);
+                if (!std::isfinite(v)) fail("Gptq::quantize: hessian holds a non-finite value (", v, ") at (", r, ", ", c, ")");
+                largest = std::max(largest, std::abs(v));
+            }
+        }
+        for (index j = 0; j < cols; ++j)
+            require(h(j, j) >= 0.0, "Gptq::quantize: hessian diagonal must be non-negative, got ", h(j, j), " at ", j);
+        for (index c = 0; c < cols; ++c)
+            for (index r = c + 1; r < cols; ++r)
+                require(std::abs(h(r, c) - h(c, r)) <= 1e-6 * largest, "Gptq::quantize: hessian must be symmetric, but H(", r,
+                        ", ", c, ") = ", h(r, c), " and H(", c, ", ", r, ") = ", h(c, r));
+    }
+
+    /// U upper with U^T U = inverse of the damped, permuted H. With J the reversal permutation and J Hp J = L L^T,
+    /// Hp^-1 = J L^-T L^-1 J, so U = J L^-1 J: one Cholesky and one triangular inverse (GPTQ's reference does three
+    /// factorizations: cholesky, cholesky_inverse, cholesky).
+    Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& h, const std::vector<index>& order) const {
+        const index n = h.rows();
+        const double damp = options_.damp_fraction * h.diagonal().mean();
+        Eigen::MatrixXd reversed(n, n);  // J P^T H P J
+        for (index c = 0; c < n; ++c) {
+            const index jc = order[static_cast<std::size_t>(n - 1 - c)];
+            for (index r = 0; r < n; ++r) reversed(r, c) = h(order[static_cast<std::size_t>(n - 1 - r)], jc);
+            reversed(c, c) += damp;
+        }
+        Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(reversed);  // factorizes in place
+        require(llt.info() == Eigen::Success, "Gptq::quantize: the hessian is not positive definite after dampening by ", damp,
+                " (damp_fraction ", options_.damp_fraction,
+                " of the mean diagonal); raise damp_fraction or check the calibration inputs");
+        detail::invert_lower_triangular(reversed);
+        Eigen::MatrixXf u = Eigen::MatrixXf::Zero(n, n);
+        for (index c = 0; c < n; ++c)
+            for (index r = 0; r <= c; ++r) u(r, c) = static_cast<float>(reversed(n - 1 - r, n - 1 - c));
+        return u;
+    }
+
+    G grid_{};
+    GptqOptions options_{};
+};
+
+}  // namespace npft::quant

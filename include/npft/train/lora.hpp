@@ -1,0 +1,84 @@
+#pragma once
+// LoRA (Hu et al. 2021) in weight space: W_eff = W_base + (alpha / rank) * B A, written into the model's own weight
+// memory before each call. The user's backward gives G = dL/dW_eff, and the adapter gradients follow exactly:
+//   dL/dB = (alpha / rank) * G A^T,   dL/dA = (alpha / rank) * B^T G.
+// So a user's model needs no LoRA code at all. Dropout on the adapter input cannot be expressed in weight space (it acts
+// per token on activations), so this formulation has none; see docs/pipeline.md.
+#include <cmath>
+
+#include "../core/eigen.hpp"
+#include "../core/error.hpp"
+#include "../core/random.hpp"
+#include "../core/tensor_view.hpp"
+
+namespace npft::train {
+
+/// LoRA hyper-parameters. Defaults follow method.md (the NPFT reference recipe for LLaMA: rank 16, alpha 32).
+struct LoraOptions {
+    index rank = 16;
+    float alpha = 32.0f;
+};
+
+/// The adapter pair of one weight matrix of shape rows x cols: B (rows x rank) and A (rank x cols).
+class LoraAdapter {
+public:
+    LoraAdapter() = default;
+    LoraAdapter(index rows, index cols, LoraOptions options) : options_(options) {
+        require(options.rank >= 1, "LoRA rank must be at least 1, got ", options.rank);
+        require(std::isfinite(options.alpha) && options.alpha > 0.0f, "LoRA alpha must be finite and positive, got ",
+                options.alpha);
+        require(rows > 0 && cols > 0, "a LoRA adapter needs a non-empty weight, got ", rows, " x ", cols);
+        a_ = Matrix::Zero(options.rank, cols);
+        b_ = Matrix::Zero(rows, options.rank);
+    }
+
+    index rows() const { return b_.rows(); }
+    index cols() const { return a_.cols(); }
+    index rank() const { return options_.rank; }
+    float scaling() const { return options_.alpha / static_cast<float>(options_.rank); }
+
+    Matrix& a() { return a_; }
+    Matrix& b() { return b_; }
+    const Matrix& a() const { return a_; }
+    const Matrix& b() const { return b_; }
+
+    /// A from the keyed generator, uniform in +-1/sqrt(cols) (PyTorch's Kaiming-uniform with a = sqrt(5), as PEFT
+    /// initializes A); B = 0, so a fresh adapter leaves the weight unchanged.
+    void initialize(RandomKey key) {
+        const float bound = 1.0f / std::sqrt(static_cast<float>(cols()));
+        for (index i = 0; i < a_.size(); ++i) a_.data()[i] = uniform(key, static_cast<std::uint64_t>(i), -bound, bound);
+        b_.setZero();
+    }
+
+    /// out = base + scaling * B A (out may be the model's strided view).
+    void write_effective(const Matrix& base, MatrixView<float> out) const {
+        require_shape(out, rows(), cols(), "LoRA output weight");
+        auto o = to_eigen(out);
+        o = base;
+        o.noalias() += scaling() * (b_ * a_);
+    }
+
+    /// Adapter gradients from the gradient G of the effective weight (exact, by the chain rule).
+    void gradients(MatrixView<const float> grad_weight, Matrix& grad_a, Matrix& grad_b) const {
+        require_shape(grad_weight, rows(), cols(), "gradient of the adapted weight");
+        const auto g = to_eigen(grad_weight);
+        grad_b.resize(rows(), rank());
+        grad_a.resize(rank(), cols());
+        grad_b.noalias() = scaling() * (g * a_.transpose());
+        grad_a.noalias() = scaling() * (b_.transpose() * g);
+    }
+
+    /// base += scaling * B A: folds the adapter into the clean weight (then re-initialize to keep training).
+    void merge_into(Matrix& base) const {
+        require(base.rows() == rows() && base.cols() == cols(), "LoRA merge: base must be ", rows(), " x ", cols(), ", got ",
+                base.rows(), " x ", base.cols());
+        base.noalias() += scaling() * (b_ * a_);
+    }
+
+private:
+    LoraOptions options_{};
+    Matrix a_;
+    Matrix b_;
+};
+
+}  // namespace npft::train

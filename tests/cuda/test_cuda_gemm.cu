@@ -1,0 +1,200 @@
+// GPU correctness of the quantized kernels against the CPU reference (QuantizedMatrix::dequantize_at), for every format,
+// both activation types, batch 1..256, odd shapes, the dense-and-sparse path, large activations and can_implement.
+// Without a usable device it prints "SKIPPED: <reason>" and exits with 77 (CTest: skipped).
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <npft/cuda.cuh>
+
+#include "random_quantized.hpp"
+
+namespace {
+
+using npft::index;
+using npft::quant::Format;
+namespace nc = npft::cuda;
+
+int failures = 0;
+int checks = 0;
+
+void expect(bool condition, const std::string& what) {
+    ++checks;
+    if (!condition) {
+        ++failures;
+        if (failures <= 20) std::printf("FAILED: %s\n", what.c_str());
+    }
+}
+
+template <class T>
+constexpr double unit_roundoff() {
+    return std::is_same_v<T, npft::half> ? 1.0 / 2048.0 : 1.0 / 256.0;
+}
+
+struct Csr {
+    index rows = 0, cols = 0;
+    std::vector<std::int32_t> row_offsets, columns;
+    std::vector<npft::half> values;
+};
+
+Csr random_outliers(index rows, index cols, std::uint64_t seed) {
+    Csr c;
+    c.rows = rows;
+    c.cols = cols;
+    c.row_offsets.push_back(0);
+    for (index r = 0; r < rows; ++r) {
+        const index length = r == 1 ? cols / 2 : static_cast<index>(npft::random_words({seed, 1}, static_cast<std::uint64_t>(r))[0] % 4);
+        for (index i = 0; i < length; ++i) {
+            const auto at = static_cast<std::uint64_t>(c.columns.size());
+            c.columns.push_back(static_cast<std::int32_t>(npft::random_words({seed, 2}, at)[0] % cols));
+            c.values.push_back(npft::half(npft::uniform({seed, 3}, at, -8.0f, 8.0f)));
+        }
+        c.row_offsets.push_back(static_cast<std::int32_t>(c.columns.size()));
+    }
+    return c;
+}
+
+/// Runs one problem and compares every output with the reference in double. The tensor-core path rounds weights to T
+/// and every output is rounded to T once, so the bound is 2 u_T * sum |w x| (+ the same for the outliers).
+template <class T>
+void check_problem(const npft::quant::QuantizedMatrix& q, index batch, float x_low, float x_high, const Csr* outliers,
+                   const std::string& name) {
+    const index n = q.rows(), k = q.cols();
+    std::vector<T> x(static_cast<std::size_t>(batch * k));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = T(npft::uniform({77, 5}, i, x_low, x_high));
+    std::vector<double> expected(static_cast<std::size_t>(batch * n), 0.0), magnitude(expected.size(), 0.0);
+    const npft::Matrix w = q.dequantize();
+    for (index m = 0; m < batch; ++m)
+        for (index r = 0; r < n; ++r) {
+            double sum = 0.0, abs_sum = 0.0;
+            for (index j = 0; j < k; ++j) {
+                const double term = static_cast<double>(w(r, j)) * static_cast<float>(x[static_cast<std::size_t>(m * k + j)]);
+                sum += term;
+                abs_sum += std::abs(term);
+            }
+            if (outliers)
+                for (index i = outliers->row_offsets[static_cast<std::size_t>(r)]; i < outliers->row_offsets[static_cast<std::size_t>(r + 1)]; ++i) {
+                    const double term = static_cast<double>(static_cast<float>(outliers->values[static_cast<std::size_t>(i)])) *
+                                        static_cast<float>(x[static_cast<std::size_t>(m * k + outliers->columns[static_cast<std::size_t>(i)])]);
+                    sum += term;
+                    abs_sum += std::abs(term);
+                }
+            expected[static_cast<std::size_t>(m * n + r)] = sum;
+            magnitude[static_cast<std::size_t>(m * n + r)] = abs_sum;
+        }
+
+    nc::DeviceQuantizedMatrix weights(nc::to_tiled(q));
+    nc::DeviceBuffer<T> dx(x);
+    nc::DeviceBuffer<T> dy(static_cast<std::size_t>(batch * n));
+    nc::GemmArguments<T> args{&weights, dx.data(), batch, 0, dy.data(), 0, nullptr};
+    const nc::Support support = nc::can_implement(args);
+    expect(support.ok, name + ": can_implement: " + support.reason);
+    if (!support.ok) return;
+    nc::Stream stream;
+    if (outliers) {
+        nc::DeviceSparseOutliers sparse(*outliers);
+        nc::DeviceBuffer<float> workspace(nc::dense_sparse_workspace_size(batch, n));
+        nc::dense_sparse_gemm(args, sparse, workspace, stream.get());
+        stream.synchronize();
+    } else {
+        nc::gemm(args, stream.get());
+        stream.synchronize();
+    }
+    const std::vector<T> y = dy.download();
+    int bad = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) {
+        const double got = static_cast<float>(y[i]);
+        const double bound = 2.0 * unit_roundoff<T>() * (magnitude[i] + std::abs(expected[i])) + 1e-6;
+        if (!std::isfinite(got) || std::abs(got - expected[i]) > bound) {
+            if (bad++ < 3)
+                std::printf("  %s: output %zu = %g, expected %g (bound %g)\n", name.c_str(), i, got, expected[i], bound);
+        }
+    }
+    expect(bad == 0, name + ": " + std::to_string(bad) + " outputs outside the bound");
+}
+
+struct FormatCase {
+    Format format;
+    int bits;
+    index group;  // 0: one group per row
+};
+
+template <class T>
+void run_all(const char* type) {
+    const FormatCase formats[] = {{Format::uniform_symmetric, 2, 64},  {Format::uniform_asymmetric, 2, 0},
+                                  {Format::uniform_symmetric, 3, 0},   {Format::uniform_asymmetric, 3, 128},
+                                  {Format::uniform_symmetric, 4, 128}, {Format::uniform_asymmetric, 4, 0},
+                                  {Format::lut, 3, 0},                 {Format::lut, 4, 0}};
+    const index batches[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 64, 100, 256};
+    std::uint64_t seed = 1000;
+    for (const FormatCase& f : formats) {
+        // Odd shapes: N not a multiple of any tile, K not a multiple of 32 (but of 8, as required).
+        for (const auto& shape : {std::pair<index, index>{300, 256}, std::pair<index, index>{129, 264}}) {
+            const index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
+            const auto q = npft::test::random_quantized(f.format, f.bits, shape.first, shape.second, group, seed++);
+            for (const index batch : batches) {
+                const std::string name = std::string(type) + " " + npft::quant::format_name(f.format) + " " +
+                                         std::to_string(f.bits) + "-bit g" + std::to_string(group) + " " +
+                                         std::to_string(shape.first) + "x" + std::to_string(shape.second) + " batch " +
+                                         std::to_string(batch);
+                check_problem<T>(q, batch, -1.0f, 1.0f, nullptr, name);
+            }
+        }
+    }
+    // Large activations: partial sums far beyond fp16's 65504 that an fp16 accumulator would turn into Inf.
+    const auto big = npft::test::random_quantized(Format::uniform_asymmetric, 4, 256, 4096, 128, 5);
+    for (const index batch : {index{1}, index{64}})
+        check_problem<T>(big, batch, 1000.0f, 2000.0f, nullptr, std::string(type) + " large activations batch " + std::to_string(batch));
+    // Dense and sparse: fp16 outliers through the merge-path SpMV, added before rounding.
+    const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 3, 200, 512, 128, 6);
+    const Csr outliers = random_outliers(200, 512, 7);
+    for (const index batch : {index{1}, index{7}, index{40}})
+        check_problem<T>(q, batch, -1.0f, 1.0f, &outliers, std::string(type) + " dense+sparse batch " + std::to_string(batch));
+}
+
+void check_rejections() {
+    const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 4, 64, 36, 36, 9);  // K = 36: not a multiple of 8
+    nc::DeviceQuantizedMatrix weights(nc::to_tiled(q));
+    nc::DeviceBuffer<npft::half> x(64 * 36), y(64 * 64);
+    nc::GemmArguments<npft::half> args{&weights, x.data(), 4, 0, y.data(), 0, nullptr};
+    const nc::Support s = nc::can_implement(args);
+    expect(!s.ok && s.reason.find("multiple of 8") != std::string::npos, "K = 36 is rejected naming the multiple of 8: " + s.reason);
+    bool threw = false;
+    try {
+        nc::gemm(args);
+    } catch (const npft::Error& e) {
+        threw = std::string(e.what()).find("multiple of 8") != std::string::npos;
+    }
+    expect(threw, "gemm throws npft::Error with can_implement's reason");
+    const auto five = npft::test::random_quantized(Format::uniform_asymmetric, 5, 64, 64, 64, 9);
+    nc::DeviceQuantizedMatrix weights5(nc::to_tiled(five));
+    args.weights = &weights5;
+    const nc::Support s5 = nc::can_implement(args);
+    expect(!s5.ok && s5.reason.find("5 bits") != std::string::npos, "5-bit codes are rejected: " + s5.reason);
+    args.weights = nullptr;
+    expect(!nc::can_implement(args).ok, "null weights are rejected");
+}
+
+}  // namespace
+
+int main() {
+    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
+        std::printf("SKIPPED: %s\n", reason.c_str());
+        return 77;
+    }
+    if (nc::compute_capability() < 80) {
+        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
+        return 77;
+    }
+    try {
+        run_all<npft::half>("fp16");
+        run_all<npft::bfloat16>("bf16");
+        check_rejections();
+    } catch (const std::exception& e) {
+        std::printf("FAILED with exception: %s\n", e.what());
+        return 1;
+    }
+    std::printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}

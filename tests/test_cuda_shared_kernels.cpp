@@ -1,0 +1,381 @@
+// Host emulation of the CUDA kernels' index math (kernels/cuda/index_math.cuh): for a few tiles, every thread's reads
+// of packed words, fragment elements and output writes are replayed with the same functions the kernels call, and the
+// result is compared with a reference product built from QuantizedMatrix::dequantize_at. Coverage is checked too:
+// every word read once, every output written once.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <map>
+#include <npft/kernels/cuda/dequant.cuh>
+#include <npft/kernels/cuda/index_math.cuh>
+#include <npft/kernels/cuda/tiled_conversion.cuh>
+#include <npft/npft.hpp>
+#include <vector>
+
+#include "cuda/random_quantized.hpp"
+
+using Index = npft::index;
+using npft::quant::Format;
+namespace nc = npft::cuda;
+
+namespace {
+
+/// Activations x[m][k] in [-1, 1), rounded to the activation type T (as the GPU sees them).
+template <class T>
+std::vector<float> random_activations(Index batch, Index cols, std::uint64_t seed) {
+    std::vector<float> x(static_cast<std::size_t>(batch * cols));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(T(npft::uniform({seed, 3}, i, -1.0f, 1.0f)));
+    return x;
+}
+
+/// Reference y[m][n] = sum_k w(n, k) x[m][k] in double; w optionally rounded to T (the tensor-core path's operand).
+template <class T>
+std::vector<double> reference(const npft::quant::QuantizedMatrix& q, const std::vector<float>& x, Index batch, bool round_w,
+                              std::vector<double>* magnitude) {
+    std::vector<double> y(static_cast<std::size_t>(batch * q.rows()), 0.0);
+    if (magnitude) magnitude->assign(y.size(), 0.0);
+    for (Index m = 0; m < batch; ++m)
+        for (Index n = 0; n < q.rows(); ++n) {
+            double sum = 0.0, abs_sum = 0.0;
+            for (Index k = 0; k < q.cols(); ++k) {
+                float w = q.dequantize_at(n, k);
+                if (round_w) w = static_cast<float>(T(w));
+                const double term = static_cast<double>(w) * x[static_cast<std::size_t>(m * q.cols() + k)];
+                sum += term;
+                abs_sum += std::abs(term);
+            }
+            y[static_cast<std::size_t>(m * q.rows() + n)] = sum;
+            if (magnitude) (*magnitude)[static_cast<std::size_t>(m * q.rows() + n)] = abs_sum;
+        }
+    return y;
+}
+
+}  // namespace
+
+TEST_CASE("mma.m16n8k16 fragment coordinates match the PTX ISA figures", "[cuda][mma]") {
+    // Hand-read from the PTX ISA "Matrix fragments for mma.m16n8k16 with floating point type": groupID = lane / 4,
+    // threadID_in_group = lane % 4. Lane 5: group 1, thread 1.
+    CHECK(nc::mma_a_coord(0, 0).row == 0);
+    CHECK(nc::mma_a_coord(0, 0).col == 0);
+    CHECK(nc::mma_a_coord(5, 0).row == 1);
+    CHECK(nc::mma_a_coord(5, 0).col == 2);
+    CHECK(nc::mma_a_coord(5, 3).row == 9);   // a3 = second half of register a1: row group + 8
+    CHECK(nc::mma_a_coord(5, 3).col == 3);
+    CHECK(nc::mma_a_coord(5, 4).row == 1);   // register a2: columns + 8
+    CHECK(nc::mma_a_coord(5, 4).col == 10);
+    CHECK(nc::mma_a_coord(31, 7).row == 15);
+    CHECK(nc::mma_a_coord(31, 7).col == 15);
+    CHECK(nc::mma_b_coord(5, 0).row == 2);   // b: row = k, col = n = group
+    CHECK(nc::mma_b_coord(5, 0).col == 1);
+    CHECK(nc::mma_b_coord(5, 3).row == 11);
+    CHECK(nc::mma_b_coord(5, 3).col == 1);
+    CHECK(nc::mma_c_coord(5, 1).row == 1);
+    CHECK(nc::mma_c_coord(5, 1).col == 3);
+    CHECK(nc::mma_c_coord(5, 2).row == 9);
+    CHECK(nc::mma_c_coord(5, 2).col == 2);
+
+    // Each fragment is a bijection from (lane, element) onto its matrix.
+    std::vector<int> a(16 * 16, 0), b(16 * 8, 0), c(16 * 8, 0);
+    for (int lane = 0; lane < 32; ++lane) {
+        for (int i = 0; i < 8; ++i) ++a[static_cast<std::size_t>(nc::mma_a_coord(lane, i).row * 16 + nc::mma_a_coord(lane, i).col)];
+        for (int i = 0; i < 4; ++i) {
+            ++b[static_cast<std::size_t>(nc::mma_b_coord(lane, i).row * 8 + nc::mma_b_coord(lane, i).col)];
+            ++c[static_cast<std::size_t>(nc::mma_c_coord(lane, i).row * 8 + nc::mma_c_coord(lane, i).col)];
+        }
+        // The kernels load elements 2r and 2r+1 as one 32-bit word: they must be adjacent along k.
+        for (int r = 0; r < 4; ++r) {
+            CHECK(nc::mma_a_coord(lane, 2 * r + 1).row == nc::mma_a_coord(lane, 2 * r).row);
+            CHECK(nc::mma_a_coord(lane, 2 * r + 1).col == nc::mma_a_coord(lane, 2 * r).col + 1);
+        }
+        for (int r = 0; r < 2; ++r) {
+            CHECK(nc::mma_b_coord(lane, 2 * r + 1).col == nc::mma_b_coord(lane, 2 * r).col);
+            CHECK(nc::mma_b_coord(lane, 2 * r + 1).row == nc::mma_b_coord(lane, 2 * r).row + 1);
+        }
+    }
+    for (int v : a) CHECK(v == 1);
+    for (int v : b) CHECK(v == 1);
+    for (int v : c) CHECK(v == 1);
+}
+
+namespace {
+
+/// Replays gemv_kernel<Bits, Lut, Batch> for every block: reads, decode, per-warp partial sums, the final reduction.
+template <int Bits, bool Lut, class Tile>
+void emulate_gemv(const npft::quant::QuantizedMatrix& q, Index batch) {
+    const auto t = nc::to_tiled(q);
+    const nc::TiledView v = nc::view_of(t);
+    const auto x = random_activations<npft::half>(batch, q.cols(), 5);
+    std::vector<double> magnitude;
+    const auto expected = reference<npft::half>(q, x, batch, false, &magnitude);
+    std::vector<float> y(expected.size(), 0.0f);
+    std::vector<int> writes(expected.size(), 0);
+    std::vector<int> word_reads(t.codes.size(), 0);
+
+    const Index grid = nc::gemv_blocks<Tile>(t.shape);
+    CHECK(grid * Tile::rows == t.shape.padded_rows);
+    for (Index block = 0; block < grid; ++block) {
+        std::vector<float> partial(static_cast<std::size_t>(Tile::warps * batch * nc::warp_size), 0.0f);
+        for (int warp = 0; warp < Tile::warps; ++warp)
+            for (int lane = 0; lane < nc::warp_size; ++lane) {
+                const Index row = nc::gemv_row(block, lane);
+                for (Index i = 0;; ++i) {
+                    const Index kb = nc::gemv_packing_block(warp, Tile::warps, i);
+                    if (kb >= t.shape.blocks) break;
+                    std::uint32_t words[Bits];
+                    nc::load_block_words<Bits>(v, kb, row, words);
+                    for (int w = 0; w < Bits; ++w) ++word_reads[static_cast<std::size_t>(nc::tiled_word_index(t.shape, kb, w, row))];
+                    nc::AffineParams params;
+                    if constexpr (!Lut) params = nc::affine_params(v, kb, row);
+                    for (int j = 0; j < 32; ++j) {
+                        const Index k = kb * 32 + j;
+                        if (k >= q.cols()) break;
+                        const std::uint32_t code = npft::quant::unpack_code(words, j, Bits);
+                        const float weight = Lut ? nc::decode_lut(v, row, code) : nc::decode_uniform(code, params);
+                        for (Index m = 0; m < batch; ++m)
+                            partial[static_cast<std::size_t>((warp * batch + m) * nc::warp_size + lane)] +=
+                                weight * x[static_cast<std::size_t>(m * q.cols() + k)];
+                    }
+                }
+            }
+        for (Index m = 0; m < batch; ++m)
+            for (int lane = 0; lane < nc::warp_size; ++lane) {
+                const Index row = nc::gemv_row(block, lane);
+                if (row >= q.rows()) continue;
+                float sum = 0.0f;
+                for (int warp = 0; warp < Tile::warps; ++warp)
+                    sum += partial[static_cast<std::size_t>((warp * batch + m) * nc::warp_size + lane)];
+                y[static_cast<std::size_t>(m * q.rows() + row)] = sum;
+                ++writes[static_cast<std::size_t>(m * q.rows() + row)];
+            }
+    }
+    for (int r : word_reads) CHECK(r == 1);  // every word of the layout, padding included, read exactly once
+    for (std::size_t i = 0; i < y.size(); ++i) {
+        CHECK(writes[i] == 1);
+        CHECK(std::abs(y[i] - expected[i]) <= 1e-5 * magnitude[i] + 1e-7);
+    }
+}
+
+/// Replays gemm_mma_kernel for one block tile: cp.async chunk maps, decode assignment, fragment gathers, the mma
+/// (computed from the gathered registers through the fragment maps) and the epilogue writes.
+template <int Bits, bool Lut, class T, class Tile>
+void emulate_gemm_block(const npft::quant::QuantizedMatrix& q, Index batch, Index block_x, Index block_y) {
+    const auto t = nc::to_tiled(q);
+    const nc::TiledView v = nc::view_of(t);
+    const auto x = random_activations<T>(batch, q.cols(), 9);
+    std::vector<double> magnitude;
+    const auto expected = reference<T>(q, x, batch, true, &magnitude);
+    constexpr int bm = Tile::block_m, bn = Tile::block_n, bk = Tile::block_k, stride = Tile::smem_stride;
+    const Index m0 = block_y * bm, n0 = block_x * bn;
+
+    std::vector<float> acc(static_cast<std::size_t>(bm * bn), 0.0f);  // (m, n) of the block tile, summed via fragments
+    for (Index kb = 0; kb < t.shape.blocks; ++kb) {
+        std::vector<float> x_tile(static_cast<std::size_t>(bm * stride), 0.0f);
+        std::vector<int> x_written(static_cast<std::size_t>(bm * bk), 0);
+        for (int thread = 0; thread < Tile::threads; ++thread)
+            for (int c = thread; c < bm * 4; c += Tile::threads) {
+                const nc::FragmentCoord at = nc::gemm_x_chunk(c);
+                const Index m = m0 + at.row, k = kb * bk + at.col;
+                const bool inside = m < batch && k < q.cols();
+                for (int e = 0; e < 8; ++e) {
+                    x_tile[static_cast<std::size_t>(at.row * stride + at.col + e)] =
+                        inside ? x[static_cast<std::size_t>(m * q.cols() + k + e)] : 0.0f;
+                    ++x_written[static_cast<std::size_t>(at.row * bk + at.col + e)];
+                }
+            }
+        for (int w : x_written) REQUIRE(w == 1);
+
+        std::vector<std::uint32_t> packed(static_cast<std::size_t>(Bits * bn), 0u);
+        std::vector<int> packed_written(packed.size(), 0);
+        for (int thread = 0; thread < Tile::threads; ++thread)
+            for (int c = thread; c < Bits * bn / 4; c += Tile::threads) {
+                const nc::FragmentCoord at = nc::gemm_w_chunk<Tile>(c);
+                for (int e = 0; e < 4; ++e) {
+                    packed[static_cast<std::size_t>(at.row * bn + at.col + e)] =
+                        t.codes[static_cast<std::size_t>(nc::tiled_word_index(t.shape, kb, at.row, n0 + at.col) + e)];
+                    ++packed_written[static_cast<std::size_t>(at.row * bn + at.col + e)];
+                }
+            }
+        for (int w : packed_written) REQUIRE(w == 1);
+
+        std::vector<float> w_tile(static_cast<std::size_t>(bn * stride), 0.0f);  // values already rounded to T
+        std::vector<int> w_written(static_cast<std::size_t>(bn * bk), 0);
+        for (int thread = 0; thread < Tile::threads; ++thread) {
+            const nc::FragmentCoord d = nc::gemm_decode_assignment<Tile>(thread);
+            std::uint32_t words[Bits];
+            for (int p = 0; p < Bits; ++p) words[p] = packed[static_cast<std::size_t>(p * bn + d.row)];
+            nc::AffineParams params;
+            if constexpr (!Lut) params = nc::affine_params(v, kb, n0 + d.row);
+            for (int j = 0; j < Tile::decode_codes; ++j) {
+                const std::uint32_t code = npft::quant::unpack_code(words, d.col + j, Bits);
+                const float value = Lut ? nc::decode_lut(v, n0 + d.row, code) : nc::decode_uniform(code, params);
+                w_tile[static_cast<std::size_t>(d.row * stride + d.col + j)] = static_cast<float>(T(value));
+                ++w_written[static_cast<std::size_t>(d.row * bk + d.col + j)];
+            }
+        }
+        for (int w : w_written) REQUIRE(w == 1);
+
+        for (int warp = 0; warp < Tile::threads / nc::warp_size; ++warp) {
+            const nc::FragmentCoord origin = nc::gemm_warp_origin<Tile>(warp);
+            for (int ks = 0; ks < bk; ks += 16)
+                for (int fm = 0; fm < Tile::frags_m; ++fm)
+                    for (int fn = 0; fn < Tile::frags_n; ++fn) {
+                        // Registers as the kernel gathers them, then the mma semantics through the fragment maps.
+                        float a[16][16] = {}, b[16][8] = {};
+                        for (int lane = 0; lane < 32; ++lane) {
+                            for (int i = 0; i < 8; ++i) {
+                                const nc::FragmentCoord at = nc::mma_a_coord(lane, i);
+                                a[at.row][at.col] =
+                                    x_tile[static_cast<std::size_t>((origin.row + fm * 16 + at.row) * stride + ks + at.col)];
+                            }
+                            for (int i = 0; i < 4; ++i) {
+                                const nc::FragmentCoord at = nc::mma_b_coord(lane, i);
+                                b[at.row][at.col] =
+                                    w_tile[static_cast<std::size_t>((origin.col + fn * 8 + at.col) * stride + ks + at.row)];
+                            }
+                        }
+                        for (int lane = 0; lane < 32; ++lane)
+                            for (int i = 0; i < 4; ++i) {
+                                const nc::FragmentCoord at = nc::mma_c_coord(lane, i);
+                                float sum = 0.0f;
+                                for (int k = 0; k < 16; ++k) sum += a[at.row][k] * b[k][at.col];
+                                acc[static_cast<std::size_t>((origin.row + fm * 16 + at.row) * bn + origin.col + fn * 8 + at.col)] +=
+                                    sum;
+                            }
+                    }
+        }
+    }
+
+    std::map<std::pair<Index, Index>, int> writes;
+    for (int warp = 0; warp < Tile::threads / nc::warp_size; ++warp) {
+        const nc::FragmentCoord origin = nc::gemm_warp_origin<Tile>(warp);
+        for (int fm = 0; fm < Tile::frags_m; ++fm)
+            for (int fn = 0; fn < Tile::frags_n; ++fn)
+                for (int lane = 0; lane < 32; ++lane)
+                    for (int i = 0; i < 4; ++i) {
+                        const nc::FragmentCoord at = nc::mma_c_coord(lane, i);
+                        const Index tm = origin.row + fm * 16 + at.row, tn = origin.col + fn * 8 + at.col;
+                        const Index m = m0 + tm, n = n0 + tn;
+                        if (m >= batch || n >= q.rows()) continue;
+                        ++writes[{m, n}];
+                        const std::size_t ref = static_cast<std::size_t>(m * q.rows() + n);
+                        CHECK(std::abs(acc[static_cast<std::size_t>(tm * bn + tn)] - expected[ref]) <= 1e-5 * magnitude[ref] + 1e-7);
+                    }
+    }
+    const Index rows_in = std::min<Index>(bm, batch - m0), cols_in = std::min<Index>(bn, q.rows() - n0);
+    CHECK(static_cast<Index>(writes.size()) == rows_in * cols_in);
+    for (const auto& entry : writes) CHECK(entry.second == 1);
+}
+
+}  // namespace
+
+TEST_CASE("GEMV emulation: each word read once, each output written once, sums match the reference", "[cuda][gemv]") {
+    SECTION("uniform 4-bit grouped, batch 3, odd rows") {
+        emulate_gemv<4, false, nc::GemvTile<8>>(npft::test::random_quantized(Format::uniform_asymmetric, 4, 70, 256, 64, 1), 3);
+    }
+    SECTION("uniform 3-bit symmetric per channel, batch 1, K not a multiple of 32") {
+        emulate_gemv<3, false, nc::GemvTile<4>>(npft::test::random_quantized(Format::uniform_symmetric, 3, 33, 200, 200, 2), 1);
+    }
+    SECTION("uniform 2-bit, batch 8, more warps than packing blocks") {
+        emulate_gemv<2, false, nc::GemvTile<8>>(npft::test::random_quantized(Format::uniform_asymmetric, 2, 40, 96, 32, 3), 8);
+    }
+    SECTION("lut 4-bit, batch 2") {
+        emulate_gemv<4, true, nc::GemvTile<8>>(npft::test::random_quantized(Format::lut, 4, 64, 160, 160, 4), 2);
+    }
+}
+
+TEST_CASE("tensor-core GEMM emulation: loads, decode, fragments and epilogue cover the tile once", "[cuda][gemm]") {
+    using Default = nc::GemmTile<>;
+    using Small = nc::GemmTile<32, 64, 2, 2, 2>;
+    SECTION("default tile, uniform 4-bit g64, fp16, partial M and N tiles") {
+        const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 4, 200, 128, 64, 21);
+        emulate_gemm_block<4, false, npft::half, Default>(q, 70, 1, 1);  // rows 128..199 of N, batch rows 64..69
+        emulate_gemm_block<4, false, npft::half, Default>(q, 70, 0, 0);
+    }
+    SECTION("small tile, uniform 3-bit symmetric, bf16, K not a multiple of 32") {
+        const auto q = npft::test::random_quantized(Format::uniform_symmetric, 3, 100, 104, 104, 22);
+        emulate_gemm_block<3, false, npft::bfloat16, Small>(q, 40, 1, 1);
+    }
+    SECTION("small tile, lut 3-bit, fp16") {
+        const auto q = npft::test::random_quantized(Format::lut, 3, 64, 64, 64, 23);
+        emulate_gemm_block<3, true, npft::half, Small>(q, 20, 0, 0);
+    }
+    SECTION("default tile, uniform 2-bit per channel, bf16") {
+        const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 2, 128, 96, 96, 24);
+        emulate_gemm_block<2, false, npft::bfloat16, Default>(q, 64, 0, 0);
+    }
+}
+
+TEST_CASE("merge-path search finds the hand-computed split points", "[cuda][spmv]") {
+    // Rows: 0 -> nonzeros {0, 1}; 1 -> empty; 2 -> {2, 3, 4}. Path: nz0 nz1 end0 end1 nz2 nz3 nz4 end2.
+    const std::int32_t offsets[] = {0, 2, 2, 5};
+    const auto at = [&](Index d) { return nc::merge_path_search(d, offsets, 3, 5); };
+    CHECK(at(0).row == 0);
+    CHECK(at(0).nz == 0);
+    CHECK(at(2).row == 0);
+    CHECK(at(2).nz == 2);
+    CHECK(at(3).row == 1);
+    CHECK(at(3).nz == 2);
+    CHECK(at(4).row == 2);
+    CHECK(at(4).nz == 2);
+    CHECK(at(7).row == 2);
+    CHECK(at(7).nz == 5);
+    CHECK(at(8).row == 3);
+    CHECK(at(8).nz == 5);
+}
+
+TEST_CASE("merge-path SpMV emulation matches a direct CSR product for any split", "[cuda][spmv]") {
+    // Row lengths: empty rows, a long row (the load-balance case), and random short rows.
+    const Index rows = 50, cols = 64;
+    std::vector<std::int32_t> offsets{0}, columns;
+    std::vector<npft::half> values;
+    for (Index r = 0; r < rows; ++r) {
+        const Index length = r == 7 ? 300 : (r % 5 == 0 ? 0 : static_cast<Index>(npft::random_words({31, 1}, static_cast<std::uint64_t>(r))[0] % 6));
+        for (Index i = 0; i < length; ++i) {
+            const std::uint64_t at = static_cast<std::uint64_t>(columns.size());
+            columns.push_back(static_cast<std::int32_t>(npft::random_words({31, 2}, at)[0] % cols));
+            values.push_back(npft::half(npft::uniform({31, 3}, at, -4.0f, 4.0f)));
+        }
+        offsets.push_back(static_cast<std::int32_t>(columns.size()));
+    }
+    const Index nnz = static_cast<Index>(values.size());
+    std::vector<float> x(static_cast<std::size_t>(cols));
+    for (Index k = 0; k < cols; ++k) x[static_cast<std::size_t>(k)] = npft::uniform({31, 4}, static_cast<std::uint64_t>(k), -1.0f, 1.0f);
+    std::vector<double> expected(static_cast<std::size_t>(rows), 0.0);
+    for (Index r = 0; r < rows; ++r)
+        for (Index j = offsets[static_cast<std::size_t>(r)]; j < offsets[static_cast<std::size_t>(r + 1)]; ++j)
+            expected[static_cast<std::size_t>(r)] +=
+                static_cast<double>(static_cast<float>(values[static_cast<std::size_t>(j)])) * x[static_cast<std::size_t>(columns[static_cast<std::size_t>(j)])];
+
+    for (const Index items : {Index{1}, Index{3}, Index{8}, Index{64}, Index{1000}}) {
+        CAPTURE(items);
+        std::vector<float> out(static_cast<std::size_t>(rows), 0.0f);
+        Index consumed = 0;
+        const Index path = rows + nnz;
+        for (Index begin = 0; begin < path; begin += items)
+            nc::merge_path_walk(offsets.data(), columns.data(), values.data(), rows, nnz, begin, std::min(begin + items, path),
+                                [&](std::int32_t c) {
+                                    ++consumed;
+                                    return x[static_cast<std::size_t>(c)];
+                                },
+                                [&](Index r, float s) { out[static_cast<std::size_t>(r)] += s; });
+        CHECK(consumed == nnz);  // every nonzero visited by exactly one thread
+        for (Index r = 0; r < rows; ++r)
+            CHECK(std::abs(out[static_cast<std::size_t>(r)] - expected[static_cast<std::size_t>(r)]) <= 1e-4);
+    }
+}
+
+TEST_CASE("tile policies derive consistent shapes", "[cuda][gemm]") {
+    using Tile = nc::GemmTile<>;
+    STATIC_REQUIRE(Tile::threads == 256);
+    STATIC_REQUIRE(Tile::frags_m * 16 * Tile::warps_m == Tile::block_m);
+    STATIC_REQUIRE(Tile::frags_n * 8 * Tile::warps_n == Tile::block_n);
+    STATIC_REQUIRE(Tile::decode_parts * Tile::decode_codes == Tile::block_k);
+    STATIC_REQUIRE(nc::row_alignment % Tile::block_n == 0);
+    // Fragment loads read 32-bit words: the padded shared row must keep them 4-byte aligned (and rows 16-byte aligned).
+    STATIC_REQUIRE((Tile::smem_stride * 2) % 16 == 0);
+    for (int thread = 0; thread < Tile::threads; ++thread) {
+        const auto d = nc::gemm_decode_assignment<Tile>(thread);
+        CHECK(d.row < Tile::block_n);
+        CHECK(d.col % 8 == 0);  // 16-byte stores of 8 decoded values
+    }
+}
