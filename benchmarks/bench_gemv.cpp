@@ -5,7 +5,8 @@
 //
 // Formats: fp32_eigen (dense Eigen, rows split over threads like ours), u<b>g128 (uniform asymmetric, fp16 scale and
 // zero per 128 inputs), u8 (uniform symmetric, one scale per row), lut<b> (a 2^b-entry fp16 table per row),
-// u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR). Each benchmark rotates over copies of its weights
+// u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR), u4g128_int8 (u4g128 with int8 activations; counter
+// rel_rms_err: relative RMS difference to the fp32-activation result on Gaussian activations). Each benchmark rotates over copies of its weights
 // that together exceed 256 MB, so every call streams its weights from DRAM; bytes processed = weight bytes (codes,
 // metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
 #include <benchmark/benchmark.h>
@@ -37,6 +38,7 @@ struct FormatSpec {
     int bits;
     index group;            // 0: one group per row
     double outlier_percent;  // > 0: add CSR outliers
+    bool int8_activations = false;
 };
 
 const FormatSpec formats[] = {
@@ -48,6 +50,7 @@ const FormatSpec formats[] = {
     {"lut4", false, Format::lut, 4, 0, 0.0},
     {"lut3", false, Format::lut, 3, 0, 0.0},
     {"u4g128+sparse0.45", false, Format::uniform_asymmetric, 4, 128, 0.45},
+    {"u4g128_int8", false, Format::uniform_asymmetric, 4, 128, 0.0, true},
 };
 
 struct Csr {
@@ -145,11 +148,20 @@ Workload& workload(const FormatSpec& f, index rows, index cols) {
 
 void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, index cols, index batch, int threads) {
     Workload& w = workload(f, rows, cols);
-    const Matrix x = Matrix::Random(batch, cols);
+    Matrix x(batch, cols);
+    for (index i = 0; i < x.size(); ++i) x.data()[i] = npft::gaussian(npft::RandomKey{2, npft::make_stream(4)}, static_cast<std::uint64_t>(i));
     Matrix y(batch, rows);
     const MatrixView<const float> xv = npft::as_matrix_view(x);
     const MatrixView<float> yv = npft::as_matrix_view(y);
-    const cpu::MultiplyOptions options{threads, cpu::Path::best};
+    const cpu::MultiplyOptions options{threads, cpu::Path::best,
+                                       f.int8_activations ? cpu::Activations::int8 : cpu::Activations::fp32};
+    if (f.int8_activations) {
+        // The accuracy cost of int8 activations: relative RMS difference to the fp32-activation result.
+        Matrix reference(batch, rows);
+        cpu::multiply(w.quantized[0], xv, MatrixView<float>(npft::as_matrix_view(reference)), {threads});
+        cpu::multiply(w.quantized[0], xv, yv, options);
+        state.counters["rel_rms_err"] = static_cast<double>((y - reference).norm() / reference.norm());
+    }
     std::size_t call = 0;
     for (auto _ : state) {
         const std::size_t c = call++ % w.copies();

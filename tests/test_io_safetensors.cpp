@@ -354,7 +354,7 @@ TEST_CASE("corrupt headers give errors that name the problem", "[io][safetensors
         CHECK_THROWS_WITH(parse("{\"a\":1"), Contains("not valid JSON"));
     }
     SECTION("the error names the source") {
-        CHECK_THROWS_WITH(parse("[]"), Contains("safetensors test"));
+        CHECK_THROWS_WITH(parse("[]"), Contains("safetensors test: header must be"));
     }
     SECTION("unknown dtype") {
         CHECK_THROWS_WITH(parse(R"({"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}})", zeros(8)),
@@ -426,8 +426,8 @@ TEST_CASE("reads with the wrong name, dtype or shape are refused", "[io][safeten
     writer.add("a", std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
     writer.add("u", std::vector<std::uint8_t>{1, 2}, {1, 2});
     const io::SafetensorsFile f = io::SafetensorsFile::from_bytes(writer.to_bytes(), "test");
-    CHECK_THROWS_WITH(f.read<float>("zz"), Contains("safetensors test has no tensor named 'zz'"));
-    CHECK_THROWS_WITH(f.metadata("k"), Contains("has no metadata key 'k'"));
+    CHECK_THROWS_WITH(f.read<float>("zz"), Contains("safetensors test: no tensor named 'zz'"));
+    CHECK_THROWS_WITH(f.metadata("k"), Contains("safetensors test: no metadata key 'k'"));
     CHECK_THROWS_WITH(f.read<npft::half>("a"), Contains("tensor 'a' has dtype F32, cannot read it as F16"));
     CHECK_THROWS_WITH(f.read<std::int32_t>("a"), Contains("cannot read it as I32"));
     CHECK_THROWS_WITH(f.read<float>("a", {3, 2}), Contains("tensor 'a' has shape [2, 3], expected [3, 2]"));
@@ -610,7 +610,7 @@ TEST_CASE("corrupt quantized matrices give errors that name the matrix and the p
     CHECK_THROWS_WITH(load(assemble(m, "w", {{"w.shape", "[3, 80]"}})), Contains("tensor 'w.codes' has shape [3, 8], expected [3, 12]"));
     CHECK_THROWS_WITH(load(assemble(m, "w", {{"w.format", "uniform_symmetric"}})),
                       Contains("tensor 'w.zeros' does not belong to the uniform_symmetric format"));
-    CHECK_THROWS_WITH(load(assemble(m, "w", {}, "zeros")), Contains("has no tensor named 'w.zeros'"));
+    CHECK_THROWS_WITH(load(assemble(m, "w", {}, "zeros")), Contains("no tensor named 'w.zeros'"));
     CHECK_THROWS_WITH(load(assemble(m, "w", {}, "", "lut")), Contains("tensor 'w.lut' does not belong"));
 
     quant::QuantizedMatrix bad_zero = m;

@@ -8,6 +8,8 @@
 #include <string>
 
 #include <npft/core/random.hpp>
+#include <npft/outliers/top_fraction.hpp>
+#include <npft/quant/dense_sparse.hpp>
 #include <npft/quant/nonuniform.hpp>
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
@@ -158,7 +160,7 @@ TEST_CASE("tiny llama: the packed forward equals the fp32 forward on the dequant
     Model model(c, 4);
     const Batch batch = random_batch(c, 2, c.context + 1, 4);
 
-    const auto check = [&](const auto& grid, const char* what) {
+    const auto check = [&](const auto& grid, const char* what, bool dense_sparse) {
         INFO(what);
         const npft::quant::Quantizer quantizer(grid);
         tiny_llama::QuantizedModel packed(model);
@@ -166,9 +168,19 @@ TEST_CASE("tiny llama: the packed forward equals the fp32 forward on the dequant
         for (npft::index l = 0; l < c.layers; ++l) {
             for (const auto kind : tiny_llama::linear_kinds) {
                 npft::Matrix& w = dequantized.layers[static_cast<std::size_t>(l)].linear(kind);
-                auto q = quantizer.quantize(npft::MatrixView<const float>(npft::as_matrix_view(w)));
-                w = q.dequantize();
-                packed.set_linear(tiny_llama::linear_name(l, kind), tiny_llama::PackedLinear(std::move(q)));
+                const npft::MatrixView<const float> view(npft::as_matrix_view(w));
+                const std::string name = tiny_llama::linear_name(l, kind);
+                if (dense_sparse) {
+                    // The 1% largest weights in fp16, the rest on the grid.
+                    auto q = npft::quant::split_dense_sparse(view, npft::outliers::TopMagnitude{0.01}, grid);
+                    REQUIRE(q.sparse.nnz() > 0);
+                    w = q.dequantize();
+                    packed.set_linear(name, tiny_llama::PackedLinear(std::move(q)));
+                } else {
+                    auto q = quantizer.quantize(view);
+                    w = q.dequantize();
+                    packed.set_linear(name, tiny_llama::PackedLinear(std::move(q)));
+                }
             }
         }
         const Model reference(c, std::move(dequantized));
@@ -177,9 +189,11 @@ TEST_CASE("tiny llama: the packed forward equals the fp32 forward on the dequant
         // Quantization changed something: the comparison is not between two copies of the fp32 model.
         CHECK(std::abs(expected - model.loss(batch)) > 1e-7);
     };
-    check(npft::quant::UniformGrid(4, 0), "rtn 4-bit per channel");
-    check(npft::quant::UniformGrid(3, 128), "rtn 3-bit group 128");
-    check(npft::quant::NonUniformGrid(3), "k-means 3-bit lut");
+    check(npft::quant::UniformGrid(4, 0), "rtn 4-bit per channel", false);
+    check(npft::quant::UniformGrid(3, 128), "rtn 3-bit group 128", false);
+    check(npft::quant::NonUniformGrid(3), "k-means 3-bit lut", false);
+    check(npft::quant::NonUniformGrid(3), "k-means 3-bit lut with dense-and-sparse outliers", true);
+    check(npft::quant::UniformGrid(2, 0), "rtn 2-bit with dense-and-sparse outliers", true);
 }
 
 TEST_CASE("tiny llama: the quantized model rejects a missing or misshapen linear", "[llama][quantized]") {

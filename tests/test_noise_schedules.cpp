@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 using Idx = npft::index;
@@ -163,6 +164,23 @@ TEST_CASE("noise is a function of (key, position): same key same bits, any subse
         // A worker that draws only part of the mask (as one thread of several would) gets exactly those values.
         const auto part = go(subset, key);
         for (std::size_t i = 0; i < part.size(); ++i) CHECK(part[i] == a[static_cast<std::size_t>(odd[i])]);
+    }
+    // Two threads, each drawing the rows it owns, reproduce the single-threaded draw bit for bit.
+    std::vector<Idx> top, bottom;
+    for (Idx p = 0; p < 256; ++p) (p < 128 ? top : bottom).push_back(p);
+    const o::OutlierMask top_mask(16, 16, top), bottom_mask(16, 16, bottom);
+    for (const bool row_range : {false, true}) {
+        const auto go = [&](const o::OutlierMask& m) {
+            return row_range ? draw(n::RowRangeUniform{}, {&m, view(steps), {}, 1.0f, key})
+                             : draw(n::GaussianMatched{}, {&m, {}, view(steps), 1.0f, key});
+        };
+        std::vector<float> first, second;
+        std::thread t1([&] { first = go(top_mask); });
+        std::thread t2([&] { second = go(bottom_mask); });
+        t1.join();
+        t2.join();
+        first.insert(first.end(), second.begin(), second.end());
+        CHECK(same_bits(first, go(all)));
     }
     const auto r1 = draw(n::RowRangeUniform{}, {&all, view(steps), {}, 1.0f, key});
     const auto r2 = draw(n::RowRangeUniform{}, {&all, view(steps), {}, 1.0f, key});

@@ -207,3 +207,17 @@ TEST_CASE("the Fisher selector ranks a small high-curvature weight above a large
     CHECK(o::TopMagnitude{0.25}.select(in).positions == std::vector<Idx>{3});
     CHECK(f(0, 0) > 1000.0f * f(0, 3));
 }
+
+TEST_CASE("FisherTimesQuantError with the steps of a real quantizer prefers coarse groups", "[outliers]") {
+    // Two groups of 4 per row under a 4-bit grid: the second group's range (and step) is 10x the first's.
+    Matrix w(2, 8);
+    w << 0.1f, -0.1f, 0.05f, 0.0f, 1.0f, -1.0f, 0.5f, 0.0f,  //
+        0.1f, -0.1f, 0.05f, 0.0f, 1.0f, -1.0f, 0.5f, 0.0f;
+    const Matrix steps = npft::quant::quantization_steps(npft::quant::UniformGrid(4, 4), view(w));
+    CHECK(steps(0, 4) == Approx(10.0f * steps(0, 0)).epsilon(1e-2));
+    Matrix fisher = Matrix::Ones(2, 8);
+    fisher(1, 1) = 50.0f;  // 50x the Fisher in a fine group loses to 1x in a coarse one (100x the squared step)
+    const o::OutlierMask m = o::FisherTimesQuantError{1.0 / 16.0}.select({view(w), view(fisher), view(steps)});
+    CHECK(m.positions == std::vector<Idx>{4});
+    CHECK(o::TopFisher{1.0 / 16.0}.select({view(w), view(fisher), view(steps)}).positions == std::vector<Idx>{9});
+}

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <npft/core/random.hpp>
 #include <npft/quant/gptq.hpp>
+#include <npft/quant/nonuniform.hpp>
 #include <npft/quant/uniform.hpp>
 
 #include <Eigen/Cholesky>
@@ -234,6 +235,23 @@ TEST_CASE("gptq: a LUT grid is fitted once per row on the original weights", "[g
     const Matrix w = gaussian_weights(4, 16, 31);
     const QuantizedMatrix q = Gptq<SquareLutGrid>{{3}, {}}.quantize(view(w), hessian_of(x));
     const QuantizedMatrix rtn = Quantizer<SquareLutGrid>{{3}}.quantize(view(w));
+    CHECK(q.lut() == rtn.lut());
+    CHECK(output_error(w, q.dequantize(), x) < output_error(w, rtn.dequantize(), x));
+}
+
+TEST_CASE("gptq: over the library's non-uniform grids (weighted k-means and NormalFloat LUTs)", "[gptq]") {
+    for (const bool act_order : {false, true}) {
+        const GptqOptions options{.block_size = 7, .act_order = act_order};
+        check_against_reference(NonUniform<3>{}, options, 35);
+        check_against_reference(NonUniform<4, NormalFloat>{}, options, 36);
+    }
+    const Matrix x = correlated_inputs(64, 32, 37);
+    const Matrix w = gaussian_weights(8, 32, 37);
+    Matrix fisher(8, 32);
+    for (index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({37, 5}, static_cast<std::uint64_t>(i));
+    // The k-means table is fitted once per row, on the original weights, weighted by the importance.
+    const QuantizedMatrix q = Gptq<NonUniform<3>>{}.quantize(view(w), hessian_of(x), view(fisher));
+    const QuantizedMatrix rtn = Quantizer<NonUniform<3>>{}.quantize(view(w), view(fisher));
     CHECK(q.lut() == rtn.lut());
     CHECK(output_error(w, q.dequantize(), x) < output_error(w, rtn.dequantize(), x));
 }

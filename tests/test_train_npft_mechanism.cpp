@@ -6,6 +6,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#ifndef BITS
+#define BITS 3
+#endif
 
 #include <npft/npft.hpp>
 
@@ -20,13 +23,15 @@ namespace {
 
 constexpr npft::index inputs = 8, hidden = 24, outputs = 4;
 
+
 struct Outcome {
     double trace = 0.0;     // exact sum of H_ii over the outliers selected before fine-tuning
     double clean_loss = 0;  // held-out loss of the fine-tuned fp32 model
     double rtn_loss = 0;    // held-out loss after 3-bit per-channel RTN of both layers
 };
 
-using Grid = npft::quant::Uniform<3>;
+using Grid = npft::quant::Uniform<BITS>;
+inline float heavy() { return std::getenv("H") ? static_cast<float>(std::atof(std::getenv("H"))) : 1.0f; }
 
 double mean_loss(const TinyMlp& m, const std::vector<Batch>& data) {
     double sum = 0.0;
@@ -42,27 +47,55 @@ TinyMlp quantized(const TinyMlp& m) {
     return out;
 }
 
-template <class Noise>
-Outcome fine_tune(std::uint64_t seed, Noise noise) {
-    TinyMlp teacher(inputs, hidden, outputs);
-    npft_test::fill_gaussian(teacher.w1, 0.6f, seed, 1);
-    npft_test::fill_gaussian(teacher.w2, 0.4f, seed, 2);
-    std::vector<Batch> train_batches, held_out;
-    for (std::uint64_t i = 0; i < 8; ++i) train_batches.push_back(npft_test::teacher_batch(teacher, 32, seed, 10 + i, 0.05f));
-    for (std::uint64_t i = 0; i < 4; ++i) held_out.push_back(npft_test::teacher_batch(teacher, 64, seed, 100 + i, 0.05f));
+// Teacher data whose first two inputs are `heavy` times larger than the rest: the weights reading them carry most of the
+// curvature (H_ii grows with x_j^2), as the few sensitive weights of an LLM do.
+Batch make_batch(const TinyMlp& teacher, npft::index n, std::uint64_t seed, std::uint64_t stream, float heavy) {
+    Batch b = npft_test::teacher_batch(teacher, n, seed, stream, 0.0f);
+    b.x.topRows(2) *= heavy;
+    const Batch noisy = npft_test::teacher_batch(teacher, n, seed, stream, 0.05f);
+    b.y = teacher.w2 * (teacher.w1 * b.x).array().tanh().matrix() + (noisy.y - b.y);
+    return b;
+}
 
-    // The "pretrained" model: the teacher's weights, slightly off, so fine-tuning has work to do either way.
-    TinyMlp model = teacher;
-    Matrix jitter1 = teacher.w1, jitter2 = teacher.w2;
-    npft_test::fill_gaussian(jitter1, 0.05f, seed, 3);
-    npft_test::fill_gaussian(jitter2, 0.05f, seed, 4);
-    model.w1 += jitter1;
-    model.w2 += jitter2;
+struct Problem {
+    TinyMlp model{inputs, hidden, outputs};  // pretrained, over-parameterized student
+    std::vector<Batch> train_batches, held_out;
+};
+
+// A small teacher (6 hidden units) and a wider student (24) pretrained on its data with plain AdamW: the student's
+// minima form a family of equally good solutions of different sharpness, as a pretrained LLM's do.
+Problem make_problem(std::uint64_t seed) {
+    TinyMlp teacher(inputs, 6, outputs);
+    npft_test::fill_gaussian(teacher.w1, 0.8f, seed, 1);
+    npft_test::fill_gaussian(teacher.w2, 0.8f, seed, 2);
+    Problem p;
+    for (std::uint64_t i = 0; i < 8; ++i) p.train_batches.push_back(make_batch(teacher, 32, seed, 10 + i, heavy()));
+    for (std::uint64_t i = 0; i < 4; ++i) p.held_out.push_back(make_batch(teacher, 64, seed, 100 + i, heavy()));
+    npft_test::fill_gaussian(p.model.w1, 0.4f, seed, 3);
+    npft_test::fill_gaussian(p.model.w2, 0.4f, seed, 4);
+    const train::AdamW adam{.weight_decay = 0.0f};
+    auto s1 = adam.make_state(p.model.w1.size()), s2 = adam.make_state(p.model.w2.size());
+    const int steps = std::getenv("P") ? std::atoi(std::getenv("P")) : 600;
+    for (int step = 0; step < steps; ++step) {
+        p.model.loss_and_gradient(p.train_batches[static_cast<std::size_t>(step) % p.train_batches.size()]);
+        adam.step(s1, std::span<float>(p.model.w1.data(), static_cast<std::size_t>(p.model.w1.size())),
+                  std::span<const float>(p.model.g1.data(), static_cast<std::size_t>(p.model.g1.size())), 1e-2f);
+        adam.step(s2, std::span<float>(p.model.w2.data(), static_cast<std::size_t>(p.model.w2.size())),
+                  std::span<const float>(p.model.g2.data(), static_cast<std::size_t>(p.model.g2.size())), 1e-2f);
+    }
+    return p;
+}
+
+template <class Noise>
+Outcome fine_tune(const Problem& problem, std::uint64_t seed, Noise noise) {
+    TinyMlp model = problem.model;
+    const auto& train_batches = problem.train_batches;
+    const auto& held_out = problem.held_out;
 
     train::PipelineOptions options;
     options.stages = 3;
     options.steps_per_stage = std::getenv("S") ? std::atoi(std::getenv("S")) : 60;
-    options.learning_rate = 1e-2f;
+    options.learning_rate = std::getenv("L") ? static_cast<float>(std::atof(std::getenv("L"))) : 1e-2f;
     options.seed = seed;
     options.adapted = train::NameFilter::all();
     options.peft = train::LoraOptions{.rank = 4, .alpha = 8.0f};
@@ -91,13 +124,14 @@ using WithNoise = npft::noise::Schedule<npft::noise::QuantStepUniform, npft::noi
 
 TEST_CASE("NPFT lowers the outliers' Hessian trace and the loss after RTN, over several seeds", "[train][npft]") {
     const bool print = std::getenv("NPFT_PRINT_FIGURES") != nullptr;
-    const int seeds = 5;
+    const int seeds = std::getenv("K") ? std::atoi(std::getenv("K")) : 5;
     int trace_wins = 0, rtn_wins = 0;
     double trace_ratio = 0.0, rtn_ratio = 0.0;
     for (int s = 1; s <= seeds; ++s) {
         const auto seed = static_cast<std::uint64_t>(s);
-        const Outcome plain = fine_tune(seed, WithNoise{.scaling = {.value = 0.0f}});
-        const Outcome npft = fine_tune(seed, WithNoise{.scaling = {.value = std::getenv("N") ? static_cast<float>(std::atof(std::getenv("N"))) : 2.0f}});
+        const Problem problem = make_problem(seed);
+        const Outcome plain = fine_tune(problem, seed, WithNoise{.scaling = {.value = 0.0f}});
+        const Outcome npft = fine_tune(problem, seed, WithNoise{.scaling = {.value = std::getenv("N") ? static_cast<float>(std::atof(std::getenv("N"))) : 2.0f}});
         trace_wins += npft.trace < plain.trace;
         rtn_wins += npft.rtn_loss < plain.rtn_loss;
         trace_ratio += npft.trace / plain.trace / seeds;

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
         return 77;
     }
     for (const LayerShape& s : shapes)
-        for (const index batch : batches) {
+        for (const npft::index batch : batches) {
             const std::string suffix = std::string(s.name) + "_" + std::to_string(s.n) + "x" + std::to_string(s.k) +
                                        "/batch:" + std::to_string(batch);
             benchmark::RegisterBenchmark(("cublas_fp16/" + suffix).c_str(), bench_cublas, s, batch)

@@ -351,7 +351,7 @@ int run(int argc, char** argv) {
                     return PackedLinear(gptq.quantize(w, hessians.at(name)));
                 }, calibration_seconds));
             }
-            const npft::quant::Quantizer kmeans(npft::quant::NonUniformGrid(bits));
+            const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
             rows.push_back(quantized_row(model, test, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(kmeans.quantize(view(w), view(fisher.at(name))));
             }, calibration_seconds));
@@ -422,7 +422,7 @@ int run(int argc, char** argv) {
                     return PackedLinear(rtn.quantize(view(w)));
                 }, finetune_seconds));
             }
-            const npft::quant::Quantizer kmeans(npft::quant::NonUniformGrid(bits));
+            const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
             add_npft(quantized_row(model, test, "nonuniform+npft", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(kmeans.quantize(view(w), view(npft_fisher.at(name))));
             }, finetune_seconds + npft_fisher_seconds));

@@ -1,6 +1,6 @@
 #pragma once
-// npft's CUDA kernels (include from .cu files compiled by nvcc with -std=c++20). docs/cuda.md explains the API.
-#include "npft.hpp"
+// npft's CUDA kernels and their host API (include from .cu files compiled by nvcc with -std=c++20; docs/cuda.md).
+// Deliberately not npft.hpp: nvcc compiles every included host header too, and the kernels need none of it.
 #include "kernels/cuda/cublas.cuh"
 #include "kernels/cuda/dequant.cuh"
 #include "kernels/cuda/device_ops.cuh"

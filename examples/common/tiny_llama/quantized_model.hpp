@@ -8,6 +8,7 @@
 
 #include <npft/core/eigen.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
+#include <npft/quant/dense_sparse.hpp>
 #include <npft/quant/quantized_matrix.hpp>
 
 #include "forward.hpp"
@@ -15,10 +16,11 @@
 
 namespace tiny_llama {
 
-/// A packed linear weight (rows = output features).
+/// A packed linear weight (rows = output features): a quantized matrix, or a quantized dense part plus fp16 outliers.
 class PackedLinear {
 public:
     explicit PackedLinear(npft::quant::QuantizedMatrix w) : weight_(std::move(w)) {}
+    explicit PackedLinear(npft::quant::DenseSparseMatrix w) : weight_(std::move(w)) {}
 
     index rows() const { return std::visit([](const auto& w) { return w.rows(); }, weight_); }
     index cols() const { return std::visit([](const auto& w) { return w.cols(); }, weight_); }
@@ -34,8 +36,19 @@ private:
     static void multiply_packed(const npft::quant::QuantizedMatrix& w, const Matrix& x, Matrix& y) {
         npft::kernels::cpu::multiply(w, npft::MatrixView<const float>(npft::as_matrix_view(x)), npft::as_matrix_view(y));
     }
+    /// The dense part through the kernel, then y[:, r] += v x[:, c] for each fp16 outlier (r, c, v) of the CSR part.
+    static void multiply_packed(const npft::quant::DenseSparseMatrix& w, const Matrix& x, Matrix& y) {
+        multiply_packed(w.dense, x, y);
+        const auto& s = w.sparse;
+        for (index r = 0; r < s.rows; ++r) {
+            for (auto k = s.row_offsets[static_cast<std::size_t>(r)]; k < s.row_offsets[static_cast<std::size_t>(r + 1)]; ++k) {
+                const float v = static_cast<float>(s.values[static_cast<std::size_t>(k)]);
+                y.col(r) += v * x.col(s.columns[static_cast<std::size_t>(k)]);
+            }
+        }
+    }
 
-    std::variant<npft::quant::QuantizedMatrix> weight_;
+    std::variant<npft::quant::QuantizedMatrix, npft::quant::DenseSparseMatrix> weight_;
 };
 
 class QuantizedModel {

@@ -147,9 +147,9 @@ struct FiniteDifferenceOptions {
 
 /// H v ~ (g(w + eps v) - g(w - eps v)) / (2 eps) from the model's gradients: two loss_and_gradient calls per product.
 /// Error: exact for a quadratic loss up to float rounding; otherwise O(eps^2 |d^3 L| |v|^2) from truncation plus
-/// O(FLT_EPSILON |w| |g'| / (eps |v|)) from rounding w + eps v and the gradients, about 1e-4 of |H v| relative
-/// for smooth losses with the default step. The weights are restored bit-exactly (saved, then copied back) after each
-/// product, even when the model throws.
+/// O(FLT_EPSILON |w| |g'| / (eps |v|)) from rounding w + eps v and the gradients: with the default step, below 1e-4
+/// of |H v| (relative, 2-norm) for smooth losses; the tests measure about 1e-5 on a quadratic and on a softplus model.
+/// The weights are restored bit-exactly (saved, then copied back) after each product, even when the model throws.
 template <class Model, class Batch>
     requires train::DifferentiableModel<Model, Batch>
 class FiniteDifferenceHvp {

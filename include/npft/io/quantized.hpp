@@ -43,7 +43,7 @@ inline index parse_metadata_integer(const SafetensorsFile& in, const std::string
     number.text = text;
     const std::optional<std::uint64_t> value = json::as_uint64(number);
     require(value.has_value() && *value <= static_cast<std::uint64_t>(std::numeric_limits<int>::max()), "safetensors ",
-            in.source(), " metadata '", key, "' must be a non-negative decimal integer, got '", text, "'");
+            in.source(), ": metadata '", key, "' must be a non-negative decimal integer, got '", text, "'");
     return static_cast<index>(*value);
 }
 }  // namespace detail
@@ -80,7 +80,7 @@ inline bool has_quantized(const SafetensorsFile& in, std::string_view name) {
 inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::string_view name) {
     const auto key = [&](std::string_view field) { return detail::quantized_key(name, field); };
     const auto problem = [&](const auto&... parts) {
-        fail("safetensors ", in.source(), " quantized matrix '", name, "': ", parts...);
+        fail("safetensors ", in.source(), ": quantized matrix '", name, "': ", parts...);
     };
     if (!has_quantized(in, name)) problem("no metadata key '", key("format"), "' (not saved with save_quantized?)");
 

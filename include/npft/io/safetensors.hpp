@@ -418,7 +418,7 @@ public:
     /// Dtype, shape and offsets of `name`; throws if there is no such tensor.
     const TensorInfo& info(std::string_view name) const {
         const auto it = tensors_.find(name);
-        if (it == tensors_.end()) error("has no tensor named '", name, "'");
+        if (it == tensors_.end()) error("no tensor named '", name, "'");
         return it->second;
     }
 
@@ -427,7 +427,7 @@ public:
     /// One metadata value; throws naming the key if it is absent.
     const std::string& metadata(std::string_view key) const {
         const auto it = metadata_.find(key);
-        if (it == metadata_.end()) error("has no metadata key '", key, "'");
+        if (it == metadata_.end()) error("no metadata key '", key, "'");
         return it->second;
     }
 
@@ -504,7 +504,7 @@ private:
 
     template <class... Parts>
     [[noreturn]] void error(const Parts&... parts) const {
-        fail("safetensors ", source_, " ", parts...);
+        fail("safetensors ", source_, ": ", parts...);
     }
 
     void require_dtype(std::string_view name, Dtype wanted) const {
@@ -532,10 +532,10 @@ private:
 
     void parse() {
         const std::size_t size = file_.size();
-        if (size < 8) error("is truncated: ", size, " bytes, too short for the 8-byte header length");
+        if (size < 8) error("file is truncated: ", size, " bytes, too short for the 8-byte header length");
         const std::uint64_t header_length = detail::load_u64_le(file_.data());
         if (header_length > size - 8)
-            error("is truncated or corrupt: header length ", header_length, " is larger than the ", size - 8,
+            error("file is truncated or corrupt: header length ", header_length, " is larger than the ", size - 8,
                   " bytes that follow it");
         if (header_length > detail::max_header_bytes)
             error("header length ", header_length, " exceeds the limit of ", detail::max_header_bytes, " bytes");

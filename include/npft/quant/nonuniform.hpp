@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <numeric>
 #include <span>
 #include <utility>
 #include <vector>
@@ -53,21 +52,20 @@ class SortedWeightedValues {
 public:
     SortedWeightedValues(std::span<const float> values, std::span<const float> importance) {
         const std::size_t n = values.size();
-        std::vector<std::pair<float, float>> items(n);
-        double total = 0.0;
-        for (std::size_t i = 0; i < n; ++i) {
-            const float w = importance.empty() ? 1.0f : importance[i];
-            items[i] = {values[i], w};
-            total += w;
-        }
-        // All-zero importance carries no preference: fall back to equal weights rather than an undefined fit.
-        if (!(total > 0.0))
-            for (auto& item : items) item.second = 1.0f;
+        std::vector<std::pair<float, float>> items(n);  // (value, weight), sorted by value
         if (importance.empty()) {
             std::vector<float> sorted(values.begin(), values.end());
             std::sort(sorted.begin(), sorted.end());
             for (std::size_t i = 0; i < n; ++i) items[i] = {sorted[i], 1.0f};
         } else {
+            double total = 0.0;
+            for (std::size_t i = 0; i < n; ++i) {
+                items[i] = {values[i], importance[i]};
+                total += importance[i];
+            }
+            // All-zero importance carries no preference: fall back to equal weights rather than an undefined fit.
+            if (!(total > 0.0))
+                for (auto& item : items) item.second = 1.0f;
             std::sort(items.begin(), items.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
         }
         x_.resize(n);
@@ -97,10 +95,26 @@ public:
                                 [](double b, float x) { return b < static_cast<double>(x); }) -
                x_.begin();
     }
-    /// Index of the first value whose cumulative weight passes `target`.
-    index weighted_quantile_index(double target) const {
-        const auto at = std::upper_bound(w_.begin() + 1, w_.end(), target) - (w_.begin() + 1);
-        return std::min<index>(at, size() - 1);
+    /// The first value at which (1 - blend) * (weighted CDF) + blend * (position in [min, max]) reaches `target`:
+    /// blend 0 gives the weighted quantile, blend 1 an even spread over the range.
+    float blended_quantile(double target, double blend) const {
+        const double lo = x_.front(), range = static_cast<double>(x_.back()) - lo;
+        auto below = [&](index i) {
+            const double cdf = w_[static_cast<std::size_t>(i) + 1] / total_weight();
+            const double position = range > 0.0 ? (x_[static_cast<std::size_t>(i)] - lo) / range : 1.0;
+            return (1.0 - blend) * cdf + blend * position < target;
+        };
+        index first = 0, count = size();  // partition point of `below` over the sorted values
+        while (count > 0) {
+            const index step = count / 2;
+            if (below(first + step)) {
+                first += step + 1;
+                count -= step + 1;
+            } else {
+                count = step;
+            }
+        }
+        return x_[static_cast<std::size_t>(std::min(first, size() - 1))];
     }
     double weight(index a, index b) const { return w_[b] - w_[a]; }
     /// Weighted mean of [a, b) (requires positive weight).
@@ -138,30 +152,13 @@ inline double objective_of(const SortedWeightedValues& data, const std::vector<d
     return total;
 }
 
-}  // namespace detail
-
-/// Weighted 1-D k-means (Lloyd) of `values` into `k` centroids. `importance` is empty (all ones) or one non-negative
-/// weight per value. Deterministic: initialised at the weighted quantiles (i + 1/2) / k; a centroid left without weight
-/// is moved to the data point farthest from its centroid. The objective never increases from one iterate to the next:
-/// an iterate that would not lower it ends the search. With `keep_history`, every iterate is returned in `history`.
-inline KMeansResult weighted_kmeans_1d(std::span<const float> values, std::span<const float> importance, int k,
-                                       const KMeans& options = {}, bool keep_history = false) {
-    require(!values.empty(), "cannot fit k-means to an empty set of values");
-    require(k >= 1, "k-means needs at least one centroid, got k = ", k);
-    require(importance.empty() || importance.size() == values.size(), "importance must hold ", values.size(),
-            " values (one per weight) or none, got ", importance.size());
-    require(options.max_iterations >= 0, "k-means max_iterations must be non-negative, got ", options.max_iterations);
-    require(options.tolerance >= 0.0, "k-means tolerance must be non-negative, got ", options.tolerance);
-    for (const float v : values) require(v - v == 0.0f, "weights hold a non-finite value (", v, ")");
-    for (const float w : importance) require(w >= 0.0f && w - w == 0.0f, "importance must be finite and non-negative, got ", w);
-
-    const detail::SortedWeightedValues data(values, importance);
+/// Lloyd iterations from the blended-quantile start (see weighted_kmeans_1d).
+inline KMeansResult lloyd(const SortedWeightedValues& data, int k, double blend, const KMeans& options, bool keep_history) {
     const std::size_t kk = static_cast<std::size_t>(k);
     KMeansResult result;
     result.centroids.resize(kk);
     for (std::size_t i = 0; i < kk; ++i) {
-        const double target = (static_cast<double>(i) + 0.5) / static_cast<double>(k) * data.total_weight();
-        result.centroids[i] = data.value(data.weighted_quantile_index(target));
+        result.centroids[i] = data.blended_quantile((static_cast<double>(i) + 0.5) / static_cast<double>(k), blend);
     }
     std::vector<index> ends = detail::assign_sorted(data, result.centroids);
     result.objective = detail::objective_of(data, result.centroids, ends);
@@ -223,6 +220,35 @@ inline KMeansResult weighted_kmeans_1d(std::span<const float> values, std::span<
         if (decrease <= options.tolerance * (result.objective + decrease)) break;
     }
     return result;
+}
+
+}  // namespace detail
+
+/// Weighted 1-D k-means (Lloyd) of `values` into `k` centroids. `importance` is empty (all ones) or one non-negative
+/// weight per value. Deterministic: Lloyd runs from three starts (the weighted quantiles (i + 1/2) / k, an even spread
+/// over [min, max], and their blend) and the lowest objective wins; a centroid left without weight is moved to the data
+/// point farthest from its centroid. The objective never increases from one iterate to the next: an iterate that would
+/// not lower it ends the search. With `keep_history`, the iterates of the winning run are returned in `history`.
+inline KMeansResult weighted_kmeans_1d(std::span<const float> values, std::span<const float> importance, int k,
+                                       const KMeans& options = {}, bool keep_history = false) {
+    require(!values.empty(), "cannot fit k-means to an empty set of values");
+    require(k >= 1, "k-means needs at least one centroid, got k = ", k);
+    require(importance.empty() || importance.size() == values.size(), "importance must hold ", values.size(),
+            " values (one per weight) or none, got ", importance.size());
+    require(options.max_iterations >= 0, "k-means max_iterations must be non-negative, got ", options.max_iterations);
+    require(options.tolerance >= 0.0, "k-means tolerance must be non-negative, got ", options.tolerance);
+    for (const float v : values) require(v - v == 0.0f, "weights hold a non-finite value (", v, ")");
+    for (const float w : importance) require(w >= 0.0f && w - w == 0.0f, "importance must be finite and non-negative, got ", w);
+
+    const detail::SortedWeightedValues data(values, importance);
+    // Lloyd only refines locally, and heavy tails trap quantile-initialised centroids in the bulk. So run it from three
+    // deterministic starts, from the weighted quantiles to an even spread over the range, and keep the best.
+    KMeansResult best;
+    for (const double blend : {0.0, 0.5, 1.0}) {
+        KMeansResult run = detail::lloyd(data, k, blend, options, keep_history);
+        if (blend == 0.0 || run.objective < best.objective) best = std::move(run);
+    }
+    return best;
 }
 
 namespace detail {

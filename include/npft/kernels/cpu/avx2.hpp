@@ -30,7 +30,7 @@ namespace npft::kernels::cpu::avx2 {
 /// first code's byte, so a row must be readable 8 bytes past its last code (GemmProblem::row_words).
 template <int Bits>
 NPFT_TARGET_AVX2 inline __m256i decode8(const std::uint8_t* row, index j) {
-    const std::uint8_t* at = row + j * Bits / 8;
+    const std::uint8_t* at = row + (j >> 3) * Bits;  // 8 codes are Bits bytes (a shift, not a signed division)
     if constexpr (Bits == 8) {
         return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));
     } else if constexpr (Bits <= 4) {

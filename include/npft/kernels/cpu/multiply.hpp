@@ -23,6 +23,7 @@
 #include "avx2.hpp"
 #include "avx512.hpp"
 #include "cpu_features.hpp"
+#include "int8_activations.hpp"
 #include "portable.hpp"
 #include "problem.hpp"
 #include "sparse.hpp"
@@ -43,9 +44,15 @@ inline const char* path_name(Path p) {
     return "unknown";
 }
 
+/// Precision of the activations inside the kernel. int8 (opt-in) trades accuracy for speed: see int8_activations.hpp.
+enum class Activations { fp32, int8 };
+
 struct MultiplyOptions {
     int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
     Path path = Path::best;
+    /// int8 applies to uniform 4-bit matrices with group sizes that are multiples of 32 on the avx2/avx512 paths;
+    /// everything else runs in fp32 whatever this says.
+    Activations activations = Activations::fp32;
 };
 
 /// Whether this CPU (and this build: x86 with GCC or Clang) can run path p.
@@ -119,6 +126,17 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
             for (index j = 0; j < cols; ++j) x_copy[static_cast<std::size_t>(m * cols + j)] = x(m, j);
         x_rows = x_copy.data();
         x_row_stride = cols;
+    }
+
+    if (options.activations == Activations::int8 && path != Path::portable && int8_kernel_applies(w)) {
+#if NPFT_CPU_X86
+        const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols);
+        parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
+            int8::multiply_rows(w, quantized, y, begin, end);
+            if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
+        });
+        return;
+#endif
     }
 
     GemmProblem problem;

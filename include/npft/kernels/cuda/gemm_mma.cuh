@@ -18,7 +18,7 @@
 namespace npft::cuda {
 
 template <int Bits, bool Lut, ActivationType T, class Tile = GemmTile<>>
-__global__ void __launch_bounds__(Tile::threads) gemm_mma_kernel(KernelProblem<T> problem) {
+__global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_mma_kernel(KernelProblem<T> problem) {
     constexpr int block_m = Tile::block_m, block_n = Tile::block_n, stride = Tile::smem_stride;
     constexpr int table_size = Lut ? (block_n << Bits) : 1;
     __shared__ alignas(16) std::uint16_t x_tiles[Tile::stages][block_m * stride];          // (m, k) per stage

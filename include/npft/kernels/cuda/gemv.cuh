@@ -17,7 +17,7 @@ namespace npft::cuda {
 /// Bits: 2..4; Lut: table format (else uniform, symmetric when weights.zeros is null); Batch: compile-time upper
 /// bound of problem.batch (the rows past problem.batch are skipped).
 template <int Bits, bool Lut, int Batch, ActivationType T, class Tile = GemvTile<>>
-__global__ void __launch_bounds__(Tile::threads) gemv_kernel(KernelProblem<T> problem) {
+__global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemv_kernel(KernelProblem<T> problem) {
     constexpr int table_size = Lut ? (warp_size << Bits) : 1;
     __shared__ float table[table_size];  // [q][lane]: lanes hit distinct banks
     __shared__ float partial[Tile::warps][Batch][warp_size];

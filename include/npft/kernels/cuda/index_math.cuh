@@ -22,6 +22,8 @@ struct GemvTile {
     static constexpr int warps = Warps;
     static constexpr int rows = warp_size;
     static constexpr int threads = warps * warp_size;
+    /// Occupancy design point handed to __launch_bounds__ (four blocks per SM: with 8 warps, at most 64 registers).
+    static constexpr int min_blocks_per_sm = 4;
 };
 
 /// Output row computed by `lane` of GEMV block `block` (every warp of a block covers the same 32 rows).
@@ -46,6 +48,8 @@ struct GemmTile {
     static constexpr int warps_n = WarpsN;
     static constexpr int stages = Stages;
     static constexpr int threads = warps_m * warps_n * warp_size;
+    /// Occupancy design point handed to __launch_bounds__: two blocks of 256 threads cap registers at 128.
+    static constexpr int min_blocks_per_sm = 2;
     static constexpr int warp_m = block_m / warps_m;  ///< rows of the warp tile
     static constexpr int warp_n = block_n / warps_n;  ///< columns (weight rows) of the warp tile
     static constexpr int frags_m = warp_m / 16;

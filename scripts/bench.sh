@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp) and writes docs/benchmarks.md and docs/benchmarks.png.
+#
+#   scripts/bench.sh            full sweep: 3 shapes x 8 formats x batch 1/4/16/64 x threads 1/2 (about 25 minutes on
+#                               the 2-core development machine, mostly the fp32 and batch-64 runs)
+#   scripts/bench.sh --quick    the 4096x4096 shapes only (about 6 minutes)
+#
+# Environment: BUILD_DIR (default build-bench), MIN_TIME (seconds per benchmark, default 0.5; quick: 0.3).
+# The JSON of the run is kept in $BUILD_DIR/bench_gemv.json; the notes below the marker in docs/benchmarks.md survive.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=full
+if [[ "${1:-}" == "--quick" ]]; then mode=quick; fi
+build="${BUILD_DIR:-build-bench}"
+if [[ "$mode" == quick ]]; then
+    filter='memory/|/4096x4096/'
+    min_time="${MIN_TIME:-0.3}"
+else
+    filter='.'
+    min_time="${MIN_TIME:-0.5}"
+fi
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_BUILD_BENCHMARKS=ON -DNPFT_BUILD_TESTS=OFF \
+    -DNPFT_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build "$build" -j2 --target bench_gemv
+
+json="$build/bench_gemv.json"
+"$build/benchmarks/bench_gemv" --benchmark_filter="$filter" --benchmark_min_time="$min_time" \
+    --benchmark_format=json --benchmark_out="$json" --benchmark_out_format=json >/dev/null
+python3 scripts/bench_report.py "$json" docs/benchmarks.md docs/benchmarks.png
+echo "wrote docs/benchmarks.md and docs/benchmarks.png from $json"
