@@ -6,8 +6,8 @@
 // Formats: fp32_eigen (dense Eigen, rows split over threads like ours), u<b>g128 (uniform asymmetric, fp16 scale and
 // zero per 128 inputs), u8 (uniform symmetric, one scale per row), lut<b> (a 2^b-entry fp16 table per row),
 // u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR), u4g128_int8 (u4g128 with int8 activations; counter
-// rel_rms_err: relative RMS difference to the fp32-activation result on Gaussian activations). Each benchmark rotates over copies of its weights
-// that together exceed 256 MB, so every call streams its weights from DRAM; bytes processed = weight bytes (codes,
+// rel_rms_err: relative RMS difference to the fp32-activation result on Gaussian activations).
+// Each benchmark rotates over copies of its weights that together exceed 256 MB, so every call streams its weights from DRAM; bytes processed = weight bytes (codes,
 // metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
 #include <benchmark/benchmark.h>
 

@@ -8,6 +8,9 @@ namespace o = npft::outliers;
 namespace n = npft::noise;
 namespace h = npft::hessian;
 
+// Test types live in an anonymous namespace so that other compile-only suites may reuse their names.
+namespace {
+
 // ---- OutlierSelector --------------------------------------------------------------------------------------------
 static_assert(o::OutlierSelector<o::TopFisher>);
 static_assert(o::OutlierSelector<o::TopMagnitude>);
@@ -174,3 +177,5 @@ struct NotAProbe {
     float sample() const { return 1.0f; }
 };
 static_assert(!h::TraceProbe<NotAProbe>);
+
+}  // namespace
