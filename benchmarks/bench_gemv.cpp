@@ -7,8 +7,8 @@
 // zero per 128 inputs), u8 (uniform symmetric, one scale per row), lut<b> (a 2^b-entry fp16 table per row),
 // u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR), u4g128_int8 (u4g128 with int8 activations; counter
 // rel_rms_err: relative RMS difference to the fp32-activation result on Gaussian activations).
-// Each benchmark rotates over copies of its weights that together exceed 256 MB, so every call streams its weights from DRAM; bytes processed = weight bytes (codes,
-// metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
+// Each benchmark rotates over copies of its weights that together exceed 256 MB, so every call streams its weights
+// from DRAM; bytes processed = weight bytes (codes, metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -19,6 +19,10 @@
 
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
+
+#if NPFT_CPU_X86
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -182,24 +186,42 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, in
     state.SetLabel(f.dense_fp32 ? "eigen" : cpu::path_name(cpu::kernel_path(w.quantized[0], cpu::Path::best)));
 }
 
-/// Sums a 1 GiB buffer of 64-bit words (the compiler vectorizes the integer sum), split over threads.
+/// Sum of n 64-bit words with four 256-bit accumulators (AVX2), or plain C++ elsewhere.
+#if NPFT_CPU_X86
+__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t* p, index n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    index i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+    }
+    alignas(32) std::uint64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+    std::uint64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    for (; i < n; ++i) s += p[i];
+    return s;
+}
+#endif
+
+std::uint64_t sum_words(const std::uint64_t* p, index n) {
+#if NPFT_CPU_X86
+    if (cpu::cpu_features().avx2) return sum_words_avx2(p, n);
+#endif
+    std::uint64_t s = 0;
+    for (index i = 0; i < n; ++i) s += p[i];
+    return s;
+}
+
+/// Sums a 1 GiB buffer of 64-bit words, split over threads like the kernels' rows.
 void memory_read_benchmark(benchmark::State& state, int threads) {
-    static std::vector<std::uint64_t> buffer(std::size_t{1} << 27, 1);  // 1 GiB
+    static std::vector<std::uint64_t> buffer(std::size_t{1} << 27, 1);  // 1 GiB, touched before timing
     const index n = static_cast<index>(buffer.size());
     std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
     for (auto _ : state) {
         cpu::parallel_rows(n, threads, 1 << 16, [&](index begin, index end) {
-            std::uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            const std::uint64_t* p = buffer.data();
-            index i = begin;
-            for (; i + 4 <= end; i += 4) {
-                s0 += p[i];
-                s1 += p[i + 1];
-                s2 += p[i + 2];
-                s3 += p[i + 3];
-            }
-            for (; i < end; ++i) s0 += p[i];
-            partial[static_cast<std::size_t>(begin * threads / n)] = s0 + s1 + s2 + s3;
+            partial[static_cast<std::size_t>(begin * threads / n)] = sum_words(buffer.data() + begin, end - begin);
         });
         benchmark::DoNotOptimize(partial.data());
         benchmark::ClobberMemory();

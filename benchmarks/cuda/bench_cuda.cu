@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <npft/core/random.hpp>
 #include <npft/cuda.cuh>
 
 namespace {

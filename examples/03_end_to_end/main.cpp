@@ -26,6 +26,8 @@
 #include <npft/noise/row_range_uniform.hpp>
 #include <npft/noise/schedule.hpp>
 #include <npft/outliers/top_fraction.hpp>
+#include <npft/outliers/union.hpp>
+#include <npft/quant/dense_sparse.hpp>
 #include <npft/quant/gptq.hpp>
 #include <npft/quant/gptq_hessian.hpp>
 #include <npft/quant/nonuniform.hpp>
@@ -51,8 +53,15 @@ using Clock = std::chrono::steady_clock;
 
 // ---- settings -------------------------------------------------------------------------------------------------------
 
+/// The folder of this program (in the build tree): the default output folder.
+fs::path program_dir() {
+    std::error_code ec;
+    const fs::path exe = fs::canonical("/proc/self/exe", ec);
+    return ec ? fs::path(".") : exe.parent_path();
+}
+
 struct Settings {
-    fs::path out_dir = ".";
+    fs::path out_dir = program_dir();
     std::string text_file;  // empty: the King James Bible
     bool large = false;
     std::uint64_t seed = 0;
@@ -72,8 +81,10 @@ struct Settings {
     float npft_lr = 1e-3f;
     double npft_outlier_fraction = 0.005;
     index trace_sequences = 8;
-    // The dense-and-sparse baseline keeps this share of each matrix in fp16.
-    double dense_sparse_fraction = 0.0045;
+    // The dense-and-sparse baseline keeps 0.45% of each matrix in fp16, as SqueezeLLM's largest setting: the 0.05% most
+    // sensitive weights (Fisher) and the 0.40% largest in magnitude (the union may be a little smaller).
+    double sparse_sensitive_fraction = 0.0005;
+    double sparse_magnitude_fraction = 0.004;
 
     tiny_llama::Config config() const { return large ? tiny_llama::Config::large() : tiny_llama::Config::small(); }
 };
@@ -81,7 +92,7 @@ struct Settings {
 [[noreturn]] void usage(const char* argv0, int code) {
     std::fprintf(code == 0 ? stdout : stderr,
                  "usage: %s [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
-                 "  --out DIR          where results.json, results.png and the cached checkpoint go (default: .)\n"
+                 "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
                  "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
                  "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
                  "  --seed N           seeds everything (default 0): same seed, same table\n"
@@ -207,6 +218,9 @@ std::map<std::string, npft::quant::GptqHessian> gptq_hessians(const Model& model
     return hessians;
 }
 
+/// SqueezeLLM's outliers: the most sensitive weights and the largest ones.
+using SparseSelector = npft::outliers::Union<npft::outliers::TopFisher, npft::outliers::TopMagnitude>;
+
 /// Outlier masks as npft selects them for NPFT, for the Hessian-trace measurement on a fixed set of weights.
 using Masks = std::map<std::string, npft::outliers::OutlierMask>;
 
@@ -236,7 +250,7 @@ struct Row {
     double seconds = 0.0;  // quantization time; for +npft rows, fine-tuning plus quantization
     std::optional<npft::hessian::TraceEstimate> trace_before, trace_after;
     double finetune_seconds = 0.0;
-    std::string detail;
+    bool control = false;  // the LoRA-without-noise control, not one of the methods
 };
 
 /// Quantizes every linear layer with `quantize_one(name, weights)` and measures the result.
@@ -269,6 +283,55 @@ std::string json_number(double v) {
     char buffer[64];
     std::snprintf(buffer, sizeof buffer, "%.6g", v);
     return buffer;
+}
+
+/// results.png: perplexity by method (clusters) and bit width (bars), the fp32 perplexity as a dashed line. Writes the
+/// data and the gnuplot script next to it and runs gnuplot; a missing gnuplot costs the plot, not the run.
+void plot(const fs::path& dir, const std::vector<Row>& rows, double fp32_ppl) {
+    std::vector<std::string> labels;
+    std::map<std::string, std::map<int, double>> ppl;
+    for (const Row& r : rows) {
+        const bool grouped = r.method.starts_with("rtn") || r.method.starts_with("gptq");
+        const std::string label = r.method + (grouped ? (r.group == 0 ? " (per-ch)" : " (g" + std::to_string(r.group) + ")") : "");
+        if (!ppl.contains(label)) labels.push_back(label);
+        ppl[label][r.bits] = r.test_ppl;
+    }
+    double top = fp32_ppl, bottom = fp32_ppl;
+    {
+        std::ofstream data(dir / "results.dat");
+        data << "# method\t4-bit\t3-bit test perplexity\n";
+        for (const auto& label : labels) {
+            data << '"' << label << '"';
+            for (const int bits : {4, 3}) {
+                const auto it = ppl[label].find(bits);
+                data << '\t' << (it == ppl[label].end() ? std::string("NaN") : json_number(it->second));
+                if (it != ppl[label].end()) {
+                    top = std::max(top, it->second);
+                    bottom = std::min(bottom, it->second);
+                }
+            }
+            data << '\n';
+        }
+    }
+    {
+        std::ofstream gp(dir / "results.gp");
+        gp << "set terminal pngcairo size 1100,560 font ',10'\n"
+              "set output 'results.png'\n"
+              "set title 'tiny LLaMA on the KJV test books: test perplexity after quantization (lower is better)'\n"
+              "set style data histogram\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
+              "set boxwidth 0.9\nset xtics rotate by -30 left\nset grid ytics\nset key outside top center horizontal\n"
+              "set ylabel 'test perplexity (the axis does not start at 0)'\n"
+           << "set yrange [" << json_number(bottom - (top - bottom) * 0.1 - 0.01) << ":" << json_number(top + (top - bottom) * 0.05 + 0.01)
+           << "]\n"
+           << "fp32 = " << json_number(fp32_ppl) << "\n"
+           << "plot 'results.dat' using 2:xtic(1) title '4-bit' lc rgb '#4477aa', '' using 3 title '3-bit' lc rgb '#ee6677', "
+              "fp32 with lines dt 2 lw 2 lc rgb 'black' title sprintf('fp32 (%.3f)', fp32)\n";
+    }
+    const std::string command = "cd '" + dir.string() + "' && gnuplot results.gp 2>&1";
+    if (std::system(command.c_str()) != 0)
+        std::fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox): no results.png\n");
+    else
+        std::printf("wrote %s\n", (dir / "results.png").string().c_str());
 }
 
 std::string json_string(const std::string& s) {
@@ -355,24 +418,19 @@ int run(int argc, char** argv) {
             rows.push_back(quantized_row(model, test, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(kmeans.quantize(view(w), view(fisher.at(name))));
             }, calibration_seconds));
+            const SparseSelector sparse{npft::outliers::TopFisher{s.sparse_sensitive_fraction},
+                                        npft::outliers::TopMagnitude{s.sparse_magnitude_fraction}};
+            rows.push_back(quantized_row(model, test, "nonuniform+dense-sparse", bits, 0,
+                                         [&](const std::string& name, const npft::Matrix& w) {
+                return PackedLinear(npft::quant::split_dense_sparse(view(w), sparse, npft::quant::NonUniformGrid(bits),
+                                                                    view(fisher.at(name))));
+            }, calibration_seconds));
         }
 
         // ---- NPFT: noise on the Fisher outliers, LoRA fine-tuning, then quantization without fp16 outliers.
         // The reference noise (uniform over each row's outlier range) does not depend on the bit width, so one
-        // fine-tuned model serves both widths.
-        using Selector = npft::outliers::TopFisher;
-        using Noise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>;
-        using Trace = npft::hessian::Hutchinson<>;
-        npft::PipelineOptions options;
-        options.stages = s.npft_stages;
-        options.steps_per_stage = s.npft_steps;
-        options.learning_rate = s.npft_lr;
-        options.seed = s.seed;
-        options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
-        npft::Pipeline<Selector, Noise, Trace, npft::quant::UniformGrid> pipeline(
-            options, Selector{s.npft_outlier_fraction}, Noise{}, Trace{},
-            npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 0)));
-
+        // fine-tuned model serves both widths. A control run trains the same LoRA steps with the noise scaled to 0:
+        // it separates what the noise does from what a little more training does (this model is not converged).
         const npft::RandomKey npft_key{s.seed, npft::make_stream(0x6e706674)};  // "npft"
         std::vector<Batch> npft_batches;
         for (index i = 0; i < s.npft_stages * s.npft_steps; ++i)
@@ -380,52 +438,76 @@ int run(int argc, char** argv) {
                                                               static_cast<std::uint64_t>(i)));
         const Batch trace_batch = tiny_llama::random_windows(train_tokens, s.trace_sequences, config.context + 1, npft_key,
                                                              1u << 30);
-
         const tiny_llama::Weights fp32_weights = model.weights();
-        std::fprintf(stderr, "[npft] selecting outliers (top %.2f%% by Fisher per matrix), trace before fine-tuning\n",
-                     100.0 * s.npft_outlier_fraction);
-        pipeline.select(model, calibration);
         Masks masks;
-        for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
-        const auto trace_before = outlier_trace(model, trace_batch, masks);
-        std::fprintf(stderr, "[npft] Tr(H_outliers) before: %.4g +- %.2g (%td probes)\n", trace_before.value,
-                     trace_before.standard_error, trace_before.probes);
-        std::fprintf(stderr, "[npft] fine-tuning: %td stages x %td steps, batch %td x %td bytes, LoRA rank 16 alpha 32, lr %.2g\n",
-                     s.npft_stages, s.npft_steps, s.npft_batch, config.context + 1, static_cast<double>(s.npft_lr));
-        const auto finetune_start = Clock::now();
-        if (::isatty(2)) {
-            pipeline.fit(model, npft_batches, calibration, npft::train::progress::bar());
-        } else {
-            pipeline.fit(model, npft_batches, calibration, npft::train::progress::lines(10));
-        }
-        const double finetune_seconds = seconds_since(finetune_start);
-        const auto trace_after = outlier_trace(model, trace_batch, masks);
-        std::fprintf(stderr, "[npft] Tr(H_outliers) after:  %.4g +- %.2g (%td probes); fine-tuning took %.1f s\n",
-                     trace_after.value, trace_after.standard_error, trace_after.probes, finetune_seconds);
-        const double npft_ppl = tiny_llama::perplexity(model, test);
-        std::fprintf(stderr, "[npft] fp32 test perplexity after fine-tuning %.4f\n", npft_ppl);
+        npft::hessian::TraceEstimate trace_before;
+        double npft_ppl = 0.0, control_ppl = 0.0;
+        for (const bool with_noise : {true, false}) {
+            const char* tag = with_noise ? "npft" : "lora";
+            using Selector = npft::outliers::TopFisher;
+            using Noise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>;
+            using Trace = npft::hessian::Hutchinson<>;
+            npft::PipelineOptions options;
+            options.stages = s.npft_stages;
+            options.steps_per_stage = s.npft_steps;
+            options.learning_rate = s.npft_lr;
+            options.seed = s.seed;
+            options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
+            Noise noise;
+            noise.scaling = npft::noise::Constant{with_noise ? 1.0f : 0.0f};
+            npft::Pipeline<Selector, Noise, Trace, npft::quant::UniformGrid> pipeline(
+                options, Selector{s.npft_outlier_fraction}, noise, Trace{},
+                npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 0)));
 
-        calibration_start = Clock::now();
-        const auto npft_fisher = npft::hessian::DiagonalFisher::compute(model, calibration, model.linear_names());
-        const double npft_fisher_seconds = seconds_since(calibration_start);
-        for (const int bits : {4, 3}) {
-            std::fprintf(stderr, "[quantize] %d-bit after NPFT\n", bits);
-            const auto add_npft = [&](Row row) {
-                row.trace_before = trace_before;
-                row.trace_after = trace_after;
-                row.finetune_seconds = finetune_seconds;
-                rows.push_back(std::move(row));
-            };
-            for (const index group : {index{0}, index{128}}) {
-                const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
-                add_npft(quantized_row(model, test, "rtn+npft", bits, group, [&](const std::string&, const npft::Matrix& w) {
-                    return PackedLinear(rtn.quantize(view(w)));
-                }, finetune_seconds));
+            model.weights() = fp32_weights;
+            if (with_noise) {
+                std::fprintf(stderr, "[npft] selecting outliers (top %.2f%% by Fisher per matrix), trace before fine-tuning\n",
+                             100.0 * s.npft_outlier_fraction);
+                pipeline.select(model, calibration);
+                for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
+                trace_before = outlier_trace(model, trace_batch, masks);
+                std::fprintf(stderr, "[npft] Tr(H_outliers) before: %.4g +- %.2g (%td probes)\n", trace_before.value,
+                             trace_before.standard_error, trace_before.probes);
             }
-            const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
-            add_npft(quantized_row(model, test, "nonuniform+npft", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
-                return PackedLinear(kmeans.quantize(view(w), view(npft_fisher.at(name))));
-            }, finetune_seconds + npft_fisher_seconds));
+            std::fprintf(stderr, "[%s] fine-tuning%s: %td stages x %td steps, batch %td x %td bytes, LoRA rank 16 alpha 32, lr %.2g\n",
+                         tag, with_noise ? "" : " without noise (control)", s.npft_stages, s.npft_steps, s.npft_batch,
+                         config.context + 1, static_cast<double>(s.npft_lr));
+            const auto finetune_start = Clock::now();
+            if (::isatty(2)) {
+                pipeline.fit(model, npft_batches, calibration, npft::train::progress::bar());
+            } else {
+                pipeline.fit(model, npft_batches, calibration, npft::train::progress::lines(25));
+            }
+            const double finetune_seconds = seconds_since(finetune_start);
+            const auto trace_after = outlier_trace(model, trace_batch, masks);
+            const double ppl = tiny_llama::perplexity(model, test);
+            (with_noise ? npft_ppl : control_ppl) = ppl;
+            std::fprintf(stderr, "[%s] Tr(H_outliers) after: %.4g +- %.2g (%td probes); fine-tuning took %.1f s; fp32 test ppl %.4f\n",
+                         tag, trace_after.value, trace_after.standard_error, trace_after.probes, finetune_seconds, ppl);
+
+            calibration_start = Clock::now();
+            const auto tuned_fisher = npft::hessian::DiagonalFisher::compute(model, calibration, model.linear_names());
+            const double tuned_fisher_seconds = seconds_since(calibration_start);
+            for (const int bits : {4, 3}) {
+                std::fprintf(stderr, "[quantize] %d-bit after %s\n", bits, with_noise ? "NPFT" : "the control fine-tuning");
+                const auto add = [&](Row row) {
+                    row.trace_before = trace_before;
+                    row.trace_after = trace_after;
+                    row.finetune_seconds = finetune_seconds;
+                    row.control = !with_noise;
+                    rows.push_back(std::move(row));
+                };
+                for (const index group : {index{0}, index{128}}) {
+                    const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
+                    add(quantized_row(model, test, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
+                        return PackedLinear(rtn.quantize(view(w)));
+                    }, finetune_seconds));
+                }
+                const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
+                add(quantized_row(model, test, std::string("nonuniform+") + tag, bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+                    return PackedLinear(kmeans.quantize(view(w), view(tuned_fisher.at(name))));
+                }, finetune_seconds + tuned_fisher_seconds));
+            }
         }
         model.weights() = fp32_weights;
 
@@ -454,6 +536,7 @@ int run(int argc, char** argv) {
                            ", \"test_predictions\": " + std::to_string(test_predictions) + "},\n \"fp32\": {\"test_ppl\": " +
                            json_number(fp32_ppl) + ", \"train_seconds\": " + json_number(train_seconds) +
                            ", \"cached\": " + (cached ? "true" : "false") + ", \"npft_test_ppl\": " + json_number(npft_ppl) +
+                           ", \"lora_control_test_ppl\": " + json_number(control_ppl) +
                            "},\n \"rows\": [";
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];
@@ -466,13 +549,15 @@ int run(int argc, char** argv) {
                         ", \"outlier_trace_before_se\": " + json_number(r.trace_before->standard_error) +
                         ", \"outlier_trace_after\": " + json_number(r.trace_after->value) +
                         ", \"outlier_trace_after_se\": " + json_number(r.trace_after->standard_error) +
-                        ", \"finetune_seconds\": " + json_number(r.finetune_seconds);
+                        ", \"finetune_seconds\": " + json_number(r.finetune_seconds) +
+                        ", \"control\": " + (r.control ? "true" : "false");
             json += "}";
         }
         json += "\n ],\n \"seed\": " + std::to_string(s.seed) + ", \"total_seconds\": " + json_number(seconds_since(run_start)) +
                 "}\n";
         std::ofstream(s.out_dir / "results.json") << json;
         std::printf("\nwrote %s\n", (s.out_dir / "results.json").string().c_str());
+        plot(s.out_dir, rows, fp32_ppl);
         return 0;
     } catch (const npft::Error& e) {
         std::fprintf(stderr, "\nerror: %s\n", e.what());

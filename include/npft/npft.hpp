@@ -42,3 +42,8 @@
 #include "train/pipeline.hpp"
 #include "train/progress.hpp"
 #include "quant/dense_sparse.hpp"
+#include "ptq/block_model.hpp"
+#include "ptq/objectives.hpp"
+#include "ptq/reconstruct.hpp"
+#include "ptq/trainable_metadata.hpp"
+#include "kernels/cpu/multiply.hpp"

@@ -58,11 +58,17 @@ Csr random_outliers(index rows, index cols, std::uint64_t seed) {
 /// Runs one problem and compares every output with the reference in double. The tensor-core path rounds weights to T
 /// and every output is rounded to T once, so the bound is 2 u_T * sum |w x| (+ the same for the outliers).
 template <class T>
-void check_problem(const npft::quant::QuantizedMatrix& q, index batch, float x_low, float x_high, const Csr* outliers,
-                   const std::string& name) {
-    const index n = q.rows(), k = q.cols();
+std::vector<T> random_activations(index batch, index k, float low, float high) {
     std::vector<T> x(static_cast<std::size_t>(batch * k));
-    for (std::size_t i = 0; i < x.size(); ++i) x[i] = T(npft::uniform({77, 5}, i, x_low, x_high));
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = T(npft::uniform({77, 5}, i, low, high));
+    return x;
+}
+
+/// relative_bound: tolerance as a fraction of sum |w x|; 0 picks 2 u_T (weights and output rounded to T).
+template <class T>
+void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& x, index batch, const Csr* outliers,
+                   const std::string& name, double relative_bound = 0.0) {
+    const index n = q.rows(), k = q.cols();
     std::vector<double> expected(static_cast<std::size_t>(batch * n), 0.0), magnitude(expected.size(), 0.0);
     const npft::Matrix w = q.dequantize();
     for (index m = 0; m < batch; ++m)
@@ -105,7 +111,8 @@ void check_problem(const npft::quant::QuantizedMatrix& q, index batch, float x_l
     int bad = 0;
     for (std::size_t i = 0; i < y.size(); ++i) {
         const double got = static_cast<float>(y[i]);
-        const double bound = 2.0 * unit_roundoff<T>() * (magnitude[i] + std::abs(expected[i])) + 1e-6;
+        const double bound = relative_bound > 0.0 ? relative_bound * magnitude[i]
+                                                  : 2.0 * unit_roundoff<T>() * (magnitude[i] + std::abs(expected[i])) + 1e-6;
         if (!std::isfinite(got) || std::abs(got - expected[i]) > bound) {
             if (bad++ < 3)
                 std::printf("  %s: output %zu = %g, expected %g (bound %g)\n", name.c_str(), i, got, expected[i], bound);
@@ -138,19 +145,38 @@ void run_all(const char* type) {
                                          std::to_string(f.bits) + "-bit g" + std::to_string(group) + " " +
                                          std::to_string(shape.first) + "x" + std::to_string(shape.second) + " batch " +
                                          std::to_string(batch);
-                check_problem<T>(q, batch, -1.0f, 1.0f, nullptr, name);
+                check_problem<T>(q, random_activations<T>(batch, shape.second, -1.0f, 1.0f), batch, nullptr, name);
             }
         }
     }
-    // Large activations: partial sums far beyond fp16's 65504 that an fp16 accumulator would turn into Inf.
-    const auto big = npft::test::random_quantized(Format::uniform_asymmetric, 4, 256, 4096, 128, 5);
-    for (const index batch : {index{1}, index{64}})
-        check_problem<T>(big, batch, 1000.0f, 2000.0f, nullptr, std::string(type) + " large activations batch " + std::to_string(batch));
+    // Large activations: the first half of K multiplies +1500, the second half the same weights by -1500, so the
+    // result is 0 while partial sums reach ~3e6, far beyond fp16's 65504 (an fp16 accumulator returns Inf or garbage).
+    {
+        const index rows = 256, k = 4096;
+        auto big = npft::test::random_quantized(Format::uniform_asymmetric, 4, rows, k, k, 5);
+        for (index r = 0; r < rows; ++r) {
+            npft::quant::UniformParams p = big.uniform_params(r, 0);
+            p.zero = 0.0f;  // codes 8..15 with zero point 0: every weight positive
+            big.set_group(r, 0, p);
+            for (index j = 0; j < k / 2; ++j) {
+                const std::uint32_t code = 8u + npft::random_words({55, 1}, static_cast<std::uint64_t>(r * k + j))[0] % 8u;
+                big.codes().set(r, j, code);
+                big.codes().set(r, j + k / 2, code);
+            }
+        }
+        for (const index batch : {index{1}, index{8}, index{64}}) {
+            std::vector<T> x(static_cast<std::size_t>(batch * k));
+            for (index m = 0; m < batch; ++m)
+                for (index j = 0; j < k; ++j) x[static_cast<std::size_t>(m * k + j)] = T(j < k / 2 ? 1500.0f : -1500.0f);
+            check_problem<T>(big, x, batch, nullptr, std::string(type) + " large activations batch " + std::to_string(batch), 1e-4);
+        }
+    }
     // Dense and sparse: fp16 outliers through the merge-path SpMV, added before rounding.
     const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 3, 200, 512, 128, 6);
     const Csr outliers = random_outliers(200, 512, 7);
     for (const index batch : {index{1}, index{7}, index{40}})
-        check_problem<T>(q, batch, -1.0f, 1.0f, &outliers, std::string(type) + " dense+sparse batch " + std::to_string(batch));
+        check_problem<T>(q, random_activations<T>(batch, 512, -1.0f, 1.0f), batch, &outliers,
+                         std::string(type) + " dense+sparse batch " + std::to_string(batch));
 }
 
 void check_rejections() {

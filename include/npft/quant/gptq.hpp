@@ -183,34 +183,34 @@ private:
             }
         }
 
-        // 4. Column by column, in blocks.
+        // 4. Column by column, in blocks. Within a block the updates stay pending as the scaled errors `err` of the
+        // block's columns: column p's current value is w.col(p) minus err * U(block rows, p), formed when needed (one
+        // GEMV, reading instead of rewriting the rest of the block per column). At the block's end they are applied to
+        // all later columns as one GEMM.
         const index block = options_.block_size;
         Eigen::MatrixXf err(rows, std::min(block, cols));  // scaled errors (w - q) / U(i,i) of the current block
+        Eigen::VectorXf current(rows);
         for (index i1 = 0; i1 < cols; i1 += block) {
             const index i2 = std::min(i1 + block, cols);
             for (index i = i1; i < i2; ++i) {
+                const index done = i - i1;  // columns of this block already rounded
                 const index j = order[static_cast<std::size_t>(i)];
                 const index g = j / group;
                 if (!fitted[static_cast<std::size_t>(g)]) {
-                    // Current values of the group's columns: those past this block still lack the block's deferred update.
                     for (index t = 0; t < group; ++t) {
                         const index p = position[static_cast<std::size_t>(g * group + t)];
-                        if (p < i2) {
-                            group_values.col(t) = w.col(p);
-                        } else {
-                            group_values.col(t).noalias() = w.col(p) - err.leftCols(i - i1) * u.col(p).segment(i1, i - i1);
-                        }
+                        group_values.col(t).noalias() = w.col(p) - err.leftCols(done) * u.col(p).segment(i1, done);
                     }
                     fit_group(g);
                 }
+                current.noalias() = w.col(i) - err.leftCols(done) * u.col(i).segment(i1, done);
                 const float d = u(i, i);
                 for (index r = 0; r < rows; ++r) {
                     const params_type& p = params[static_cast<std::size_t>(r * groups + g)];
-                    const std::uint32_t code = p.encode(w(r, i));
+                    const std::uint32_t code = p.encode(current(r));
                     out.codes().set(r, j, code);
-                    err(r, i - i1) = (w(r, i) - p.decode(code)) / d;
+                    err(r, done) = (current(r) - p.decode(code)) / d;
                 }
-                for (index k = i + 1; k < i2; ++k) w.col(k) -= u(i, k) * err.col(i - i1);
             }
             if (i2 < cols) w.rightCols(cols - i2).noalias() -= err.leftCols(i2 - i1) * u.block(i1, i2, i2 - i1, cols - i2);
         }

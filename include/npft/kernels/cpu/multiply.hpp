@@ -11,6 +11,7 @@
 // u = 2^-24 (tests/test_kernels_cpu_multiply.cpp checks it). A path gives the same bits for any thread count; the SIMD
 // paths tile tokens, so a token's result can differ in the last bits between batch sizes.
 #include <algorithm>
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "../../core/eigen.hpp"
 #include "../../core/error.hpp"
 #include "../../core/tensor_view.hpp"
+#include "../../quant/dense_sparse.hpp"
 #include "../../quant/quantized_matrix.hpp"
 #include "avx2.hpp"
 #include "avx512.hpp"
@@ -201,6 +203,18 @@ inline void multiply(const quant::QuantizedMatrix& w, const CsrView& outliers, M
     detail::multiply_impl(w, &outliers, x, y, options);
 }
 
+/// The dense-and-sparse product for a quant::DenseSparseMatrix (checks the CSR sizes; DenseSparseMatrix::validate()
+/// checks the entries).
+inline void multiply(const quant::DenseSparseMatrix& w, MatrixView<const float> x, MatrixView<float> y,
+                     const MultiplyOptions& options = {}) {
+    const quant::SparseOutliers& s = w.sparse;
+    require(s.row_offsets.size() == static_cast<std::size_t>(s.rows + 1) && s.columns.size() == s.values.size() &&
+                static_cast<std::size_t>(s.row_offsets.back()) == s.values.size(),
+            "sparse outliers: CSR sizes are inconsistent (", s.row_offsets.size(), " row offsets for ", s.rows, " rows, ",
+            s.columns.size(), " columns, ", s.values.size(), " values)");
+    multiply(w.dense, CsrView{s.rows, s.cols, s.row_offsets.data(), s.columns.data(), s.values.data()}, x, y, options);
+}
+
 /// The M x N product x W^T as a new matrix.
 inline Matrix multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, const MultiplyOptions& options = {}) {
     Matrix y(x.rows(), w.rows());
@@ -208,8 +222,10 @@ inline Matrix multiply(const quant::QuantizedMatrix& w, MatrixView<const float> 
     return y;
 }
 
-/// y = W x for one token: x has K elements, y has N; any strides.
-inline void gemv(const quant::QuantizedMatrix& w, VectorView<const float> x, VectorView<float> y, const MultiplyOptions& options = {}) {
+/// y = W x for one token: x has K elements, y has N; any strides. W is a QuantizedMatrix or a DenseSparseMatrix.
+template <class Weights>
+    requires(std::same_as<Weights, quant::QuantizedMatrix> || std::same_as<Weights, quant::DenseSparseMatrix>)
+void gemv(const Weights& w, VectorView<const float> x, VectorView<float> y, const MultiplyOptions& options = {}) {
     require(x.size() == w.cols(), "x must have ", w.cols(), " elements (the weights' input dimension), got ", x.size());
     require(y.size() == w.rows(), "y must have ", w.rows(), " elements (the weights' output dimension), got ", y.size());
     multiply(w, MatrixView<const float>(x.data(), 1, x.size(), x.size() * x.stride(), x.stride()),

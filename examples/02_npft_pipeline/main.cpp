@@ -1,0 +1,138 @@
+// 02: assemble an NPFT pipeline around your own model.
+//
+// The model below is "yours": a two-layer tanh network with a hand-written forward and backward. The only npft-facing
+// code is parameters() (named views of its weights and gradients) and loss_and_gradient(batch). The pipeline selects
+// the outliers by Fisher, fine-tunes LoRA adapters with quantization-step noise on them, reports progress, and
+// quantizes to 3 bits. Copy this file and replace the model with yours.
+#include <cstdio>
+#include <vector>
+
+#include <npft/npft.hpp>
+
+// ---- your model -----------------------------------------------------------------------------------------------------
+struct Batch {
+    npft::Matrix x;  // inputs x samples
+    npft::Matrix y;  // outputs x samples
+};
+
+class Regressor {
+public:
+    Regressor(npft::index inputs, npft::index hidden, npft::index outputs)
+        : up_(hidden, inputs), down_(outputs, hidden), up_grad_(hidden, inputs), down_grad_(outputs, hidden) {}
+
+    npft::Matrix& up() { return up_; }
+    npft::Matrix& down() { return down_; }
+
+    /// The adapter npft needs, part 1: named views of the weights and of their gradients (no copies).
+    std::vector<npft::train::Parameter> parameters() {
+        return {{"block.up", npft::as_matrix_view(up_), npft::as_matrix_view(up_grad_)},
+                {"block.down", npft::as_matrix_view(down_), npft::as_matrix_view(down_grad_)}};
+    }
+
+    /// Part 2: the mean loss on a batch; overwrites the gradients.
+    double loss_and_gradient(const Batch& b) {
+        const float inv_n = 1.0f / static_cast<float>(b.x.cols());
+        const npft::Matrix a = (up_ * b.x).array().tanh().matrix();
+        const npft::Matrix r = down_ * a - b.y;
+        down_grad_.noalias() = inv_n * r * a.transpose();
+        up_grad_.noalias() = inv_n * ((down_.transpose() * r).array() * (1.0f - a.array().square())).matrix() * b.x.transpose();
+        return 0.5 * static_cast<double>(r.squaredNorm()) * inv_n;
+    }
+
+    /// Optional: a forward-only loss, which npft::train::evaluate_loss prefers when present.
+    double loss(const Batch& b) const {
+        const npft::Matrix r = down_ * (up_ * b.x).array().tanh().matrix() - b.y;
+        return 0.5 * static_cast<double>(r.squaredNorm()) / static_cast<double>(b.x.cols());
+    }
+
+private:
+    npft::Matrix up_, down_, up_grad_, down_grad_;
+};
+
+// ---- data: a random teacher network, keyed draws -------------------------------------------------------------------
+npft::Matrix keyed_gaussian(npft::index rows, npft::index cols, float scale, std::uint64_t stream) {
+    npft::Matrix m(rows, cols);
+    for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian({2024, stream}, static_cast<std::uint64_t>(i));
+    return m;
+}
+
+std::vector<Batch> make_batches(Regressor& teacher, int count, npft::index samples, std::uint64_t first_stream) {
+    std::vector<Batch> out;
+    for (int i = 0; i < count; ++i) {
+        Batch b{keyed_gaussian(teacher.up().cols(), samples, 1.0f, first_stream + static_cast<std::uint64_t>(i)), {}};
+        b.y = teacher.down() * (teacher.up() * b.x).array().tanh().matrix();
+        out.push_back(std::move(b));
+    }
+    return out;
+}
+
+double mean_loss(Regressor& model, const std::vector<Batch>& data) {
+    double sum = 0.0;
+    for (const auto& b : data) sum += npft::train::evaluate_loss(model, b);
+    return sum / static_cast<double>(data.size());
+}
+
+int main() {
+    Regressor teacher(32, 16, 8);
+    teacher.up() = keyed_gaussian(16, 32, 0.4f, 1);
+    teacher.down() = keyed_gaussian(8, 16, 0.4f, 2);
+    Regressor model(32, 64, 8);  // wider than the teacher: many equally good solutions, some flatter than others
+    model.up() = keyed_gaussian(64, 32, 0.2f, 3);
+    model.down() = keyed_gaussian(8, 64, 0.2f, 4);
+    const auto train = make_batches(teacher, 16, 64, 100);
+    const auto held_out = make_batches(teacher, 4, 256, 200);
+
+    // Pretrain normally (plain AdamW on all weights), standing in for the model you already have.
+    const npft::train::AdamW adam{.weight_decay = 0.0f};
+    auto up_state = adam.make_state(model.up().size()), down_state = adam.make_state(model.down().size());
+    for (int step = 0; step < 1500; ++step) {
+        model.loss_and_gradient(train[static_cast<std::size_t>(step) % train.size()]);
+        auto params = model.parameters();
+        adam.step(up_state, {params[0].value.data(), static_cast<std::size_t>(params[0].value.size())},
+                  {params[0].grad.data(), static_cast<std::size_t>(params[0].grad.size())}, 3e-3f);
+        adam.step(down_state, {params[1].value.data(), static_cast<std::size_t>(params[1].value.size())},
+                  {params[1].grad.data(), static_cast<std::size_t>(params[1].grad.size())}, 3e-3f);
+    }
+
+    // ---- the pipeline: four policies chosen at compile time --------------------------------------------------------
+    using Selector = npft::outliers::TopFisher;  // top p of each matrix by diagonal Fisher
+    using Noise = npft::noise::Schedule<npft::noise::QuantStepUniform, npft::noise::LinearDecay>;  // U(+-s*delta/2)
+    using Trace = npft::hessian::Hutchinson<npft::hessian::Rademacher>;
+    using Grid = npft::quant::Uniform<3>;  // 3-bit, asymmetric, one scale per output channel
+
+    npft::Pipeline<Selector, Noise, Trace, Grid> pipe(
+        {.stages = 3, .steps_per_stage = 100, .learning_rate = 1e-2f, .seed = 7,
+         .peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f}, .trace_every = 100},
+        Selector{.fraction = 0.02}, Noise{.scaling = {.start = 2.0f, .end = 1.0f}},
+        Trace({.min_probes = 16, .max_probes = 64, .target_relative_standard_error = 0.05}));
+
+    // Baseline figures before fine-tuning: fp32 and 3-bit RTN held-out loss, the outliers' Hessian trace.
+    const double fp32_before = mean_loss(model, held_out);
+    Regressor rtn_before = model;
+    for (const auto& [name, q] : pipe.quantize(rtn_before)) (name == "block.up" ? rtn_before.up() : rtn_before.down()) = q.dequantize();
+    pipe.select(model, train);
+    const auto trace_before = pipe.outlier_trace(model, train[0]);
+
+    pipe.fit(model, train, npft::train::progress::automatic(50));  // a bar on a terminal, lines in a log
+
+    const auto trace_after = pipe.outlier_trace(model, train[0]);
+    const auto packed = pipe.quantize(model);  // one QuantizedMatrix per perturbed tensor
+    Regressor rtn_after = model;
+    rtn_after.up() = packed.at("block.up").dequantize();
+    rtn_after.down() = packed.at("block.down").dequantize();
+
+    npft::io::SafetensorsWriter file;
+    for (const auto& [name, q] : packed) npft::io::save_quantized(file, name, q);
+    file.save("npft_pipeline_q3.safetensors");
+
+    std::printf("\n%-36s %14s %14s\n", "", "before NPFT", "after NPFT");
+    std::printf("%-36s %14.5f %14.5f\n", "held-out loss, fp32", fp32_before, mean_loss(model, held_out));
+    std::printf("%-36s %14.5f %14.5f\n", "held-out loss, 3-bit RTN", mean_loss(rtn_before, held_out),
+                mean_loss(rtn_after, held_out));
+    std::printf("%-36s %8.4g+-%-5.2g %8.4g+-%-5.2g\n", "outliers' Hessian trace (train[0])", trace_before.value,
+                trace_before.standard_error, trace_after.value, trace_after.standard_error);
+    std::printf("outliers: %td of %td weights; packed weights written to npft_pipeline_q3.safetensors\n",
+                pipe.selection("block.up").count() + pipe.selection("block.down").count(),
+                model.up().size() + model.down().size());
+    return 0;
+}

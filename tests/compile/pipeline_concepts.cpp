@@ -1,0 +1,95 @@
+// Compile-only: which policies compose into a Pipeline and which do not. Building this file is the test.
+#include <npft/npft.hpp>
+
+namespace {
+
+namespace train = npft::train;
+using Selector = npft::outliers::TopFisher;
+using Noise = npft::noise::Schedule<npft::noise::QuantStepUniform, npft::noise::LinearDecay>;
+using Trace = npft::hessian::Hutchinson<npft::hessian::Rademacher>;
+using Grid = npft::quant::Uniform<4, 128>;
+
+// ---- valid compositions ---------------------------------------------------------------------------------------------
+static_assert(train::PipelinePolicies<Selector, Noise, Trace, Grid, train::AdamW, train::Perturbed>);
+static_assert(train::PipelinePolicies<npft::outliers::Union<Selector, npft::outliers::InterquartileMagnitude>,
+                                      npft::noise::ReferenceSchedule, npft::hessian::Hutchinson<npft::hessian::Gaussian>,
+                                      npft::quant::Quantizer<Grid>, train::SgdMomentum, train::Balanced>);
+static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, Grid>::quantizer_type, npft::quant::Quantizer<Grid>>);
+static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, npft::quant::Quantizer<Grid>>::quantizer_type,
+                           npft::quant::Quantizer<Grid>>);
+static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, Grid>::optimizer_type, train::AdamW>);
+static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, Grid>::loss_type, train::Perturbed>);
+
+// A user's own policies: plain structs with the documented members.
+struct MyOptimizer {
+    struct State {
+        std::vector<float> unused;
+        std::int64_t steps = 0;
+        std::vector<std::span<float>> buffers() { return {}; }
+    };
+    State make_state(npft::index) const { return {}; }
+    void step(State& s, std::span<float> p, std::span<const float> g, float lr) const {
+        ++s.steps;
+        for (std::size_t i = 0; i < p.size(); ++i) p[i] -= lr * g[i];
+    }
+};
+struct MyLoss {
+    float perturbed_weight() const { return 0.75f; }
+};
+static_assert(train::Optimizer<MyOptimizer>);
+static_assert(train::LossPolicy<MyLoss>);
+static_assert(train::PipelinePolicies<Selector, Noise, Trace, Grid, MyOptimizer, MyLoss>);
+
+// ---- invalid ones: each misses one member ---------------------------------------------------------------------------
+struct OptimizerWithoutStep {
+    struct State {
+        std::int64_t steps = 0;
+        std::vector<std::span<float>> buffers() { return {}; }
+    };
+    State make_state(npft::index) const { return {}; }
+};
+struct OptimizerWithoutBuffers {
+    struct State {
+        std::int64_t steps = 0;
+    };
+    State make_state(npft::index) const { return {}; }
+    void step(State&, std::span<float>, std::span<const float>, float) const {}
+};
+struct LossWithoutWeight {
+    float b = 0.5f;
+};
+struct NotAGrid {
+    int bits() const { return 4; }
+};
+struct TraceWithoutEstimate {
+    int probes = 10;
+};
+struct SelectorWithoutFlags {
+    npft::outliers::OutlierMask select(const npft::outliers::SelectionInputs&) const { return {}; }
+};
+
+static_assert(!train::Optimizer<OptimizerWithoutStep>);
+static_assert(!train::Optimizer<OptimizerWithoutBuffers>);
+static_assert(!train::LossPolicy<LossWithoutWeight>);
+static_assert(!train::detail::QuantizerOrGrid<NotAGrid>);
+static_assert(!train::detail::TracePolicy<TraceWithoutEstimate>);
+static_assert(!train::PipelinePolicies<SelectorWithoutFlags, Noise, Trace, Grid, train::AdamW, train::Perturbed>);
+static_assert(!train::PipelinePolicies<Selector, Noise, TraceWithoutEstimate, Grid, train::AdamW, train::Perturbed>);
+static_assert(!train::PipelinePolicies<Selector, Noise, Trace, NotAGrid, train::AdamW, train::Perturbed>);
+static_assert(!train::PipelinePolicies<Selector, Noise, Trace, Grid, OptimizerWithoutBuffers, train::Perturbed>);
+static_assert(!train::PipelinePolicies<Selector, Noise, Trace, Grid, train::AdamW, LossWithoutWeight>);
+static_assert(!train::PipelinePolicies<Selector, Selector, Trace, Grid, train::AdamW, train::Perturbed>);
+
+// ---- the model concept ----------------------------------------------------------------------------------------------
+struct Batch {};
+struct Model {
+    std::vector<train::Parameter> parameters() { return {}; }
+    double loss_and_gradient(const Batch&) { return 0.0; }
+};
+struct ModelWithoutGradient {
+    std::vector<train::Parameter> parameters() { return {}; }
+};
+static_assert(train::DifferentiableModel<Model, Batch>);
+static_assert(!train::DifferentiableModel<ModelWithoutGradient, Batch>);
+
+}  // namespace
