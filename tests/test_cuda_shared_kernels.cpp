@@ -299,6 +299,10 @@ TEST_CASE("tensor-core GEMM emulation: loads, decode, fragments and epilogue cov
         const auto q = npft::test::random_quantized(Format::lut, 3, 64, 64, 64, 23);
         emulate_gemm_block<3, true, npft::half, Small>(q, 20, 0, 0);
     }
+    SECTION("mid-batch tile (one warp along M), uniform 4-bit g32, fp16, batch 17") {
+        const auto q = npft::test::random_quantized(Format::uniform_symmetric, 4, 130, 64, 32, 25);
+        emulate_gemm_block<4, false, npft::half, nc::GemmTile<32, 128, 1, 8, 3>>(q, 17, 1, 0);
+    }
     SECTION("default tile, uniform 2-bit per channel, bf16") {
         const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 2, 128, 96, 96, 24);
         emulate_gemm_block<2, false, npft::bfloat16, Default>(q, 64, 0, 0);

@@ -271,9 +271,9 @@ TEST_CASE("bad shapes and options are rejected with a message", "[kernels][cpu]"
 
 TEST_CASE("the SIMD paths this CPU has are exercised", "[kernels][cpu]") {
     const cpu::CpuFeatures& f = cpu::cpu_features();
-    INFO("avx2+fma " << f.has_avx2_path() << ", avx512 f/bw/vl " << f.has_avx512_path() << ", vnni " << f.avx512vnni);
+    INFO("avx2+fma+f16c " << f.has_avx2_path() << ", avx512 f/bw/vl " << f.has_avx512_path() << ", vnni " << f.avx512vnni);
     if (!cpu::path_supported(cpu::Path::avx512)) WARN("no AVX-512 on this CPU: the avx512 path is compiled but not run (SKIPPED)");
-    if (!cpu::path_supported(cpu::Path::avx2)) WARN("no AVX2+FMA on this CPU: the avx2 path is compiled but not run (SKIPPED)");
+    if (!cpu::path_supported(cpu::Path::avx2)) WARN("no AVX2+FMA+F16C on this CPU: the avx2 path is compiled but not run (SKIPPED)");
     CHECK(cpu::resolve_path(cpu::Path::best) ==
           (f.has_avx512_path() ? cpu::Path::avx512 : f.has_avx2_path() ? cpu::Path::avx2 : cpu::Path::portable));
 }

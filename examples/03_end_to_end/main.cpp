@@ -442,6 +442,7 @@ int run(int argc, char** argv) {
         Masks masks;
         npft::hessian::TraceEstimate trace_before;
         double npft_ppl = 0.0, control_ppl = 0.0;
+        index outliers = 0, noised = 0;
         for (const bool with_noise : {true, false}) {
             const char* tag = with_noise ? "npft" : "lora";
             using Selector = npft::outliers::TopFisher;
@@ -465,6 +466,17 @@ int run(int argc, char** argv) {
                              100.0 * s.npft_outlier_fraction);
                 pipeline.select(model, calibration);
                 for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
+                // The reference noise is uniform over each row's outlier range: a row with one outlier gets none.
+                for (const auto& [name, mask] : masks) {
+                    std::map<index, index> per_row;
+                    for (const index p : mask.positions) ++per_row[p / mask.cols];
+                    for (const auto& [row, count] : per_row) {
+                        outliers += count;
+                        if (count > 1) noised += count;
+                    }
+                }
+                std::fprintf(stderr, "[npft] %td outliers, %td of them in rows with more than one (the others get no noise)\n",
+                             outliers, noised);
                 trace_before = outlier_trace(model, trace_batch, masks);
                 std::fprintf(stderr, "[npft] Tr(H_outliers) before: %.4g +- %.2g (%td probes)\n", trace_before.value,
                              trace_before.standard_error, trace_before.probes);
@@ -517,13 +529,16 @@ int run(int argc, char** argv) {
                     "Tr(H_outliers) before->after");
         std::printf("%-24s %4s %6s %10.4f %9s %9.1f\n", "fp32", "32", "-", fp32_ppl, "32", train_seconds);
         for (const Row& r : rows) {
-            std::printf("%-24s %4d %6td %10.4f %9.3f %9.1f", r.method.c_str(), r.bits, r.group, r.test_ppl, r.bits_per_weight,
-                        r.seconds);
+            std::printf("%-24s %4d %6td %10.4f %9.3f %9.1f", (r.method + (r.control ? "*" : "")).c_str(), r.bits, r.group,
+                        r.test_ppl, r.bits_per_weight, r.seconds);
             if (r.trace_before)
                 std::printf("   %.3g+-%.1g -> %.3g+-%.1g", r.trace_before->value, r.trace_before->standard_error,
                             r.trace_after->value, r.trace_after->standard_error);
             std::printf("\n");
         }
+
+        std::printf("* control: the same LoRA fine-tuning with the noise scaled to 0 (not one of the issue's methods)\n");
+        std::printf("fp32 test perplexity after fine-tuning: %.4f with NPFT, %.4f with the control\n", npft_ppl, control_ppl);
 
         // results.json: the shape issue 6 fixes, plus extra fields.
         std::string json = "{\"model\": {\"layers\": " + std::to_string(config.layers) + ", \"dim\": " +
@@ -537,6 +552,11 @@ int run(int argc, char** argv) {
                            json_number(fp32_ppl) + ", \"train_seconds\": " + json_number(train_seconds) +
                            ", \"cached\": " + (cached ? "true" : "false") + ", \"npft_test_ppl\": " + json_number(npft_ppl) +
                            ", \"lora_control_test_ppl\": " + json_number(control_ppl) +
+                           "},\n \"npft\": {\"stages\": " + std::to_string(s.npft_stages) + ", \"steps_per_stage\": " +
+                           std::to_string(s.npft_steps) + ", \"batch\": " + std::to_string(s.npft_batch) +
+                           ", \"learning_rate\": " + json_number(static_cast<double>(s.npft_lr)) + ", \"outlier_fraction\": " +
+                           json_number(s.npft_outlier_fraction) + ", \"outliers\": " + std::to_string(outliers) +
+                           ", \"noised_outliers\": " + std::to_string(noised) +
                            "},\n \"rows\": [";
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const Row& r = rows[i];

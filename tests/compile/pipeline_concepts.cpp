@@ -40,6 +40,39 @@ static_assert(train::Optimizer<MyOptimizer>);
 static_assert(train::LossPolicy<MyLoss>);
 static_assert(train::PipelinePolicies<Selector, Noise, Trace, Grid, MyOptimizer, MyLoss>);
 
+// The two examples of docs/pipeline.md ("Writing your own policy").
+struct LargestPerRow {
+    static constexpr bool needs_fisher = false;
+    static constexpr bool needs_quant_steps = false;
+    npft::outliers::OutlierMask select(const npft::outliers::SelectionInputs& in) const {
+        std::vector<npft::index> positions;
+        for (npft::index r = 0; r < in.weights.rows(); ++r) {
+            npft::index best = 0;
+            for (npft::index c = 1; c < in.weights.cols(); ++c)
+                if (std::abs(in.weights(r, c)) > std::abs(in.weights(r, best))) best = c;
+            positions.push_back(r * in.weights.cols() + best);
+        }
+        return {in.weights.rows(), in.weights.cols(), std::move(positions)};
+    }
+};
+struct HalfStepEveryTenSteps {
+    static constexpr bool needs_quant_steps = true;
+    float scale(npft::index, npft::index) const { return 0.5f; }
+    bool redraw_at(npft::index step, npft::index) const { return step % 10 == 0; }
+    void draw(const npft::noise::NoiseRequest& r, std::span<float> out) const {
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            const npft::index p = r.mask->positions[i];
+            const float delta = r.quant_steps(r.mask->row_of(p), r.mask->col_of(p));
+            out[i] = r.scale * delta * (npft::uniform01(r.key, static_cast<std::uint64_t>(p)) - 0.5f);
+        }
+    }
+};
+static_assert(train::PipelinePolicies<LargestPerRow, HalfStepEveryTenSteps, Trace, Grid, train::AdamW, train::Perturbed>);
+[[maybe_unused]] void instantiate_with_user_policies() {
+    npft::Pipeline<LargestPerRow, HalfStepEveryTenSteps, Trace, Grid> pipe(npft::PipelineOptions{});
+    (void)pipe.total_steps();
+}
+
 // ---- invalid ones: each misses one member ---------------------------------------------------------------------------
 struct OptimizerWithoutStep {
     struct State {

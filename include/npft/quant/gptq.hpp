@@ -81,8 +81,9 @@ void invert_lower_triangular(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Ei
 ///  2. with act_order, columns are ordered by decreasing diag H (ties: lower index first);
 ///  3. H += damp_fraction * mean(diag H) * I; U = upper Cholesky factor of H^-1 (H^-1 = U^T U);
 ///  4. for each column i in order: q = nearest grid level of w_i under its (row, group) parameters, and the remaining
-///     columns k > i get w_k -= (w_i - q) U(i,k) / U(i,i); updates beyond the current block of `block_size` columns
-///     are deferred and applied as one GEMM per block (lazy batch updates).
+///     columns k > i get w_k -= (w_i - q) U(i,k) / U(i,i). The updates are deferred (lazy batch updates): inside a
+///     block of `block_size` columns a column receives its pending updates when it comes up (one GEMV), and at the
+///     block's end all later columns receive them as one GEMM.
 /// Groups: see GroupFit. A LUT grid (one table per row) is fitted once per row, on the row's original weights.
 template <Grid G>
 class Gptq {

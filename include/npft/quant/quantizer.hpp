@@ -27,11 +27,11 @@ void store_params(QuantizedMatrix& q, index r, index g, const P& p) {
 /// Bulk encoders: exactly the codes of UniformParams::encode / LutParams::encode (the tests check every element), but
 /// without a libm call or an unpredictable branch per weight, which dominate the quantize path otherwise.
 inline void encode_group(const UniformParams& p, std::span<const float> values, std::uint8_t* codes) {
+    const float top = static_cast<float>(p.max_code());
     if (p.scale == 0.0f) {
-        std::fill(codes, codes + values.size(), static_cast<std::uint8_t>(p.zero));
+        std::fill(codes, codes + values.size(), static_cast<std::uint8_t>(std::clamp(p.zero, 0.0f, top)));
         return;
     }
-    const float top = static_cast<float>(p.max_code());
     constexpr float round_shift = 12582912.0f;  // 1.5 * 2^23: x + shift - shift rounds x in [0, 2^22] as nearbyint does
     for (std::size_t j = 0; j < values.size(); ++j) {
         // Clamping to integer bounds before rounding equals rounding before clamping.

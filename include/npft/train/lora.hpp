@@ -5,6 +5,7 @@
 // So a user's model needs no LoRA code at all. Dropout on the adapter input cannot be expressed in weight space (it acts
 // per token on activations), so this formulation has none; see docs/pipeline.md.
 #include <cmath>
+#include <type_traits>
 
 #include "../core/eigen.hpp"
 #include "../core/error.hpp"
@@ -12,6 +13,20 @@
 #include "../core/tensor_view.hpp"
 
 namespace npft::train {
+
+namespace detail {
+/// Calls f with an Eigen expression of `view`: a Map with unit inner stride when the rows are contiguous (the common
+/// case, which Eigen's GEMM reads and writes in place), a fully strided Map otherwise (GEMM then goes through a copy).
+template <class T, class F>
+decltype(auto) with_eigen(const MatrixView<T>& view, F&& f) {
+    if (view.col_stride() == 1) {
+        using Plain = std::conditional_t<std::is_const_v<T>, const Matrix, Matrix>;
+        return f(Eigen::Map<Plain, Eigen::Unaligned, Eigen::OuterStride<>>(view.data(), view.rows(), view.cols(),
+                                                                            Eigen::OuterStride<>(view.row_stride())));
+    }
+    return f(to_eigen(view));
+}
+}  // namespace detail
 
 /// LoRA hyper-parameters. Defaults follow method.md (the NPFT reference recipe for LLaMA: rank 16, alpha 32).
 struct LoraOptions {
@@ -53,19 +68,21 @@ public:
     /// out = base + scaling * B A (out may be the model's strided view).
     void write_effective(const Matrix& base, MatrixView<float> out) const {
         require_shape(out, rows(), cols(), "LoRA output weight");
-        auto o = to_eigen(out);
-        o = base;
-        o.noalias() += scaling() * (b_ * a_);
+        detail::with_eigen(out, [&](auto o) {
+            o = base;
+            o.noalias() += scaling() * (b_ * a_);
+        });
     }
 
     /// Adapter gradients from the gradient G of the effective weight (exact, by the chain rule).
     void gradients(MatrixView<const float> grad_weight, Matrix& grad_a, Matrix& grad_b) const {
         require_shape(grad_weight, rows(), cols(), "gradient of the adapted weight");
-        const auto g = to_eigen(grad_weight);
         grad_b.resize(rows(), rank());
         grad_a.resize(rank(), cols());
-        grad_b.noalias() = scaling() * (g * a_.transpose());
-        grad_a.noalias() = scaling() * (b_.transpose() * g);
+        detail::with_eigen(grad_weight, [&](auto g) {
+            grad_b.noalias() = scaling() * (g * a_.transpose());
+            grad_a.noalias() = scaling() * (b_.transpose() * g);
+        });
     }
 
     /// base += scaling * B A: folds the adapter into the clean weight (then re-initialize to keep training).

@@ -40,7 +40,7 @@ namespace npft::train {
 /// their entry in `masks` (flat row-major positions, as outlier masks are), or, without an entry, all their non-outlier
 /// weights (the complement of the current selection).
 struct MaskedWeights {
-    std::map<std::string, outliers::OutlierMask> masks;
+    std::map<std::string, outliers::OutlierMask> masks{};
 };
 
 /// Which parameters train: LoRA adapters (default) or a masked subset of the weights.
@@ -52,7 +52,7 @@ struct PipelineOptions {
     index stages = 3;                        ///< epochs; each ends by merging the adapters into the clean weights
     index steps_per_stage = 64;              ///< optimizer steps per stage; step k uses batch k mod batches.size()
     float learning_rate = 5e-5f;             ///< peak learning rate of every stage
-    std::vector<float> stage_learning_rates; ///< optional: one peak per stage (overrides learning_rate)
+    std::vector<float> stage_learning_rates{};///< optional: one peak per stage (overrides learning_rate)
     float warmup_fraction = 0.0f;            ///< linear warmup over this share of a stage, then linear decay to 0
     std::uint64_t seed = 0;                  ///< keys every random draw (noise, adapter init, trace probes)
     NameFilter perturbed = NameFilter::all();             ///< tensors that get outliers selected and noised
@@ -60,7 +60,7 @@ struct PipelineOptions {
     Peft peft = LoraOptions{};
     bool refresh_selection = true;  ///< re-run Fisher and selection on the merged weights at every stage start
     index trace_every = 0;          ///< estimate the outliers' Hessian trace every N steps (0: never)
-    std::string checkpoint_path;    ///< where save_checkpoint writes during fit
+    std::string checkpoint_path{};  ///< where save_checkpoint writes during fit
     index checkpoint_every = 0;     ///< write a checkpoint every N steps (0: never)
 };
 

@@ -1,5 +1,5 @@
 #pragma once
-// The AVX2 + FMA path (compiled with a function-level target attribute, selected at run time by multiply.hpp).
+// The AVX2 + FMA (+ F16C) path (compiled with a function-level target attribute, selected at run time by multiply.hpp).
 //
 // It reads the canonical packed layout directly, so a QuantizedMatrix runs without any repacking. Codes are decoded
 // 8 at a time into int32 lanes (j must be a multiple of 8: the code then starts on a byte) and converted to float;
@@ -24,7 +24,7 @@ namespace npft::kernels::cpu::avx2 {
 
 #if NPFT_CPU_X86
 
-#define NPFT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define NPFT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 /// Codes j..j+7 (j % 8 == 0) of a packed row as int32 lanes. Reads 4 bytes (bits <= 4) or 8 bytes from the
 /// first code's byte, so a row must be readable 8 bytes past its last code (GemmProblem::row_words).
@@ -75,6 +75,9 @@ NPFT_TARGET_AVX2 inline __m256 weights8(const std::uint8_t* row, index j, const 
         return _mm256_i32gather_ps(table, q, 4);
     }
 }
+
+/// fp16 metadata to float in one instruction (F16C); the portable conversion costs as much as the dot product.
+NPFT_TARGET_AVX2 inline float to_float(half h) { return _cvtsh_ss(h.bits); }
 
 NPFT_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -131,8 +134,8 @@ NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, index r, index m0, const fl
         float zero = 0.0f;
         if constexpr (!Lut) {
             const std::size_t at = static_cast<std::size_t>(r * groups + g);
-            scale = static_cast<float>(w.scales()[at]);
-            zero = w.format() == quant::Format::uniform_asymmetric ? static_cast<float>(w.zeros()[at]) : symmetric_zero;
+            scale = to_float(w.scales()[at]);
+            zero = w.format() == quant::Format::uniform_asymmetric ? to_float(w.zeros()[at]) : symmetric_zero;
         }
 #pragma GCC unroll 4
         for (int k = 0; k < T; ++k) {
@@ -162,7 +165,7 @@ NPFT_TARGET_AVX2 void multiply_rows_typed(const GemmProblem& p, index row_begin,
         const index m_end = std::min(p.batch, m_begin + chunk);
         for (index r = row_begin; r < row_end; ++r) {
             if constexpr (Lut) {
-                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = static_cast<float>(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
+                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
             }
             index m = m_begin;
             for (; m + 4 <= m_end; m += 4) row_tile<Bits, Lut, 4>(p, r, m, table);

@@ -19,7 +19,7 @@ namespace npft::kernels::cpu::avx512 {
 
 #if NPFT_CPU_X86
 
-#define NPFT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define NPFT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 // GCC 12's unmasked forms of some intrinsics start from an undefined register and trip -Wmaybe-uninitialized;
 // the all-lanes maskz forms compute the same thing.
@@ -111,8 +111,8 @@ NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, index r, index m0, const 
         float zero = 0.0f;
         if constexpr (!Lut) {
             const std::size_t at = static_cast<std::size_t>(r * groups + g);
-            scale = static_cast<float>(w.scales()[at]);
-            zero = w.format() == quant::Format::uniform_asymmetric ? static_cast<float>(w.zeros()[at]) : symmetric_zero;
+            scale = avx2::to_float(w.scales()[at]);
+            zero = w.format() == quant::Format::uniform_asymmetric ? avx2::to_float(w.zeros()[at]) : symmetric_zero;
         }
 #pragma GCC unroll 4
         for (int k = 0; k < T; ++k) {
@@ -136,7 +136,7 @@ NPFT_TARGET_AVX512 void multiply_rows_typed(const GemmProblem& p, index row_begi
         const index m_end = std::min(p.batch, m_begin + chunk);
         for (index r = row_begin; r < row_end; ++r) {
             if constexpr (Lut) {
-                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = static_cast<float>(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
+                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = avx2::to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
             }
             index m = m_begin;
             for (; m + 4 <= m_end; m += 4) row_tile<Bits, Lut, 4>(p, r, m, table);

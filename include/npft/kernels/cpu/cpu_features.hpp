@@ -16,13 +16,14 @@ namespace npft::kernels::cpu {
 struct CpuFeatures {
     bool avx2 = false;
     bool fma = false;
+    bool f16c = false;
     bool avx512f = false;
     bool avx512bw = false;
     bool avx512vl = false;
     bool avx512vnni = false;
 
-    /// The AVX2 path needs AVX2 and FMA (Haswell, Zen 1 and later).
-    bool has_avx2_path() const { return avx2 && fma; }
+    /// The AVX2 path needs AVX2, FMA and F16C (Haswell, Zen 1 and later).
+    bool has_avx2_path() const { return avx2 && fma && f16c; }
     /// The AVX-512 path needs F, BW and VL (Skylake-X, Ice Lake, Sapphire Rapids, Zen 4 and later).
     bool has_avx512_path() const { return has_avx2_path() && avx512f && avx512bw && avx512vl; }
 };
@@ -34,6 +35,7 @@ inline CpuFeatures detect_cpu_features() {
     __builtin_cpu_init();
     f.avx2 = __builtin_cpu_supports("avx2");
     f.fma = __builtin_cpu_supports("fma");
+    f.f16c = __builtin_cpu_supports("f16c");
     f.avx512f = __builtin_cpu_supports("avx512f");
     f.avx512bw = __builtin_cpu_supports("avx512bw");
     f.avx512vl = __builtin_cpu_supports("avx512vl");

@@ -76,7 +76,7 @@ inline Path resolve_path(Path requested) {
         return Path::portable;
     }
     require(path_supported(requested), "kernel path ", path_name(requested),
-            " was requested but this CPU or build does not support it (avx2 needs AVX2+FMA, avx512 needs "
+            " was requested but this CPU or build does not support it (avx2 needs AVX2+FMA+F16C, avx512 needs "
             "AVX-512 F/BW/VL on x86 with GCC or Clang); use Path::best or Path::portable");
     return requested;
 }

@@ -4,7 +4,7 @@
 //   npft::cuda::DeviceQuantizedMatrix w(npft::cuda::to_tiled(quantized));  // offline layout (tiled_conversion.cuh), upload
 //   npft::cuda::GemmArguments<npft::half> args{&w, x, batch, 0, y, 0};
 //   if (auto support = npft::cuda::can_implement(args); !support) std::cerr << support.reason;
-//   npft::cuda::gemm(args, stream);                            // GEMV for batch <= 8, tensor-core GEMM above
+//   npft::cuda::gemm(args, stream);            // GEMV for batch <= 8, tensor cores above (BlockM 32 up to 32, then 64)
 //
 // Every shape or format the kernels cannot run is rejected by can_implement with a sentence naming the argument;
 // gemm() throws npft::Error with that sentence instead of launching.
@@ -28,6 +28,10 @@ namespace npft::cuda {
 
 /// Largest batch served by the GEMV kernel; larger batches run on tensor cores.
 inline constexpr index gemv_max_batch = 8;
+/// Batches up to this run the tensor-core kernel with MidBatchTile (BlockM 32: less of the M tile is padding).
+inline constexpr index mid_batch_max = 32;
+using MidBatchTile = GemmTile<32, 128, 1, 8, 3>;
+using LargeBatchTile = GemmTile<>;
 
 /// A quantized matrix in the tiled layout, on the device (build the host TiledWeights with to_tiled()).
 class DeviceQuantizedMatrix {
@@ -96,8 +100,8 @@ Support can_implement(const GemmArguments<T>& a) {
     if (s.group_size % quant::codes_per_block != 0 && s.groups != 1)
         return detail::unsupported("group size ", s.group_size, " must be a multiple of 32 or the whole row");
     if (a.x == nullptr || a.y == nullptr) return detail::unsupported("x and y must not be null");
-    if (a.batch < 1 || a.batch > 65535 * index{GemmTile<>::block_m})
-        return detail::unsupported("batch must be between 1 and ", 65535 * index{GemmTile<>::block_m}, ", got ", a.batch);
+    if (a.batch < 1 || a.batch > 65535 * index{LargeBatchTile::block_m})
+        return detail::unsupported("batch must be between 1 and ", 65535 * index{LargeBatchTile::block_m}, ", got ", a.batch);
     if (s.cols % 8 != 0)
         return detail::unsupported("the input dimension K = ", s.cols, " must be a multiple of 8 (16-byte activation loads)");
     const index ldx = a.ldx == 0 ? s.cols : a.ldx;
@@ -124,8 +128,13 @@ void launch_dense(const KernelProblem<T>& problem, cudaStream_t stream) {
         check(cudaGetLastError(), "gemv_kernel launch");
         return;
     }
-    using Tile = GemmTile<>;
-    gemm_mma_kernel<Bits, Lut, T, Tile><<<gemm_grid<Tile>(s, problem.batch), Tile::threads, 0, stream>>>(problem);
+    if (problem.batch <= mid_batch_max) {
+        using Tile = MidBatchTile;
+        gemm_mma_kernel<Bits, Lut, T, Tile><<<gemm_grid<Tile>(s, problem.batch), Tile::threads, 0, stream>>>(problem);
+    } else {
+        using Tile = LargeBatchTile;
+        gemm_mma_kernel<Bits, Lut, T, Tile><<<gemm_grid<Tile>(s, problem.batch), Tile::threads, 0, stream>>>(problem);
+    }
     check(cudaGetLastError(), "gemm_mma_kernel launch");
 }
 }  // namespace detail
