@@ -101,7 +101,7 @@ TEST_CASE("half: every bit pattern round-trips through float", "[core][dtype]") 
 
 TEST_CASE("half: random floats round to the nearest half, ties to even", "[core][dtype]") {
     int mismatches = 0;
-    for (std::uint64_t i = 0; i < 200000; ++i) {
+    for (std::uint64_t i = 0; i < 100000; ++i) {
         const float x = random_float(i, -27, 17);
         if (half(x).bits != reference_half(x)) {
             if (++mismatches < 5) FAIL_CHECK("half(" << x << ") = " << half(x).bits << ", reference " << reference_half(x));
@@ -135,7 +135,7 @@ TEST_CASE("half: special values", "[core][dtype]") {
 
 TEST_CASE("bfloat16: random floats and bit patterns round to nearest even", "[core][dtype]") {
     int mismatches = 0;
-    for (std::uint64_t i = 0; i < 200000; ++i) {
+    for (std::uint64_t i = 0; i < 100000; ++i) {
         const float x = i % 2 ? random_float(i, -140, 127) : from_bits32(random_words({78, 1}, i)[0]);
         if (std::isnan(x)) {
             mismatches += !std::isnan(static_cast<float>(bfloat16(x)));

@@ -11,7 +11,8 @@ namespace npft_test {
 using namespace npft;
 
 namespace {
-constexpr std::uint64_t draws = 200000;
+constexpr std::uint64_t draws = 100000;
+const double root_draws = std::sqrt(static_cast<double>(draws));
 
 struct Moments {
     double mean = 0, variance = 0, fourth = 0;  // fourth: E[(x - mean)^4]
@@ -45,8 +46,8 @@ TEST_CASE("uniform01: bounds and moments", "[core][random]") {
     CHECK(lo < 1e-4f);
     CHECK(hi > 1.0f - 1e-4f);
     const Moments m = moments([&](std::uint64_t i) { return uniform01(key, i); });
-    // Standard error of the mean: sqrt(1/12 / n) = 6.5e-4; allow 5 of them.
-    CHECK(std::abs(m.mean - 0.5) < 5 * 6.5e-4);
+    // Five standard errors of the mean, sqrt(1/12) / sqrt(n).
+    CHECK(std::abs(m.mean - 0.5) < 5 * std::sqrt(1.0 / 12.0) / root_draws);
     CHECK(std::abs(m.variance - 1.0 / 12.0) < 2e-3);
     // The extremes of the 24-bit grid.
     CHECK(bits_to_unit_float(0u) == 0.0f);
@@ -63,7 +64,7 @@ TEST_CASE("uniform(low, high) stays in [low, high) with the right mean", "[core]
         sum += u;
     }
     CHECK(in_range);
-    CHECK(std::abs(sum / draws - 1.0) < 5 * 8.0 * 6.5e-4);
+    CHECK(std::abs(sum / draws - 1.0) < 5 * 8.0 * std::sqrt(1.0 / 12.0) / root_draws);
 }
 
 TEST_CASE("rademacher: only +-1, balanced", "[core][random]") {
@@ -76,8 +77,8 @@ TEST_CASE("rademacher: only +-1, balanced", "[core][random]") {
         sum += r;
     }
     CHECK(signs);
-    // Standard deviation of the sum is sqrt(n) = 447.
-    CHECK(std::abs(sum) < 5 * 447.0);
+    // The standard deviation of the sum is sqrt(n).
+    CHECK(std::abs(sum) < 5 * root_draws);
     // No short-period pattern: pairs (r_i, r_{i+1}) are equally frequent.
     int same = 0;
     for (std::uint64_t i = 0; i + 1 < 20000; ++i) same += rademacher(key, i) == rademacher(key, i + 1);
@@ -87,9 +88,10 @@ TEST_CASE("rademacher: only +-1, balanced", "[core][random]") {
 TEST_CASE("gaussian: moments and tails of a standard normal", "[core][random]") {
     const RandomKey key{1234, 5};
     const Moments m = moments([&](std::uint64_t i) { return gaussian(key, i); });
-    CHECK(std::abs(m.mean) < 5 * 2.3e-3);
-    CHECK(std::abs(m.variance - 1.0) < 0.02);
-    CHECK(std::abs(m.fourth / (m.variance * m.variance) - 3.0) < 0.1);  // kurtosis of a normal
+    // Five standard errors each: 1 / sqrt(n) for the mean, sqrt(2 / n) for the variance, sqrt(24 / n) for the kurtosis.
+    CHECK(std::abs(m.mean) < 5 / root_draws);
+    CHECK(std::abs(m.variance - 1.0) < 5 * std::sqrt(2.0) / root_draws);
+    CHECK(std::abs(m.fourth / (m.variance * m.variance) - 3.0) < 5 * std::sqrt(24.0) / root_draws);
     int beyond = 0;
     bool finite = true;
     for (std::uint64_t i = 0; i < draws; ++i) {
@@ -98,8 +100,8 @@ TEST_CASE("gaussian: moments and tails of a standard normal", "[core][random]") 
         beyond += std::abs(g) > 1.959964f;
     }
     CHECK(finite);
-    // P(|g| > 1.96) = 5%: 10000 expected, standard deviation 97.
-    CHECK(std::abs(beyond - 10000) < 5 * 97);
+    // P(|g| > 1.96) = 5%, a binomial count.
+    CHECK(std::abs(beyond - 0.05 * draws) < 5 * std::sqrt(0.05 * 0.95 * draws));
 }
 
 TEST_CASE("draws are pure functions of (seed, stream, index)", "[core][random]") {
@@ -129,7 +131,7 @@ TEST_CASE("different seeds and streams give different draws", "[core][random]") 
     // Two streams are uncorrelated.
     double product = 0;
     for (std::uint64_t i = 0; i < draws; ++i) product += gaussian({5, 1}, i) * gaussian({5, 2}, i);
-    CHECK(std::abs(product / draws) < 5 * 2.3e-3);
+    CHECK(std::abs(product / draws) < 5 / root_draws);
 }
 
 }  // namespace npft_test

@@ -139,8 +139,8 @@ TEST_CASE("per-channel: one scale per output channel", "[quant][uniform]") {
 }
 
 TEST_CASE("RTN error within half a step inside the clipping range, random matrices", "[quant][uniform]") {
-    for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-        const Matrix w = gaussian_matrix(16, 256, seed) * static_cast<float>(seed);
+    for (std::uint64_t seed = 1; seed <= 3; ++seed) {
+        const Matrix w = gaussian_matrix(6, 256, seed) * static_cast<float>(seed * seed);
         for (int bits = 2; bits <= 8; ++bits) {
             for (const Symmetry s : {Symmetry::symmetric, Symmetry::asymmetric}) {
                 for (const index group : {index{0}, index{32}, index{128}}) {

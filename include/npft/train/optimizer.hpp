@@ -13,7 +13,8 @@
 namespace npft::train {
 
 /// An optimizer policy.
-///   O::State                       per-tensor state: `steps` (updates taken) and `buffers()` (its float buffers, for checkpoints)
+///   O::State                       per-tensor state, default-constructible: `steps` (updates taken) and `buffers()`
+///                                  (its float buffers, for checkpoints)
 ///   o.make_state(size)             fresh state for a tensor of `size` elements
 ///   o.step(state, params, grads, lr) one update of `params` (flattened tensor) from `grads`, in place
 template <class O>
@@ -23,7 +24,7 @@ concept Optimizer = requires(const O& o, typename O::State& state, std::span<flo
     o.step(state, params, grads, lr);
     { state.steps } -> std::convertible_to<std::int64_t>;
     { state.buffers() } -> std::same_as<std::vector<std::span<float>>>;
-};
+} && std::default_initializable<typename O::State>;
 
 namespace detail {
 inline void require_same_size(std::span<float> params, std::span<const float> grads, std::size_t state_size) {

@@ -8,7 +8,10 @@
 #include <limits>
 #include <string>
 
+#if __has_include(<unistd.h>)
 #include <unistd.h>
+#define NPFT_HAVE_ISATTY 1
+#endif
 
 #include "../core/config.hpp"
 
@@ -82,7 +85,9 @@ inline auto bar(int width = 30) {
 
 /// The default: a bar when stderr is a terminal, a line every `every` steps otherwise.
 inline std::function<void(const Report&)> automatic(index every = 10) {
+#if defined(NPFT_HAVE_ISATTY)
     if (isatty(fileno(stderr))) return bar();
+#endif
     return lines(every);
 }
 

@@ -102,7 +102,7 @@ NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, index r, index m0, const fl
     const float* x[T];
     __m256 total[T];
     float correction[T];
-#pragma GCC unroll 4
+NPFT_UNROLL4
     for (int k = 0; k < T; ++k) {
         x[k] = p.x + (m0 + k) * p.x_row_stride;
         total[k] = _mm256_setzero_ps();
@@ -112,22 +112,22 @@ NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, index r, index m0, const fl
     for (index g = 0; g < groups; ++g) {
         const index end = (g + 1) * group;
         __m256 acc[T][U];
-#pragma GCC unroll 4
+NPFT_UNROLL4
         for (int k = 0; k < T; ++k)
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 0; u < U; ++u) acc[k][u] = _mm256_setzero_ps();
         index j = g * group;
         for (; j + 8 * U <= end; j += 8 * U) {
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 0; u < U; ++u) {
                 const __m256 v = weights8<Bits, Lut>(row, j + 8 * u, t, table);
-#pragma GCC unroll 4
+NPFT_UNROLL4
                 for (int k = 0; k < T; ++k) acc[k][u] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x[k] + j + 8 * u), acc[k][u]);
             }
         }
         for (; j < end; j += 8) {
             const __m256 v = weights8<Bits, Lut>(row, j, t, table);
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int k = 0; k < T; ++k) acc[k][0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(x[k] + j), acc[k][0]);
         }
         float scale = 1.0f;
@@ -137,16 +137,16 @@ NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, index r, index m0, const fl
             scale = to_float(w.scales()[at]);
             zero = w.format() == quant::Format::uniform_asymmetric ? to_float(w.zeros()[at]) : symmetric_zero;
         }
-#pragma GCC unroll 4
+NPFT_UNROLL4
         for (int k = 0; k < T; ++k) {
             __m256 dot = acc[k][0];
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 1; u < U; ++u) dot = _mm256_add_ps(dot, acc[k][u]);
             total[k] = _mm256_fmadd_ps(_mm256_set1_ps(scale), dot, total[k]);
             if constexpr (!Lut) correction[k] += scale * zero * p.x_group_sums[(m0 + k) * groups + g];
         }
     }
-#pragma GCC unroll 4
+NPFT_UNROLL4
     for (int k = 0; k < T; ++k) p.y(m0 + k, r) = horizontal_sum(total[k]) - correction[k];
 }
 

@@ -73,7 +73,7 @@ NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, index r, index m0, const 
     const float* x[T];
     __m512 total[T];
     float correction[T];
-#pragma GCC unroll 4
+NPFT_UNROLL4
     for (int k = 0; k < T; ++k) {
         x[k] = p.x + (m0 + k) * p.x_row_stride;
         total[k] = _mm512_setzero_ps();
@@ -83,27 +83,27 @@ NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, index r, index m0, const 
     for (index g = 0; g < groups; ++g) {
         const index end = (g + 1) * group;
         __m512 acc[T][U];
-#pragma GCC unroll 4
+NPFT_UNROLL4
         for (int k = 0; k < T; ++k)
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 0; u < U; ++u) acc[k][u] = _mm512_setzero_ps();
         index j = g * group;
         for (; j + 16 * U <= end; j += 16 * U) {
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 0; u < U; ++u) {
                 const __m512 v = weights<Bits, Lut>(decode16<Bits>(row, j + 16 * u), table16, table);
-#pragma GCC unroll 4
+NPFT_UNROLL4
                 for (int k = 0; k < T; ++k) acc[k][u] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x[k] + j + 16 * u), acc[k][u]);
             }
         }
         for (; j + 16 <= end; j += 16) {
             const __m512 v = weights<Bits, Lut>(decode16<Bits>(row, j), table16, table);
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int k = 0; k < T; ++k) acc[k][0] = _mm512_fmadd_ps(v, _mm512_loadu_ps(x[k] + j), acc[k][0]);
         }
         if (j < end) {  // 8 codes left: the upper lanes see zero activations
             const __m512 v = weights<Bits, Lut>(decode8_wide<Bits>(row, j), table16, table);
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int k = 0; k < T; ++k)
                 acc[k][0] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(static_cast<__mmask16>(0x00ff), x[k] + j), acc[k][0]);
         }
@@ -114,16 +114,16 @@ NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, index r, index m0, const 
             scale = avx2::to_float(w.scales()[at]);
             zero = w.format() == quant::Format::uniform_asymmetric ? avx2::to_float(w.zeros()[at]) : symmetric_zero;
         }
-#pragma GCC unroll 4
+NPFT_UNROLL4
         for (int k = 0; k < T; ++k) {
             __m512 dot = acc[k][0];
-#pragma GCC unroll 4
+NPFT_UNROLL4
             for (int u = 1; u < U; ++u) dot = _mm512_add_ps(dot, acc[k][u]);
             total[k] = _mm512_fmadd_ps(_mm512_set1_ps(scale), dot, total[k]);
             if constexpr (!Lut) correction[k] += scale * zero * p.x_group_sums[(m0 + k) * groups + g];
         }
     }
-#pragma GCC unroll 4
+NPFT_UNROLL4
     for (int k = 0; k < T; ++k) p.y(m0 + k, r) = horizontal_sum(total[k]) - correction[k];
 }
 

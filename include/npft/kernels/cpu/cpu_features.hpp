@@ -10,6 +10,14 @@
 #define NPFT_CPU_X86 0
 #endif
 
+// Complete unrolling of the small token/accumulator loops, so that their arrays of vectors live in registers.
+// nvcc's front end (this header is reachable from .cu files through npft.hpp) does not know the pragma.
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define NPFT_UNROLL4 _Pragma("GCC unroll 4")
+#else
+#define NPFT_UNROLL4
+#endif
+
 namespace npft::kernels::cpu {
 
 /// What the running CPU (and OS: register state enabled through XCR0) supports.

@@ -1,0 +1,122 @@
+#pragma once
+// One transformer block of the decoder, forward and backward, as functions of the residual stream:
+//   x += o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))
+//   x += down(silu(gate(norm(x))) * up(norm(x)))
+// The whole-model passes (forward.hpp) and the block-wise view (blockwise.hpp) both run a block through these, so the
+// math of a block is written once. The block's pre-activations (norm, then q, k, v, before rotation) have their own
+// pair of functions: block-wise reconstruction measures errors there.
+#include <vector>
+
+#include <npft/core/eigen.hpp>
+#include <npft/core/error.hpp>
+
+#include "config.hpp"
+#include "forward.hpp"
+#include "layers.hpp"
+#include "weights.hpp"
+
+namespace tiny_llama {
+
+/// Runs block `layer` on the residual stream `x` (tokens x dim: sequences of `length` tokens stacked), in place.
+/// `a` receives the activations; with `keep_for_backward` false the attention probabilities and the block input are
+/// not kept (a forward-only pass), and `a` is only scratch.
+template <LinearFn Linears>
+void block_forward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, const Linears& linear,
+                   index layer, index length, Matrix& x, BlockActivations& a, bool keep_for_backward) {
+    npft::require(length >= 1 && length <= config.context && x.rows() % length == 0, "block input of ", x.rows(),
+                  " tokens must hold whole sequences of 1 to ", config.context, " tokens, got length ", length);
+    npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
+    const index tokens = x.rows();
+    layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn);
+    a.q.resize(tokens, config.dim);
+    a.k.resize(tokens, config.dim);
+    a.v.resize(tokens, config.dim);
+    linear(layer, LinearKind::q, a.h_attn, a.q);
+    linear(layer, LinearKind::k, a.h_attn, a.k);
+    linear(layer, LinearKind::v, a.h_attn, a.v);
+    layers::rope_rotate(a.q, length, config.head_dim(), rope, false);
+    layers::rope_rotate(a.k, length, config.head_dim(), rope, false);
+    layers::attention_forward(a.q, a.k, a.v, length, config.heads, a.attn, keep_for_backward ? &a.probs : nullptr);
+    Matrix projected(tokens, config.dim);
+    linear(layer, LinearKind::o, a.attn, projected);
+    if (keep_for_backward) a.x_in = x;
+    x += projected;
+    if (keep_for_backward) a.x_mid = x;
+
+    layers::rmsnorm_forward(x, lw.mlp_norm, config.norm_eps, a.h_mlp, a.inv_rms_mlp);
+    a.gate.resize(tokens, config.hidden);
+    a.up.resize(tokens, config.hidden);
+    linear(layer, LinearKind::gate, a.h_mlp, a.gate);
+    linear(layer, LinearKind::up, a.h_mlp, a.up);
+    layers::swiglu_forward(a.gate, a.up, a.act);
+    linear(layer, LinearKind::down, a.act, projected);
+    x += projected;
+}
+
+/// Backward through one block: `dx` holds dL/d(block output) on entry and dL/d(block input) on return. Writes (does
+/// not accumulate) every gradient of the block into `lg`. `a` must come from block_forward with keep_for_backward.
+inline void block_backward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, index length,
+                           const BlockActivations& a, Matrix& dx, LayerWeights& lg) {
+    npft::require(dx.rows() == a.x_mid.rows() && dx.cols() == config.dim, "block output gradient must be ",
+                  a.x_mid.rows(), " x ", config.dim, ", got ", dx.rows(), " x ", dx.cols());
+    lg.attn_norm.setZero(1, config.dim);
+    lg.mlp_norm.setZero(1, config.dim);
+    Matrix dact, dgate, dup, dh, dattn, dq, dk, dv;
+
+    // MLP: dx is the gradient of the block's output, which the residual passes to x_mid unchanged.
+    lg.down.noalias() = dx.transpose() * a.act;
+    dact.noalias() = dx * lw.down;
+    layers::swiglu_backward(a.gate, a.up, dact, dgate, dup);
+    lg.gate.noalias() = dgate.transpose() * a.h_mlp;
+    lg.up.noalias() = dup.transpose() * a.h_mlp;
+    dh.noalias() = dgate * lw.gate;
+    dh.noalias() += dup * lw.up;
+    layers::rmsnorm_backward(a.x_mid, lw.mlp_norm, a.inv_rms_mlp, dh, dx, lg.mlp_norm);
+
+    // Attention.
+    lg.o.noalias() = dx.transpose() * a.attn;
+    dattn.noalias() = dx * lw.o;
+    layers::attention_backward(a.q, a.k, a.v, a.probs, dattn, length, config.heads, dq, dk, dv);
+    layers::rope_rotate(dq, length, config.head_dim(), rope, true);
+    layers::rope_rotate(dk, length, config.head_dim(), rope, true);
+    lg.q.noalias() = dq.transpose() * a.h_attn;
+    lg.k.noalias() = dk.transpose() * a.h_attn;
+    lg.v.noalias() = dv.transpose() * a.h_attn;
+    dh.noalias() = dq * lw.q;
+    dh.noalias() += dk * lw.k;
+    dh.noalias() += dv * lw.v;
+    layers::rmsnorm_backward(a.x_in, lw.attn_norm, a.inv_rms_attn, dh, dx, lg.attn_norm);
+}
+
+/// The block's pre-activations for input x: [q | k | v] of norm(x) (tokens x 3 dim), before the rotation.
+inline Matrix preactivation_forward(const Config& config, const LayerWeights& lw, const Matrix& x) {
+    npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
+    Matrix h;
+    Vector inv_rms;
+    layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, h, inv_rms);
+    Matrix out(x.rows(), 3 * config.dim);
+    out.leftCols(config.dim).noalias() = h * lw.q.transpose();
+    out.middleCols(config.dim, config.dim).noalias() = h * lw.k.transpose();
+    out.rightCols(config.dim).noalias() = h * lw.v.transpose();
+    return out;
+}
+
+/// dL/dx for a gradient dp (tokens x 3 dim) on preactivation_forward's output.
+inline Matrix preactivation_backward(const Config& config, const LayerWeights& lw, const Matrix& x, const Matrix& dp) {
+    npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
+    npft::require(dp.rows() == x.rows() && dp.cols() == 3 * config.dim, "pre-activation gradient must be ", x.rows(),
+                  " x ", 3 * config.dim, ", got ", dp.rows(), " x ", dp.cols());
+    Matrix h;
+    Vector inv_rms;
+    layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, h, inv_rms);
+    Matrix dh(x.rows(), config.dim);
+    dh.noalias() = dp.leftCols(config.dim) * lw.q;
+    dh.noalias() += dp.middleCols(config.dim, config.dim) * lw.k;
+    dh.noalias() += dp.rightCols(config.dim) * lw.v;
+    Matrix dx = Matrix::Zero(x.rows(), x.cols());
+    Matrix unused_gain = Matrix::Zero(1, config.dim);
+    layers::rmsnorm_backward(x, lw.attn_norm, inv_rms, dh, dx, unused_gain);
+    return dx;
+}
+
+}  // namespace tiny_llama
