@@ -60,9 +60,10 @@ double thread_seconds() {
     return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-/// Seconds Eigen needs for a float GEMM of (about) `flops` floating-point operations: (m x k) * (k x n), n chosen.
+/// Seconds Eigen needs for a float GEMM of `flops` floating-point operations: one (m x k) * (k x n) product with n
+/// chosen for the flops but capped at 4096 (memory), timed and scaled linearly to `flops`.
 double gemm_seconds(double flops, index m, index k) {
-    const index n = std::max<index>(1, static_cast<index>(flops / (2.0 * static_cast<double>(m) * static_cast<double>(k)) + 0.5));
+    const index n = std::clamp<index>(static_cast<index>(flops / (2.0 * static_cast<double>(m) * static_cast<double>(k)) + 0.5), 1, 4096);
     const Eigen::MatrixXf a = Eigen::MatrixXf::Random(m, k), b = Eigen::MatrixXf::Random(k, n);
     Eigen::MatrixXf c(m, n);
     double best = 1e300;

@@ -140,6 +140,35 @@ TEST_CASE("Eigen matrices, Maps and Refs are seen without copies", "[core][views
     CHECK(xv.size() == 9);
 }
 
+TEST_CASE("Eigen blocks of matrices are seen without copies, const-correct", "[core][views][eigen]") {
+    Matrix m = Matrix::Random(8, 16);
+    auto block = m.block(2, 3, 4, 5);
+    const auto view = as_matrix_view(block);
+    STATIC_REQUIRE(std::is_same_v<decltype(view), const MatrixView<float>>);
+    CHECK(view.data() == &m(2, 3));
+    CHECK(view.rows() == 4);
+    CHECK(view.cols() == 5);
+    CHECK(view.row_stride() == 16);
+    CHECK(view(1, 1) == m(3, 4));
+
+    const Matrix& constant = m;
+    auto top = constant.topRows(3);
+    const auto const_view = as_matrix_view(top);
+    STATIC_REQUIRE(std::is_same_v<decltype(const_view), const MatrixView<const float>>);
+    CHECK(const_view.data() == m.data());
+
+    Eigen::MatrixXf column_major = Eigen::MatrixXf::Random(6, 7);
+    auto inner = column_major.block(1, 1, 3, 3);
+    const auto column_view = as_matrix_view(inner);
+    CHECK(column_view(2, 1) == column_major(3, 2));
+    CHECK(column_view.col_stride() == 6);
+
+    // A block quantizes directly, to the same result as a copy of it.
+    const quant::Quantizer<quant::Uniform<4>> quantizer;
+    const Matrix copy = m.topRows(4);
+    CHECK(quantizer.quantize(m.topRows(4)).dequantize() == quantizer.quantize(copy).dequantize());
+}
+
 TEST_CASE("to_eigen maps a view (strides included) without copying", "[core][views][eigen]") {
     std::vector<float> data = iota(40);
     const MatrixView<float> v(data.data(), 4, 3, 10, 2);

@@ -358,8 +358,11 @@ int run(int argc, char** argv) {
         std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes\n", corpus.name.c_str(),
                     corpus.train.size(), corpus.validation.size(), corpus.test.size());
         const auto test = tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
-        index test_predictions = 0;
-        for (const auto& b : test) test_predictions += b.count() * b.positions();
+        index test_predictions = 0, test_windows = 0;
+        for (const auto& b : test) {
+            test_predictions += b.count() * b.positions();
+            test_windows += b.count();
+        }
 
         // ---- the fp32 model: trained here, or a cached checkpoint with the same key
         const std::string key = std::to_string(fnv1a(config.describe() + " seed=" + std::to_string(s.seed) +
@@ -384,8 +387,8 @@ int run(int argc, char** argv) {
             tiny_llama::save_weights(checkpoint, config, model.weights(), key);
         }
         const double fp32_ppl = tiny_llama::perplexity(model, test);
-        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%zu windows)\n", fp32_ppl,
-                    std::log2(fp32_ppl), test_predictions, test.size() * 16);
+        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows)\n", fp32_ppl,
+                    std::log2(fp32_ppl), test_predictions, test_windows);
         std::fflush(stdout);
 
         // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs

@@ -53,21 +53,29 @@ struct view_traits<Eigen::Matrix<Scalar, Rows, Cols, Options, MaxRows, MaxCols>>
         return detail::eigen_matrix_view(m);
     }
 };
+namespace detail {
+/// The view of any direct-access Eigen expression (Map, Ref, Block). Constness follows `Plain` (the viewed matrix type),
+/// not the expression object: a Map's or Block's own constness is shallow.
+template <class Plain, class Expr>
+auto direct_access_view(Expr& m) {
+    using Scalar = std::conditional_t<std::is_const_v<Plain>, const typename Plain::Scalar, typename Plain::Scalar>;
+    Scalar* data = const_cast<Scalar*>(m.data());
+    const index outer = m.outerStride();
+    const index inner = m.innerStride();
+    if constexpr (std::remove_const_t<Plain>::IsRowMajor) {
+        return MatrixView<Scalar>(data, m.rows(), m.cols(), outer, inner);
+    } else {
+        return MatrixView<Scalar>(data, m.rows(), m.cols(), inner, outer);
+    }
+}
+}  // namespace detail
+
 template <class Plain, int MapOptions, class Stride>
     requires(StorageElement<typename Plain::Scalar> && Plain::ColsAtCompileTime != 1)
 struct view_traits<Eigen::Map<Plain, MapOptions, Stride>> {
     template <class M>
     static auto view(M& m) {
-        using Scalar = std::conditional_t<std::is_const_v<Plain>, const typename Plain::Scalar, typename Plain::Scalar>;
-        // A Map's own constness is shallow: the mapped memory is writable unless Plain is const.
-        Scalar* data = const_cast<Scalar*>(m.data());
-        const index outer = m.outerStride();
-        const index inner = m.innerStride();
-        if constexpr (std::remove_const_t<Plain>::IsRowMajor) {
-            return MatrixView<Scalar>(data, m.rows(), m.cols(), outer, inner);
-        } else {
-            return MatrixView<Scalar>(data, m.rows(), m.cols(), inner, outer);
-        }
+        return detail::direct_access_view<Plain>(m);
     }
 };
 template <class Plain, int RefOptions, class Stride>
@@ -75,15 +83,18 @@ template <class Plain, int RefOptions, class Stride>
 struct view_traits<Eigen::Ref<Plain, RefOptions, Stride>> {
     template <class M>
     static auto view(M& m) {
-        using Scalar = std::conditional_t<std::is_const_v<Plain>, const typename Plain::Scalar, typename Plain::Scalar>;
-        Scalar* data = const_cast<Scalar*>(m.data());
-        const index outer = m.outerStride();
-        const index inner = m.innerStride();
-        if constexpr (std::remove_const_t<Plain>::IsRowMajor) {
-            return MatrixView<Scalar>(data, m.rows(), m.cols(), outer, inner);
-        } else {
-            return MatrixView<Scalar>(data, m.rows(), m.cols(), inner, outer);
-        }
+        return detail::direct_access_view<Plain>(m);
+    }
+};
+/// Blocks of matrices with direct access (m.block(...), m.topRows(k), m.leftCols(k)...).
+template <class Xpr, int BlockRows, int BlockCols, bool InnerPanel>
+    requires(StorageElement<typename Xpr::Scalar> && BlockCols != 1 &&
+             bool(Eigen::internal::traits<Eigen::Block<Xpr, BlockRows, BlockCols, InnerPanel>>::Flags & Eigen::DirectAccessBit))
+struct view_traits<Eigen::Block<Xpr, BlockRows, BlockCols, InnerPanel>> {
+    template <class M>
+    static auto view(M& m) {
+        using Plain = std::conditional_t<std::is_const_v<Xpr>, const typename Xpr::PlainObject, typename Xpr::PlainObject>;
+        return detail::direct_access_view<Plain>(m);
     }
 };
 template <class Scalar, int Rows, int Options, int MaxRows>
