@@ -8,20 +8,17 @@
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
 
+#include "test_matrices.hpp"
+
 // POSIX declares a global ::index(); the tests live in their own namespace so that npft::index is unambiguous.
 namespace ptq_test {
 using npft::index;
 using npft::Matrix;
+using npft_test::gaussian_matrix;
 using MatrixD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
 using VectorD = Eigen::VectorXd;
 
 namespace {
-
-Matrix keyed_gaussian(index rows, index cols, std::uint64_t seed, std::uint64_t stream) {
-    Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = npft::gaussian({seed, stream}, static_cast<std::uint64_t>(i));
-    return m;
-}
 
 /// Linear blocks y = x W_j^T; the pre-activations of block j are p = x V_j^T (a fixed map standing for "norm, then q/k/v").
 struct LinearBlocks {
@@ -30,9 +27,9 @@ struct LinearBlocks {
 
     LinearBlocks(index blocks, index width, index preactivation_width, std::uint64_t seed) {
         for (index j = 0; j < blocks; ++j) {
-            weights.push_back(keyed_gaussian(width, width, seed, 10 + static_cast<std::uint64_t>(j)) / std::sqrt(static_cast<float>(width)));
+            weights.push_back(gaussian_matrix(width, width, seed, 10 + static_cast<std::uint64_t>(j)) / std::sqrt(static_cast<float>(width)));
             grads.push_back(Matrix::Zero(width, width));
-            preactivation_maps.push_back(keyed_gaussian(preactivation_width, width, seed, 20 + static_cast<std::uint64_t>(j)));
+            preactivation_maps.push_back(gaussian_matrix(preactivation_width, width, seed, 20 + static_cast<std::uint64_t>(j)));
         }
     }
     index num_blocks() const { return static_cast<index>(weights.size()); }
@@ -101,8 +98,8 @@ constexpr index kPreactivationWidth = 12;
 }  // namespace
 
 TEST_CASE("metadata gradient matches finite differences for scales and LUT levels", "[ptq]") {
-    const Matrix w = keyed_gaussian(6, 32, 3, 1);
-    const Matrix upstream = keyed_gaussian(6, 32, 3, 2);  // loss = sum(upstream .* W_q(theta))
+    const Matrix w = gaussian_matrix(6, 32, 3, 1);
+    const Matrix upstream = gaussian_matrix(6, 32, 3, 2);  // loss = sum(upstream .* W_q(theta))
     npft::quant::QuantizedMatrix uniform =
         npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(3, 16)).quantize(npft::MatrixView<const float>(npft::as_matrix_view(w)));
     npft::quant::QuantizedMatrix lut(npft::quant::Format::lut, 2, 6, 32, 32);
@@ -137,7 +134,7 @@ TEST_CASE("metadata gradient matches finite differences for scales and LUT level
 }
 
 TEST_CASE("theta = 0 reproduces the packed matrix; packed() keeps LUT levels ascending", "[ptq]") {
-    const Matrix w = keyed_gaussian(4, 64, 5, 1);
+    const Matrix w = gaussian_matrix(4, 64, 5, 1);
     const auto q = npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 32))
                        .quantize(npft::MatrixView<const float>(npft::as_matrix_view(w)));
     npft::ptq::TrainableMetadata metadata(q);
@@ -162,7 +159,7 @@ TEST_CASE("theta = 0 reproduces the packed matrix; packed() keeps LUT levels asc
 
 TEST_CASE("each objective converges to its least-squares optimum on linear blocks", "[ptq]") {
     const npft::quant::UniformGrid grid(3, 8);
-    const Matrix x = keyed_gaussian(96, kWidth, 11, 1);
+    const Matrix x = gaussian_matrix(96, kWidth, 11, 1);
     const std::vector<Matrix> calibration{x};
     npft::ptq::ReconstructionOptions options;
     options.steps = 1500;
@@ -263,7 +260,7 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
 
 TEST_CASE("multi-block with one block equals single-block, bit for bit", "[ptq]") {
     const npft::quant::UniformGrid grid(4, 8);
-    const std::vector<Matrix> calibration{keyed_gaussian(40, kWidth, 21, 1), keyed_gaussian(40, kWidth, 21, 2)};
+    const std::vector<Matrix> calibration{gaussian_matrix(40, kWidth, 21, 1), gaussian_matrix(40, kWidth, 21, 2)};
     npft::ptq::ReconstructionOptions options;
     options.steps = 60;
     LinearBlocks a(3, kWidth, kPreactivationWidth, 5), b = a;
@@ -281,7 +278,7 @@ TEST_CASE("multi-block with one block equals single-block, bit for bit", "[ptq]"
 TEST_CASE("the working set of a step is one streamed calibration batch", "[ptq]") {
     const npft::quant::UniformGrid grid(3, 8);
     std::vector<Matrix> calibration;
-    for (std::uint64_t k = 0; k < 12; ++k) calibration.push_back(keyed_gaussian(24, kWidth, 31, k));
+    for (std::uint64_t k = 0; k < 12; ++k) calibration.push_back(gaussian_matrix(24, kWidth, 31, k));
     npft::ptq::ReconstructionOptions options;
     options.steps = 30;
     for (const bool fp_inputs : {true, false}) {
@@ -302,10 +299,10 @@ TEST_CASE("reconstruction rejects bad input with clear errors", "[ptq]") {
     const std::vector<Matrix> none;
     CHECK_THROWS_WITH(npft::ptq::reconstruct(model, packed, none, npft::ptq::SingleBlock{}),
                       Catch::Contains("at least one calibration batch"));
-    std::vector<Matrix> bad{keyed_gaussian(8, kWidth, 1, 1)};
+    std::vector<Matrix> bad{gaussian_matrix(8, kWidth, 1, 1)};
     bad[0](3, 2) = std::numeric_limits<float>::quiet_NaN();
     CHECK_THROWS_WITH(npft::ptq::reconstruct(model, packed, bad, npft::ptq::SingleBlock{}), Catch::Contains("non-finite"));
-    const std::vector<Matrix> good{keyed_gaussian(8, kWidth, 1, 1)};
+    const std::vector<Matrix> good{gaussian_matrix(8, kWidth, 1, 1)};
     auto unknown = packed;
     unknown.emplace("block7", packed.at("block0"));
     CHECK_THROWS_WITH(npft::ptq::reconstruct(model, unknown, good, npft::ptq::SingleBlock{}),

@@ -12,6 +12,8 @@
 #include <numeric>
 #include <vector>
 
+#include "test_matrices.hpp"
+
 namespace npft::quant {
 namespace {
 
@@ -46,12 +48,6 @@ Matrix correlated_inputs(index tokens, index features, std::uint64_t seed) {
     x = z * a;
     for (index i = 0; i < x.size(); ++i) x.data()[i] += 0.1f * npft::gaussian(noise, static_cast<std::uint64_t>(i));
     return x;
-}
-
-Matrix gaussian_weights(index rows, index cols, std::uint64_t seed) {
-    Matrix w(rows, cols);
-    for (index i = 0; i < w.size(); ++i) w.data()[i] = npft::gaussian({seed, 7}, static_cast<std::uint64_t>(i));
-    return w;
 }
 
 Eigen::MatrixXd hessian_of(const Matrix& x) {
@@ -142,7 +138,7 @@ template <class G>
 void check_against_reference(const G& grid, const GptqOptions& options, std::uint64_t seed) {
     const index rows = 12, cols = 32, tokens = 128;
     const Matrix x = correlated_inputs(tokens, cols, seed);
-    const Matrix w = gaussian_weights(rows, cols, seed);
+    const Matrix w = npft_test::gaussian_matrix(rows, cols, seed, 7);
     const Eigen::MatrixXd h = hessian_of(x);
     const QuantizedMatrix packed = Gptq<G>{grid, options}.quantize(view(w), h);
     require_codes_round_trip(packed);
@@ -195,7 +191,7 @@ TEST_CASE("gptq: equals the sequential reference for every grid, group and order
 TEST_CASE("gptq: act-order keeps canonical groups, so the packed matrix decodes in the canonical column order", "[gptq]") {
     const index rows = 6, cols = 32;
     const Matrix x = correlated_inputs(64, cols, 21);
-    const Matrix w = gaussian_weights(rows, cols, 21);
+    const Matrix w = npft_test::gaussian_matrix(rows, cols, 21, 7);
     const Eigen::MatrixXd h = hessian_of(x);
     for (const GroupFit fit : {GroupFit::when_reached, GroupFit::upfront}) {
         const QuantizedMatrix q = Gptq<Uniform<4, 8>>{{}, {.act_order = true, .group_fit = fit}}.quantize(view(w), h);
@@ -216,7 +212,7 @@ TEST_CASE("gptq: lower output error than RTN on correlated inputs, on average an
     for (index s = 0; s < seeds; ++s) {
         const auto seed = static_cast<std::uint64_t>(1000 + s);
         const Matrix x = correlated_inputs(tokens, cols, seed);
-        const Matrix w = gaussian_weights(rows, cols, seed);
+        const Matrix w = npft_test::gaussian_matrix(rows, cols, seed, 7);
         const bool act_order = s % 2 == 1;
         const Matrix q = Gptq<Uniform<3, 16>>{{}, {.act_order = act_order}}.quantize(view(w), hessian_of(x)).dequantize();
         const Matrix r = Quantizer<Uniform<3, 16>>{}.quantize(view(w)).dequantize();
@@ -232,7 +228,7 @@ TEST_CASE("gptq: lower output error than RTN on correlated inputs, on average an
 
 TEST_CASE("gptq: a LUT grid is fitted once per row on the original weights", "[gptq]") {
     const Matrix x = correlated_inputs(64, 16, 31);
-    const Matrix w = gaussian_weights(4, 16, 31);
+    const Matrix w = npft_test::gaussian_matrix(4, 16, 31, 7);
     const QuantizedMatrix q = Gptq<SquareLutGrid>{{3}, {}}.quantize(view(w), hessian_of(x));
     const QuantizedMatrix rtn = Quantizer<SquareLutGrid>{{3}}.quantize(view(w));
     CHECK(q.lut() == rtn.lut());
@@ -246,7 +242,7 @@ TEST_CASE("gptq: over the library's non-uniform grids (weighted k-means and Norm
         check_against_reference(NonUniform<4, NormalFloat>{}, options, 36);
     }
     const Matrix x = correlated_inputs(64, 32, 37);
-    const Matrix w = gaussian_weights(8, 32, 37);
+    const Matrix w = npft_test::gaussian_matrix(8, 32, 37, 7);
     Matrix fisher(8, 32);
     for (index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({37, 5}, static_cast<std::uint64_t>(i));
     // The k-means table is fitted once per row, on the original weights, weighted by the importance.
@@ -261,7 +257,7 @@ TEST_CASE("gptq: dead inputs (zero diagonal) are zeroed and do not disturb the o
     Matrix x = correlated_inputs(48, cols, 41);
     x.col(3).setZero();
     x.col(10).setZero();
-    const Matrix w = gaussian_weights(rows, cols, 41);
+    const Matrix w = npft_test::gaussian_matrix(rows, cols, 41, 7);
     const Eigen::MatrixXd h = hessian_of(x);
     REQUIRE(h(3, 3) == 0.0);
     for (const bool act_order : {false, true}) {
@@ -281,7 +277,7 @@ TEST_CASE("gptq: a singular Hessian (duplicate inputs, fewer tokens than inputs)
     const Matrix half_inputs = correlated_inputs(20, cols / 2, 51);
     Matrix x(20, cols);
     x << half_inputs, half_inputs;  // every input appears twice: rank <= 16 < 32
-    const Matrix w = gaussian_weights(rows, cols, 51);
+    const Matrix w = npft_test::gaussian_matrix(rows, cols, 51, 7);
     const Eigen::MatrixXd h = hessian_of(x);
     // Singular: the smallest pivot of H's LDL^T is zero up to rounding.
     REQUIRE(h.ldlt().vectorD().cwiseAbs().minCoeff() < 1e-9 * h.diagonal().mean());
@@ -291,7 +287,7 @@ TEST_CASE("gptq: a singular Hessian (duplicate inputs, fewer tokens than inputs)
 }
 
 TEST_CASE("gptq: bad input is a clear error", "[gptq]") {
-    const Matrix w = gaussian_weights(4, 8, 61);
+    const Matrix w = npft_test::gaussian_matrix(4, 8, 61, 7);
     const Eigen::MatrixXd h = hessian_of(correlated_inputs(32, 8, 61));
     const Gptq<Uniform<4>> gptq;
     CHECK_THROWS_WITH(gptq.quantize(view(w), Eigen::MatrixXd(h.topLeftCorner(7, 7))),

@@ -8,18 +8,14 @@
 
 #include <npft/npft.hpp>
 
+#include "test_matrices.hpp"
+
 namespace npft_test {
 using npft::index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
 namespace {
-
-Matrix gaussian_matrix(index rows, index cols, std::uint64_t seed) {
-    Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = gaussian({seed, 1}, static_cast<std::uint64_t>(i));
-    return m;
-}
 
 // Independent reference: the weighted k-means objective by brute-force nearest centroid.
 double brute_force_objective(const std::vector<float>& x, const std::vector<float>& w, const std::vector<double>& centroids) {

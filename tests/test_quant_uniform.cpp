@@ -7,18 +7,14 @@
 
 #include <npft/npft.hpp>
 
+#include "test_matrices.hpp"
+
 namespace npft_test {
 using npft::index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
 namespace {
-
-Matrix gaussian_matrix(index rows, index cols, std::uint64_t seed) {
-    Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = gaussian({seed, 1}, static_cast<std::uint64_t>(i));
-    return m;
-}
 
 // Heavy tails: Student-t with 3 degrees of freedom, g / sqrt(chi2_3 / 3), plus planted outliers of +-outlier.
 Matrix heavy_tailed_matrix(index rows, index cols, std::uint64_t seed, int outliers, float outlier) {

@@ -5,15 +5,16 @@
 //   end_to_end [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]
 //
 // Every figure is measured here, on this machine, through npft's packed CPU kernels. Same seed, same table.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 

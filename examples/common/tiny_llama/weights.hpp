@@ -3,6 +3,7 @@
 // npft::Matrix (row-major); linear weights have rows = output features, so a layer computes y = x W^T.
 // Gain vectors of the RMSNorms are 1 x dim matrices so that every tensor is seen the same way.
 #include <array>
+#include <cmath>
 #include <string>
 #include <vector>
 
