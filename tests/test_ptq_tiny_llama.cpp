@@ -99,7 +99,7 @@ void check_gradient(Matrix& t, const Matrix& analytic, F&& f, const std::string&
         worst = std::max(worst, std::abs(numeric - static_cast<double>(analytic.data()[i])) / scale);
     }
     INFO(what << ": worst error relative to the largest gradient " << worst);
-    CHECK(worst < 5e-3);
+    CHECK(worst < 2e-3);  // observed up to 4e-4 in float32; a wrong term gives O(1)
 }
 
 TEST_CASE("blocks chained through the view reproduce the model's forward pass", "[ptq][tiny_llama]") {

@@ -62,7 +62,7 @@ struct Settings {
     // Calibration: windows of 129 bytes from the train split, a few per reconstruction step.
     index calibration_sequences = 32;
     index calibration_batch = 4;
-    index steps = 150;  // per window
+    index steps = 100;  // per window
     float lr = 5e-3f;
     index eval_windows = 96;
     // NPFT before quantization: the demo's recipe on a smaller budget (2 stages of 20 steps, 4 windows per step).
@@ -81,7 +81,7 @@ struct Settings {
                  "  --checkpoint-dir DIR  where to look for the end-to-end demo's fp32 checkpoint (default: the output folder)\n"
                  "  --seed N              seeds everything (default 0)\n"
                  "  --train-steps N       pre-training steps when no checkpoint is found (default 600, as the demo)\n"
-                 "  --steps N             reconstruction steps per window (default 150)\n"
+                 "  --steps N             reconstruction steps per window (default 100)\n"
                  "  --lr X                reconstruction learning rate (default 5e-3)\n"
                  "  --calibration N       calibration windows of 129 bytes (default 32, 4 per step)\n"
                  "  --eval-windows N      test windows of 129 bytes (default 96)\n"
