@@ -11,11 +11,31 @@
 #include <npft/core/error.hpp>
 
 #include "config.hpp"
-#include "forward.hpp"
 #include "layers.hpp"
 #include "weights.hpp"
 
 namespace tiny_llama {
+
+using npft::Vector;
+
+/// What the backward pass needs from one block.
+struct BlockActivations {
+    Matrix x_in;  // block input (residual stream)
+    Vector inv_rms_attn;
+    Matrix h_attn;   // normalized input of q, k, v
+    Matrix q, k, v;  // q and k after rotation
+    std::vector<Matrix> probs;
+    Matrix attn;   // concatenated head outputs (input of o)
+    Matrix x_mid;  // residual stream after attention
+    Vector inv_rms_mlp;
+    Matrix h_mlp;  // normalized input of gate, up
+    Matrix gate, up, act;
+};
+
+/// y = x W^T for the linear `kind` of block `layer`; y arrives sized (tokens x out_features).
+template <class F>
+concept LinearFn = requires(const F& f, index layer, LinearKind kind, const Matrix& x, Matrix& y) { f(layer, kind, x, y); };
+
 
 /// Runs block `layer` on the residual stream `x` (tokens x dim: sequences of `length` tokens stacked), in place.
 /// `a` receives the activations; with `keep_for_backward` false the attention probabilities and the block input are

@@ -11,6 +11,7 @@
 #include <npft/core/eigen.hpp>
 #include <npft/core/error.hpp>
 
+#include "block.hpp"
 #include "config.hpp"
 #include "layers.hpp"
 #include "weights.hpp"
@@ -19,20 +20,6 @@ namespace tiny_llama {
 
 using npft::Vector;
 
-/// What the backward pass needs from one block.
-struct BlockActivations {
-    Matrix x_in;  // block input (residual stream)
-    Vector inv_rms_attn;
-    Matrix h_attn;   // normalized input of q, k, v
-    Matrix q, k, v;  // q and k after rotation
-    std::vector<Matrix> probs;
-    Matrix attn;   // concatenated head outputs (input of o)
-    Matrix x_mid;  // residual stream after attention
-    Vector inv_rms_mlp;
-    Matrix h_mlp;  // normalized input of gate, up
-    Matrix gate, up, act;
-};
-
 struct Activations {
     std::vector<BlockActivations> blocks;
     Matrix x_out;  // residual stream after the last block
@@ -40,10 +27,6 @@ struct Activations {
     Matrix h_final;
     Matrix probs;  // softmax of the logits
 };
-
-/// y = x W^T for the linear `kind` of block `layer`; y arrives sized (tokens x out_features).
-template <class F>
-concept LinearFn = requires(const F& f, index layer, LinearKind kind, const Matrix& x, Matrix& y) { f(layer, kind, x, y); };
 
 /// The linears straight from fp32 weights.
 struct DenseLinears {
@@ -79,35 +62,9 @@ double forward_loss_sum(const Config& config, const Weights& w, const layers::Ro
 
     if (cache) cache->blocks.resize(static_cast<std::size_t>(config.layers));
     BlockActivations scratch;
-    Matrix projected;
-    for (index l = 0; l < config.layers; ++l) {
-        BlockActivations& a = cache ? cache->blocks[static_cast<std::size_t>(l)] : scratch;
-        const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
-        layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn);
-        a.q.resize(tokens, config.dim);
-        a.k.resize(tokens, config.dim);
-        a.v.resize(tokens, config.dim);
-        linear(l, LinearKind::q, a.h_attn, a.q);
-        linear(l, LinearKind::k, a.h_attn, a.k);
-        linear(l, LinearKind::v, a.h_attn, a.v);
-        layers::rope_rotate(a.q, length, config.head_dim(), rope, false);
-        layers::rope_rotate(a.k, length, config.head_dim(), rope, false);
-        layers::attention_forward(a.q, a.k, a.v, length, config.heads, a.attn, cache ? &a.probs : nullptr);
-        projected.resize(tokens, config.dim);
-        linear(l, LinearKind::o, a.attn, projected);
-        if (cache) a.x_in = x;
-        x += projected;
-        if (cache) a.x_mid = x;
-
-        layers::rmsnorm_forward(x, lw.mlp_norm, config.norm_eps, a.h_mlp, a.inv_rms_mlp);
-        a.gate.resize(tokens, config.hidden);
-        a.up.resize(tokens, config.hidden);
-        linear(l, LinearKind::gate, a.h_mlp, a.gate);
-        linear(l, LinearKind::up, a.h_mlp, a.up);
-        layers::swiglu_forward(a.gate, a.up, a.act);
-        linear(l, LinearKind::down, a.act, projected);
-        x += projected;
-    }
+    for (index l = 0; l < config.layers; ++l)
+        block_forward(config, w.layers[static_cast<std::size_t>(l)], rope, linear, l, length, x,
+                      cache ? cache->blocks[static_cast<std::size_t>(l)] : scratch, cache != nullptr);
 
     Matrix h_final;
     Vector inv_rms_final;
@@ -151,36 +108,9 @@ inline void backward(const Config& config, const Weights& w, const layers::RopeT
     Matrix dx = Matrix::Zero(tokens, config.dim);
     layers::rmsnorm_backward(a.x_out, w.final_norm, a.inv_rms_final, dh_final, dx, grads.final_norm);
 
-    Matrix dact, dgate, dup, dh, dattn, dq, dk, dv;
-    for (index l = config.layers - 1; l >= 0; --l) {
-        const BlockActivations& b = a.blocks[static_cast<std::size_t>(l)];
-        const LayerWeights& lw = w.layers[static_cast<std::size_t>(l)];
-        LayerWeights& lg = grads.layers[static_cast<std::size_t>(l)];
-
-        // MLP: dx is the gradient of the block's output, which the residual passes to x_mid unchanged.
-        lg.down.noalias() = dx.transpose() * b.act;
-        dact.noalias() = dx * lw.down;
-        layers::swiglu_backward(b.gate, b.up, dact, dgate, dup);
-        lg.gate.noalias() = dgate.transpose() * b.h_mlp;
-        lg.up.noalias() = dup.transpose() * b.h_mlp;
-        dh.noalias() = dgate * lw.gate;
-        dh.noalias() += dup * lw.up;
-        layers::rmsnorm_backward(b.x_mid, lw.mlp_norm, b.inv_rms_mlp, dh, dx, lg.mlp_norm);
-
-        // Attention.
-        lg.o.noalias() = dx.transpose() * b.attn;
-        dattn.noalias() = dx * lw.o;
-        layers::attention_backward(b.q, b.k, b.v, b.probs, dattn, length, config.heads, dq, dk, dv);
-        layers::rope_rotate(dq, length, config.head_dim(), rope, true);
-        layers::rope_rotate(dk, length, config.head_dim(), rope, true);
-        lg.q.noalias() = dq.transpose() * b.h_attn;
-        lg.k.noalias() = dk.transpose() * b.h_attn;
-        lg.v.noalias() = dv.transpose() * b.h_attn;
-        dh.noalias() = dq * lw.q;
-        dh.noalias() += dk * lw.k;
-        dh.noalias() += dv * lw.v;
-        layers::rmsnorm_backward(b.x_in, lw.attn_norm, b.inv_rms_attn, dh, dx, lg.attn_norm);
-    }
+    for (index l = config.layers - 1; l >= 0; --l)
+        block_backward(config, w.layers[static_cast<std::size_t>(l)], rope, length, a.blocks[static_cast<std::size_t>(l)], dx,
+                       grads.layers[static_cast<std::size_t>(l)]);
 
     for (index s = 0; s < batch.count(); ++s)
         for (index t = 0; t < length; ++t)
