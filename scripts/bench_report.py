@@ -17,9 +17,13 @@ import tempfile
 NOTES_MARKER = "<!-- notes: everything below is kept by scripts/bench_report.py -->"
 NAME = re.compile(r"^gemv/(?P<format>[^/]+)/(?P<shape>\d+x\d+)/batch:(?P<batch>\d+)/threads:(?P<threads>\d+)")
 MEMORY = re.compile(r"^memory/read/threads:(?P<threads>\d+)")
-FORMATS = ["fp32_eigen", "u4g128", "u3g128", "u2g128", "u8", "lut4", "lut3", "u4g128+sparse0.45", "u4g128_int8"]
-# (format, goal as a fraction of the measured read bandwidth) at batch 1
-BANDWIDTH_GOALS = [("u4g128", 0.80), ("u3g128", 0.70), ("lut4", 0.70)]
+FORMATS = ["fp32_eigen", "u4g128", "u3g128", "u2g128", "u8", "lut4", "lut3", "u4g128+sparse0.45",
+           "u4g128_int8", "u3g128_int8", "u2g128_int8", "lut4_int8", "lut3_int8", "u4g128+sparse0.45_int8"]
+# (format, goal as a fraction of the measured read bandwidth) at batch 1: fp32 activations and the int8-activation path
+BANDWIDTH_GOALS = [("u4g128", 0.80), ("u3g128", 0.70), ("lut4", 0.70),
+                   ("u4g128_int8", 0.80), ("u3g128_int8", 0.70), ("lut4_int8", 0.70)]
+# formats drawn in the plot (all of them make it unreadable)
+PLOT_FORMATS = ["u4g128", "u3g128", "lut4", "u4g128_int8", "u3g128_int8", "lut4_int8", "u4g128+sparse0.45"]
 
 
 def load(path):
@@ -110,17 +114,19 @@ def write_markdown(out_md, context, gemv, memory):
                 result += f" [cpu: {verdict(cpu_frac, goal)}]"
             lines.append(f"| {fmt} batch 1 {shape} >= {100 * goal:.0f}% of read bandwidth | {t} | {text} | {result} |")
     for t in threads:
-        dense, sparse = gemv.get(("u4g128", shape, 1, t)), gemv.get(("u4g128+sparse0.45", shape, 1, t))
-        if dense and sparse:
-            slower = sparse["seconds"] / dense["seconds"] - 1
-            text = f"{100 * slower:+.0f}% time"
-            result = "met" if slower > 0.02 else "not measurable"
-            if t == 1:
-                cpu_slower = sparse["cpu_seconds"] / dense["cpu_seconds"] - 1
-                text += f" [cpu {100 * cpu_slower:+.0f}%]"
-                result += f" [cpu: {'met' if cpu_slower > 0.02 else 'not measurable'}]"
-            lines.append(f"| dense-and-sparse (0.45%) measurably slower than dense, batch 1 | {t} | {text} | {result} |")
-        for fmt in ["u4g128", "u3g128", "lut4"]:
+        for suffix in ["", "_int8"]:
+            dense, sparse = gemv.get(("u4g128" + suffix, shape, 1, t)), gemv.get(("u4g128+sparse0.45" + suffix, shape, 1, t))
+            if dense and sparse:
+                slower = sparse["seconds"] / dense["seconds"] - 1
+                text = f"{100 * slower:+.0f}% time"
+                result = "met" if slower > 0.02 else "not measurable"
+                if t == 1:
+                    cpu_slower = sparse["cpu_seconds"] / dense["cpu_seconds"] - 1
+                    text += f" [cpu {100 * cpu_slower:+.0f}%]"
+                    result += f" [cpu: {'met' if cpu_slower > 0.02 else 'not measurable'}]"
+                lines.append(f"| dense-and-sparse (0.45%) measurably slower than dense{suffix and ', int8'}, batch 1 | {t} | {text} | {result} |")
+    for t in threads:
+        for fmt in ["u4g128", "u3g128", "lut4", "u4g128_int8", "u3g128_int8", "lut4_int8"]:
             q, e = gemv.get((fmt, shape, 16, t)), gemv.get(("fp32_eigen", shape, 16, t))
             if q and e:
                 speedup = e["seconds"] / q["seconds"]
@@ -157,7 +163,7 @@ def write_plot(out_png, gemv):
         print("gnuplot not found: no plot written", file=sys.stderr)
         return
     shape = "4096x4096"
-    formats = [f for f in FORMATS if f != "fp32_eigen" and any(k[0] == f and k[1] == shape for k in gemv)]
+    formats = [f for f in PLOT_FORMATS if any(k[0] == f and k[1] == shape for k in gemv)]
     with tempfile.TemporaryDirectory() as tmp:
         plots = []
         for t in [1, 2]:

@@ -52,8 +52,9 @@ enum class Activations { fp32, int8 };
 struct MultiplyOptions {
     int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
     Path path = Path::best;
-    /// int8 applies to uniform 4-bit matrices with group sizes that are multiples of 32 on the avx2/avx512 paths;
-    /// everything else runs in fp32 whatever this says.
+    /// int8 applies on the avx2/avx512 paths to uniform 2/3/4-bit matrices with group sizes that are multiples of 32
+    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else runs in fp32
+    /// whatever this says.
     Activations activations = Activations::fp32;
 };
 
@@ -132,9 +133,19 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
 
     if (options.activations == Activations::int8 && path != Path::portable && int8_kernel_applies(w)) {
 #if NPFT_CPU_X86
-        const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols);
+        const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols, w.bits());
+        const std::vector<float> sums = int8_activation_sums(w, quantized);
+        const index row_bytes = w.codes().words_per_row() * static_cast<index>(sizeof(std::uint32_t));
+        std::vector<std::uint8_t> last_row(static_cast<std::size_t>(row_bytes + int8_last_row_padding_bytes), 0);
+        std::memcpy(last_row.data(), w.codes().row_words(w.rows() - 1), static_cast<std::size_t>(row_bytes));
+        Int8Problem problem;
+        problem.weights = &w;
+        problem.x = &quantized;
+        problem.x_sums = sums.data();
+        problem.y = y;
+        problem.last_row_padded = last_row.data();
         parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
-            int8::multiply_rows(w, quantized, y, begin, end);
+            int8::multiply_rows(problem, begin, end);
             if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
         });
         return;
