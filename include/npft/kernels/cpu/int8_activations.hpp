@@ -363,9 +363,11 @@ NPFT_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/// How far ahead (bytes) each row stream is prefetched into L1. Measured on the development machine (4-bit, 32768 x
-/// 4096, batch 1): no prefetch 7.9 GB/s, 1 KiB 9.2, 2 KiB 12.5, 4 KiB 12.8, 8 KiB and more 11.4-11.7.
-inline constexpr index prefetch_distance = 4096;
+/// How far ahead (bytes) each row stream is prefetched into L1. Not a multiple of 4 KiB: the four streams sit at the
+/// same offset within their pages, so a line 4 KiB ahead falls in the same L1 set as the four lines in use and evicts
+/// them. Measured on the development machine (4-bit 4096 x 4096, batch 1, weights from DRAM, 7 runs each, GB/s):
+/// no prefetch 9.0-13.5, 1 KiB 9.3-17.1, 2 KiB 15.5-17.0, 4 KiB 8.1-13.9.
+inline constexpr index prefetch_distance = 2048;
 
 /// The int32 dot products of chunk c of R rows with T tokens, as floats (lanes 0-3 block 0, 4-7 block 1).
 template <int Bits, bool Lut, int R, int T>
@@ -383,13 +385,47 @@ NPFT_UNROLL4
     }
 }
 
+/// Row r's group scales s_g and s_g * z_g as floats (z_g = 2^(b-1) when symmetric), converted 8 at a time: per-group
+/// scalar conversions and the scalar zero-point sum cost a third of the 4-bit inner loop.
+template <int Bits>
+NPFT_TARGET_AVX2 inline void row_scales(const quant::QuantizedMatrix& w, index r, float* scale, float* scaled_zero) {
+    const index groups = w.groups();
+    const half* s = w.scales().data() + r * groups;
+    const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
+    const half* z = asymmetric ? w.zeros().data() + r * groups : nullptr;
+    const __m256 symmetric_zero = _mm256_set1_ps(static_cast<float>(1 << (Bits - 1)));
+    index g = 0;
+    for (; g + 8 <= groups; g += 8) {
+        const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + g)));
+        const __m256 zv = asymmetric ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(z + g))) : symmetric_zero;
+        _mm256_storeu_ps(scale + g, sv);
+        _mm256_storeu_ps(scaled_zero + g, _mm256_mul_ps(sv, zv));
+    }
+    for (; g < groups; ++g) {
+        scale[g] = _cvtsh_ss(s[g].bits);
+        scaled_zero[g] = scale[g] * (asymmetric ? _cvtsh_ss(z[g].bits) : static_cast<float>(1 << (Bits - 1)));
+    }
+}
+
+/// sum_i a[i] * b[i], 8 lanes at a time.
+NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, index n) {
+    __m256 acc = _mm256_setzero_ps();
+    index i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float sum = horizontal_sum(acc);
+    for (; i < n; ++i) sum += a[i] * b[i];
+    return sum;
+}
+
 /// Output rows row[0..R) for tokens m0..m0+T-1.
 ///   Lut:         one table per row; the whole row is one accumulation.
 ///   ChunkScales: uniform with groups of an odd number of blocks (32, 96, ...): a chunk may span two groups, so the
 ///                weight scales are applied per chunk as a [group of block 0 x4 | group of block 1 x4] vector.
 ///   otherwise:   uniform with groups of whole chunks: scale once per group.
+/// `scratch` holds 2 * R * groups floats (uniform formats).
 template <int Bits, bool Lut, bool ChunkScales, int R, int T>
-NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decoder, const index (&row)[R], index m0) {
+NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decoder, const index (&row)[R], index m0,
+                           float* scratch) {
     const quant::QuantizedMatrix& w = *p.weights;
     const Int8Activations& a = *p.x;
     const index chunks = a.chunks;
@@ -437,27 +473,35 @@ NPFT_UNROLL4
             }
         return;
     } else {
+        const index groups = w.groups();
+        float* scale[R];
+        float* scaled_zero[R];
+NPFT_UNROLL4
+        for (int i = 0; i < R; ++i) {
+            scale[i] = scratch + 2 * i * groups;
+            scaled_zero[i] = scale[i] + groups;
+            row_scales<Bits>(w, row[i], scale[i], scaled_zero[i]);
+        }
         if constexpr (ChunkScales) {
             const index group_blocks = w.group_size() / Int8Activations::block;
             const index blocks = a.blocks();
             for (index c = 0; c < chunks; ++c) {
                 chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
+                const index g0 = (2 * c) / group_blocks;
+                const index g1 = (2 * c + 1) / group_blocks;
+                const bool second_block = 2 * c + 1 < blocks;
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {
-                    const index base = row[i] * w.groups();
-                    const float s0 = _cvtsh_ss(w.scales()[static_cast<std::size_t>(base + (2 * c) / group_blocks)].bits);
-                    const float s1 = 2 * c + 1 < blocks
-                                         ? _cvtsh_ss(w.scales()[static_cast<std::size_t>(base + (2 * c + 1) / group_blocks)].bits)
-                                         : 0.0f;
-                    const __m256 scale = _mm256_setr_m128(_mm_set1_ps(s0), _mm_set1_ps(s1));
+                    const __m256 s = _mm256_setr_m128(_mm_broadcast_ss(scale[i] + g0),
+                                                      second_block ? _mm_broadcast_ss(scale[i] + g1) : _mm_setzero_ps());
 NPFT_UNROLL4
                     for (int t = 0; t < T; ++t)
-                        total[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(dots[i][t], _mm256_loadu_ps(xd[t] + c * 8)), scale, total[i][t]);
+                        total[i][t] = _mm256_fmadd_ps(_mm256_mul_ps(dots[i][t], _mm256_loadu_ps(xd[t] + c * 8)), s, total[i][t]);
                 }
             }
         } else {
             const index group_chunks = w.group_size() / Int8Activations::chunk;
-            for (index g = 0; g < w.groups(); ++g) {
+            for (index g = 0; g < groups; ++g) {
                 __m256 acc[R][T];
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i)
@@ -472,29 +516,18 @@ NPFT_UNROLL4
                 }
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {
-                    const __m256 scale = _mm256_set1_ps(_cvtsh_ss(w.scales()[static_cast<std::size_t>(row[i] * w.groups() + g)].bits));
+                    const __m256 s = _mm256_broadcast_ss(scale[i] + g);
 NPFT_UNROLL4
-                    for (int t = 0; t < T; ++t) total[i][t] = _mm256_fmadd_ps(acc[i][t], scale, total[i][t]);
+                    for (int t = 0; t < T; ++t) total[i][t] = _mm256_fmadd_ps(acc[i][t], s, total[i][t]);
                 }
             }
         }
         // The zero point folded out of the loop: sum_g s_g z_g sum_{j in g} x_hat_j.
-        const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
-        const float symmetric_zero = static_cast<float>(1 << (Bits - 1));
 NPFT_UNROLL4
-        for (int i = 0; i < R; ++i) {
-            float correction[T] = {};
-            const index base = row[i] * w.groups();
-            for (index g = 0; g < w.groups(); ++g) {
-                const std::size_t at = static_cast<std::size_t>(base + g);
-                const float zero = asymmetric ? _cvtsh_ss(w.zeros()[at].bits) : symmetric_zero;
-                const float scaled_zero = _cvtsh_ss(w.scales()[at].bits) * zero;
+        for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
-                for (int t = 0; t < T; ++t) correction[t] += scaled_zero * p.x_sums[(m0 + t) * w.groups() + g];
-            }
-NPFT_UNROLL4
-            for (int t = 0; t < T; ++t) p.y(m0 + t, row[i]) = horizontal_sum(total[i][t]) - correction[t];
-        }
+            for (int t = 0; t < T; ++t)
+                p.y(m0 + t, row[i]) = horizontal_sum(total[i][t]) - dot(scaled_zero[i], p.x_sums + (m0 + t) * groups, groups);
     }
 }
 
@@ -507,6 +540,8 @@ template <int Bits, bool Lut, bool ChunkScales>
 NPFT_TARGET_AVX2 void multiply_rows_typed(const Int8Problem& p, index row_begin, index row_end) {
     const index batch = p.x->batch;
     const ChunkDecoder<Bits> d{};
+    std::vector<float> scratch(static_cast<std::size_t>(Lut ? 0 : 2 * 4 * p.weights->groups()));
+    float* s = scratch.data();
     if (batch == 1) {
         const index row_bytes = p.weights->codes().words_per_row() * static_cast<index>(sizeof(std::uint32_t));
         const index piece_rows = std::max<index>(4, (index{16} << 20) / row_bytes);
@@ -515,20 +550,20 @@ NPFT_TARGET_AVX2 void multiply_rows_typed(const Int8Problem& p, index row_begin,
             const index quarter = (end - begin) / 4;
             for (index r = begin; r < begin + quarter; ++r) {
                 const index rows[4] = {r, r + quarter, r + 2 * quarter, r + 3 * quarter};
-                tile<Bits, Lut, ChunkScales, 4, 1>(p, d, rows, 0);
+                tile<Bits, Lut, ChunkScales, 4, 1>(p, d, rows, 0, s);
             }
-            for (index r = begin + 4 * quarter; r < end; ++r) tile<Bits, Lut, ChunkScales, 1, 1>(p, d, {r}, 0);
+            for (index r = begin + 4 * quarter; r < end; ++r) tile<Bits, Lut, ChunkScales, 1, 1>(p, d, {r}, 0, s);
         }
         return;
     }
     for (index r = row_begin; r < row_end; ++r) {
         const index rows[1] = {r};
         index m = 0;
-        for (; m + 4 <= batch; m += 4) tile<Bits, Lut, ChunkScales, 1, 4>(p, d, rows, m);
+        for (; m + 4 <= batch; m += 4) tile<Bits, Lut, ChunkScales, 1, 4>(p, d, rows, m, s);
         switch (batch - m) {
-            case 3: tile<Bits, Lut, ChunkScales, 1, 3>(p, d, rows, m); break;
-            case 2: tile<Bits, Lut, ChunkScales, 1, 2>(p, d, rows, m); break;
-            case 1: tile<Bits, Lut, ChunkScales, 1, 1>(p, d, rows, m); break;
+            case 3: tile<Bits, Lut, ChunkScales, 1, 3>(p, d, rows, m, s); break;
+            case 2: tile<Bits, Lut, ChunkScales, 1, 2>(p, d, rows, m, s); break;
+            case 1: tile<Bits, Lut, ChunkScales, 1, 1>(p, d, rows, m, s); break;
             default: break;
         }
     }
