@@ -24,18 +24,17 @@
 #include <npft/hessian/fisher.hpp>
 #include <npft/hessian/hutchinson.hpp>
 #include <npft/hessian/hvp.hpp>
-#include <npft/noise/row_range_uniform.hpp>
-#include <npft/noise/schedule.hpp>
 #include <npft/outliers/top_fraction.hpp>
 #include <npft/outliers/union.hpp>
 #include <npft/quant/dense_sparse.hpp>
 #include <npft/quant/gptq.hpp>
 #include <npft/quant/gptq_hessian.hpp>
 #include <npft/quant/nonuniform.hpp>
-#include <npft/train/optimizer.hpp>
 #include <npft/train/pipeline.hpp>
 #include <npft/train/progress.hpp>
 
+// Shared with blockwise_ptq: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
+#include "demo_setup.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
@@ -50,37 +49,21 @@ using tiny_llama::Batch;
 using tiny_llama::Model;
 using tiny_llama::PackedLinear;
 using tiny_llama::QuantizedModel;
-using Clock = std::chrono::steady_clock;
 
 // ---- settings -------------------------------------------------------------------------------------------------------
-
-/// The folder of this program (in the build tree): the default output folder.
-fs::path program_dir() {
-    std::error_code ec;
-    const fs::path exe = fs::canonical("/proc/self/exe", ec);
-    return ec ? fs::path(".") : exe.parent_path();
-}
 
 struct Settings {
     fs::path out_dir = program_dir();
     std::string text_file;  // empty: the King James Bible
     bool large = false;
     std::uint64_t seed = 0;
-    // Pre-training: AdamW, linear warmup then cosine decay to 10%, gradient norm clipped to 1.
-    index train_steps = 600;
-    index train_batch = 16;
-    float train_lr = 2e-3f;
+    Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
     // Evaluation: non-overlapping windows of context + 1 bytes spread evenly through the test split.
     index eval_windows = 192;
     // Calibration: sequences from the train split, one per batch, for the Fisher (per-sequence squared gradients) and
     // the GPTQ Hessians.
     index calibration_sequences = 64;
-    // NPFT: method.md's recipe scaled to this model (see README.md).
-    index npft_stages = 3;
-    index npft_steps = 50;
-    index npft_batch = 8;
-    float npft_lr = 1e-3f;
-    double npft_outlier_fraction = 0.005;
+    NpftRecipe npft;  // method.md's recipe scaled to this model (see README.md): 3 stages x 50 steps of 8 windows
     index trace_sequences = 8;
     // The dense-and-sparse baseline keeps 0.45% of each matrix in fp16, as SqueezeLLM's largest setting: the 0.05% most
     // sensitive weights (Fisher) and the 0.40% largest in magnitude (the union may be a little smaller).
@@ -90,116 +73,36 @@ struct Settings {
     tiny_llama::Config config() const { return large ? tiny_llama::Config::large() : tiny_llama::Config::small(); }
 };
 
-[[noreturn]] void usage(const char* argv0, int code) {
-    std::fprintf(code == 0 ? stdout : stderr,
-                 "usage: %s [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
-                 "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
-                 "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
-                 "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
-                 "  --seed N           seeds everything (default 0): same seed, same table\n"
-                 "  --train-steps N    pre-training steps (default 600)\n"
-                 "  --eval-windows N   test windows of 129 bytes to evaluate on (default 192; 0: the whole test split)\n"
-                 "  --quick            a smoke run: tiny budgets everywhere (the figures mean nothing)\n",
-                 argv0);
-    std::exit(code);
-}
+constexpr const char* usage_text =
+    " [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
+    "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
+    "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
+    "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
+    "  --seed N           seeds everything (default 0): same seed, same table\n"
+    "  --train-steps N    pre-training steps (default 600)\n"
+    "  --eval-windows N   test windows of 129 bytes to evaluate on (default 192; 0: the whole test split)\n"
+    "  --quick            a smoke run: tiny budgets everywhere (the figures mean nothing)\n";
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        const auto value = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-                usage(argv[0], 2);
-            }
-            return argv[++i];
-        };
-        const auto number = [&]() -> long long {
-            const std::string v = value();
-            char* end = nullptr;
-            const long long n = std::strtoll(v.c_str(), &end, 10);
-            if (end == v.c_str() || *end != '\0' || n < 0) {
-                std::fprintf(stderr, "%s expects a non-negative integer, got '%s'\n", arg.c_str(), v.c_str());
-                usage(argv[0], 2);
-            }
-            return n;
-        };
-        if (arg == "--out") s.out_dir = value();
-        else if (arg == "--text") s.text_file = value();
-        else if (arg == "--large") s.large = true;
-        else if (arg == "--seed") s.seed = static_cast<std::uint64_t>(number());
-        else if (arg == "--train-steps") s.train_steps = static_cast<index>(number());
-        else if (arg == "--eval-windows") s.eval_windows = static_cast<index>(number());
-        else if (arg == "--quick") {
-            s.train_steps = 20;
+    CommandLine cl(argc, argv, usage_text);
+    while (cl.next()) {
+        if (cl.is("--out")) s.out_dir = cl.value();
+        else if (cl.is("--text")) s.text_file = cl.value();
+        else if (cl.is("--large")) s.large = true;
+        else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
+        else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
+        else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
+        else if (cl.is("--quick")) {
+            s.pretraining.steps = 20;
             s.eval_windows = 8;
             s.calibration_sequences = 4;
-            s.npft_stages = 2;
-            s.npft_steps = 3;
+            s.npft.stages = 2;
+            s.npft.steps = 3;
             s.trace_sequences = 1;
-        } else if (arg == "--help" || arg == "-h") usage(argv[0], 0);
-        else {
-            std::fprintf(stderr, "unknown argument '%s'\n", arg.c_str());
-            usage(argv[0], 2);
-        }
+        } else cl.reject();
     }
     return s;
-}
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-// FNV-1a: keys the checkpoint cache on everything that determines the trained weights.
-std::uint64_t fnv1a(std::string_view bytes, std::uint64_t h = 0xcbf29ce484222325ull) {
-    for (const char c : bytes) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-    return h;
-}
-
-// ---- pre-training ---------------------------------------------------------------------------------------------------
-
-float learning_rate(const Settings& s, index step) {
-    const index warmup = std::max<index>(1, s.train_steps / 20);
-    if (step < warmup) return s.train_lr * static_cast<float>(step + 1) / static_cast<float>(warmup);
-    const double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<index>(1, s.train_steps - warmup));
-    return s.train_lr * static_cast<float>(0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)));
-}
-
-void pretrain(Model& model, const std::vector<tiny_llama::Token>& train, const Settings& s) {
-    const npft::train::AdamW adamw{.beta1 = 0.9f, .beta2 = 0.95f, .epsilon = 1e-8f, .weight_decay = 0.01f};
-    auto params = model.parameters();
-    std::vector<npft::train::AdamW::State> states;
-    for (const auto& p : params) states.push_back(adamw.make_state(p.value.size()));
-    const npft::RandomKey key{s.seed, npft::make_stream(0x7261696e)};  // "rain"
-    const auto start = Clock::now();
-    double smoothed = 0.0;
-    const bool tty = ::isatty(2);
-    for (index step = 0; step < s.train_steps; ++step) {
-        const Batch batch = tiny_llama::random_windows(train, s.train_batch, model.config().context + 1, key,
-                                                       static_cast<std::uint64_t>(step));
-        const double loss = model.loss_and_gradient(batch);
-        npft::require(std::isfinite(loss), "pre-training diverged at step ", step, " (loss ", loss, ")");
-        // Clip the global gradient norm to 1: early steps of a byte-level model can spike.
-        double norm2 = 0.0;
-        for (const auto& p : params) norm2 += static_cast<double>(npft::to_eigen(p.grad).squaredNorm());
-        const float clip = static_cast<float>(std::min(1.0, 1.0 / std::sqrt(norm2 + 1e-30)));
-        const float lr = learning_rate(s, step);
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            auto g = npft::to_eigen(params[i].grad);
-            if (clip < 1.0f) g *= clip;
-            const auto n = static_cast<std::size_t>(params[i].value.size());
-            adamw.step(states[i], std::span<float>(params[i].value.data(), n), std::span<const float>(params[i].grad.data(), n), lr);
-        }
-        smoothed = step == 0 ? loss : 0.95 * smoothed + 0.05 * loss;
-        const bool last = step + 1 == s.train_steps;
-        if (tty || last || (step + 1) % 50 == 0) {
-            const double elapsed = seconds_since(start);
-            const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(s.train_steps - step - 1);
-            std::fprintf(stderr, "%s[train] step %td/%td  loss %.4f  (%.2f bits/byte)  lr %.2g  %.0f s, eta %.0f s%s",
-                         tty ? "\r" : "", step + 1, s.train_steps, smoothed, smoothed / std::log(2.0),
-                         static_cast<double>(lr), elapsed, eta, tty && !last ? "   " : "\n");
-            std::fflush(stderr);
-        }
-    }
 }
 
 // ---- calibration ----------------------------------------------------------------------------------------------------
@@ -366,26 +269,24 @@ int run(int argc, char** argv) {
         }
 
         // ---- the fp32 model: trained here, or a cached checkpoint with the same key
-        const std::string key = std::to_string(fnv1a(config.describe() + " seed=" + std::to_string(s.seed) +
-                                                     " steps=" + std::to_string(s.train_steps) + " batch=" +
-                                                     std::to_string(s.train_batch) + " lr=" + std::to_string(s.train_lr),
-                                                     fnv1a(corpus.train)));
-        const fs::path checkpoint = s.out_dir / ("tiny_llama_" + key + ".safetensors");
-        std::optional<tiny_llama::Weights> cached = tiny_llama::load_cached_weights(checkpoint, config, key);
+        const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
+        const fs::path checkpoint_path = s.out_dir / checkpoint.file;
+        std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.out_dir});
         double train_seconds = 0.0;
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
         std::printf("model: %td layers, dim %td, %td heads, hidden %td, context %td: %td parameters (%td in linear layers)\n",
                     config.layers, config.dim, config.heads, config.hidden, config.context,
                     model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
         if (cached) {
-            std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint.string().c_str());
+            std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint_path.string().c_str());
         } else {
-            std::printf("fp32 model: training %td steps of %td x %td bytes\n", s.train_steps, s.train_batch, config.context + 1);
+            std::printf("fp32 model: training %td steps of %td x %td bytes\n", s.pretraining.steps, s.pretraining.batch,
+                        config.context + 1);
             std::fflush(stdout);
             const auto start = Clock::now();
-            pretrain(model, train_tokens, s);
+            pretrain(model, train_tokens, s.pretraining, s.seed);
             train_seconds = seconds_since(start);
-            tiny_llama::save_weights(checkpoint, config, model.weights(), key);
+            tiny_llama::save_weights(checkpoint_path, config, model.weights(), checkpoint.key);
         }
         const double fp32_ppl = tiny_llama::perplexity(model, test);
         std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows)\n", fp32_ppl,
@@ -435,13 +336,10 @@ int run(int argc, char** argv) {
         // The reference noise (uniform over each row's outlier range) does not depend on the bit width, so one
         // fine-tuned model serves both widths. A control run trains the same LoRA steps with the noise scaled to 0:
         // it separates what the noise does from what a little more training does (this model is not converged).
-        const npft::RandomKey npft_key{s.seed, npft::make_stream(0x6e706674)};  // "npft"
-        std::vector<Batch> npft_batches;
-        for (index i = 0; i < s.npft_stages * s.npft_steps; ++i)
-            npft_batches.push_back(tiny_llama::random_windows(train_tokens, s.npft_batch, config.context + 1, npft_key,
-                                                              static_cast<std::uint64_t>(i)));
-        const Batch trace_batch = tiny_llama::random_windows(train_tokens, s.trace_sequences, config.context + 1, npft_key,
-                                                             1u << 30);
+        const std::vector<Batch> finetune_batches = npft_batches(train_tokens, s.npft, config.context + 1, s.seed);
+        // Index 2^30 of the NPFT stream: a draw of its own, apart from every fine-tuning batch.
+        const Batch trace_batch = tiny_llama::random_windows(train_tokens, s.trace_sequences, config.context + 1,
+                                                             npft_key(s.seed), 1u << 30);
         const tiny_llama::Weights fp32_weights = model.weights();
         Masks masks;
         npft::hessian::TraceEstimate trace_before;
@@ -449,25 +347,12 @@ int run(int argc, char** argv) {
         index outliers = 0, noised = 0;
         for (const bool with_noise : {true, false}) {
             const char* tag = with_noise ? "npft" : "lora";
-            using Selector = npft::outliers::TopFisher;
-            using Noise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>;
-            using Trace = npft::hessian::Hutchinson<>;
-            npft::PipelineOptions options;
-            options.stages = s.npft_stages;
-            options.steps_per_stage = s.npft_steps;
-            options.learning_rate = s.npft_lr;
-            options.seed = s.seed;
-            options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
-            Noise noise;
-            noise.scaling = npft::noise::Constant{with_noise ? 1.0f : 0.0f};
-            npft::Pipeline<Selector, Noise, Trace, npft::quant::UniformGrid> pipeline(
-                options, Selector{s.npft_outlier_fraction}, noise, Trace{},
-                npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 0)));
+            NpftPipeline pipeline = npft_pipeline(s.npft, s.seed, with_noise ? 1.0f : 0.0f);
 
             model.weights() = fp32_weights;
             if (with_noise) {
                 std::fprintf(stderr, "[npft] selecting outliers (top %.2f%% by Fisher per matrix), trace before fine-tuning\n",
-                             100.0 * s.npft_outlier_fraction);
+                             100.0 * s.npft.outlier_fraction);
                 pipeline.select(model, calibration);
                 for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
                 // The reference noise is uniform over each row's outlier range: a row with one outlier gets none.
@@ -486,13 +371,13 @@ int run(int argc, char** argv) {
                              trace_before.standard_error, trace_before.probes);
             }
             std::fprintf(stderr, "[%s] fine-tuning%s: %td stages x %td steps, batch %td x %td bytes, LoRA rank 16 alpha 32, lr %.2g\n",
-                         tag, with_noise ? "" : " without noise (control)", s.npft_stages, s.npft_steps, s.npft_batch,
-                         config.context + 1, static_cast<double>(s.npft_lr));
+                         tag, with_noise ? "" : " without noise (control)", s.npft.stages, s.npft.steps, s.npft.batch,
+                         config.context + 1, static_cast<double>(s.npft.lr));
             const auto finetune_start = Clock::now();
             if (::isatty(2)) {
-                pipeline.fit(model, npft_batches, calibration, npft::train::progress::bar());
+                pipeline.fit(model, finetune_batches, calibration, npft::train::progress::bar());
             } else {
-                pipeline.fit(model, npft_batches, calibration, npft::train::progress::lines(25));
+                pipeline.fit(model, finetune_batches, calibration, npft::train::progress::lines(25));
             }
             const double finetune_seconds = seconds_since(finetune_start);
             const auto trace_after = outlier_trace(model, trace_batch, masks);
@@ -556,10 +441,10 @@ int run(int argc, char** argv) {
                            json_number(fp32_ppl) + ", \"train_seconds\": " + json_number(train_seconds) +
                            ", \"cached\": " + (cached ? "true" : "false") + ", \"npft_test_ppl\": " + json_number(npft_ppl) +
                            ", \"lora_control_test_ppl\": " + json_number(control_ppl) +
-                           "},\n \"npft\": {\"stages\": " + std::to_string(s.npft_stages) + ", \"steps_per_stage\": " +
-                           std::to_string(s.npft_steps) + ", \"batch\": " + std::to_string(s.npft_batch) +
-                           ", \"learning_rate\": " + json_number(static_cast<double>(s.npft_lr)) + ", \"outlier_fraction\": " +
-                           json_number(s.npft_outlier_fraction) + ", \"outliers\": " + std::to_string(outliers) +
+                           "},\n \"npft\": {\"stages\": " + std::to_string(s.npft.stages) + ", \"steps_per_stage\": " +
+                           std::to_string(s.npft.steps) + ", \"batch\": " + std::to_string(s.npft.batch) +
+                           ", \"learning_rate\": " + json_number(static_cast<double>(s.npft.lr)) + ", \"outlier_fraction\": " +
+                           json_number(s.npft.outlier_fraction) + ", \"outliers\": " + std::to_string(outliers) +
                            ", \"noised_outliers\": " + std::to_string(noised) +
                            "},\n \"rows\": [";
         for (std::size_t i = 0; i < rows.size(); ++i) {

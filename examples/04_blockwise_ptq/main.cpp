@@ -5,6 +5,7 @@
 //
 //   blockwise_ptq [--out DIR] [--checkpoint-dir DIR] [--seed N] [--train-steps N] [--steps N] [--lr X]
 //                 [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,15 +18,11 @@
 #include <vector>
 
 #include <npft/npft.hpp>
-#include <npft/hessian/hutchinson.hpp>
-#include <npft/noise/row_range_uniform.hpp>
-#include <npft/noise/schedule.hpp>
-#include <npft/outliers/top_fraction.hpp>
 #include <npft/ptq/reconstruct.hpp>
-#include <npft/train/optimizer.hpp>
-#include <npft/train/pipeline.hpp>
 #include <npft/train/progress.hpp>
 
+// Shared with end_to_end: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
+#include "demo_setup.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/blockwise.hpp"
 #include "tiny_llama/checkpoint.hpp"
@@ -40,147 +37,62 @@ using npft::index;
 using npft::Matrix;
 using tiny_llama::Batch;
 using tiny_llama::Model;
-using Clock = std::chrono::steady_clock;
 using Packed = std::map<std::string, npft::quant::QuantizedMatrix>;
-
-fs::path program_dir() {
-    std::error_code ec;
-    const fs::path exe = fs::canonical("/proc/self/exe", ec);
-    return ec ? fs::path(".") : exe.parent_path();
-}
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 struct Settings {
     fs::path out_dir = program_dir();
     fs::path checkpoint_dir;  // empty: the output folder
     std::uint64_t seed = 0;
-    // The fp32 model: the end-to-end demo's (same training settings, so its cached checkpoint is found by the same key).
-    index train_steps = 600;
-    index train_batch = 16;
-    float train_lr = 2e-3f;
+    // The fp32 model: the end-to-end demo's recipe, so its cached checkpoint is found by the same key.
+    Pretraining pretraining;
     // Calibration: windows of 129 bytes from the train split, a few per reconstruction step.
     index calibration_sequences = 32;
     index calibration_batch = 4;
     index steps = 100;  // per window
     float lr = 5e-3f;
     index eval_windows = 96;
-    // NPFT before quantization: the demo's recipe on a smaller budget (2 stages of 20 steps, 4 windows per step).
-    index npft_stages = 2;
-    index npft_steps = 20;
-    index npft_batch = 4;
-    float npft_lr = 1e-3f;
-    double npft_outlier_fraction = 0.005;
+    // NPFT before quantization: the demo's recipe on a smaller budget.
+    NpftRecipe npft{.stages = 2, .steps = 20, .batch = 4};
 };
 
-[[noreturn]] void usage(const char* argv0, int code) {
-    std::fprintf(code == 0 ? stdout : stderr,
-                 "usage: %s [--out DIR] [--checkpoint-dir DIR] [--seed N] [--train-steps N] [--steps N] [--lr X]\n"
-                 "          [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]\n"
-                 "  --out DIR             where blockwise_ptq.json (and a newly trained checkpoint) go (default: this program's folder)\n"
-                 "  --checkpoint-dir DIR  where to look for the end-to-end demo's fp32 checkpoint (default: the output folder)\n"
-                 "  --seed N              seeds everything (default 0)\n"
-                 "  --train-steps N       pre-training steps when no checkpoint is found (default 600, as the demo)\n"
-                 "  --steps N             reconstruction steps per window (default 100)\n"
-                 "  --lr X                reconstruction learning rate (default 5e-3)\n"
-                 "  --calibration N       calibration windows of 129 bytes (default 32, 4 per step)\n"
-                 "  --eval-windows N      test windows of 129 bytes (default 96)\n"
-                 "  --npft-steps N        NPFT steps per stage, 2 stages (default 20)\n"
-                 "  --quick               a smoke run (figures meaningless)\n",
-                 argv0);
-    std::exit(code);
-}
+constexpr const char* usage_text =
+    " [--out DIR] [--checkpoint-dir DIR] [--seed N] [--train-steps N] [--steps N] [--lr X]\n"
+    "          [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]\n"
+    "  --out DIR             where blockwise_ptq.json (and a newly trained checkpoint) go (default: this program's folder)\n"
+    "  --checkpoint-dir DIR  where to look for the end-to-end demo's fp32 checkpoint (default: the output folder)\n"
+    "  --seed N              seeds everything (default 0)\n"
+    "  --train-steps N       pre-training steps when no checkpoint is found (default 600, as the demo)\n"
+    "  --steps N             reconstruction steps per window (default 100)\n"
+    "  --lr X                reconstruction learning rate (default 5e-3)\n"
+    "  --calibration N       calibration windows of 129 bytes (default 32, 4 per step)\n"
+    "  --eval-windows N      test windows of 129 bytes (default 96)\n"
+    "  --npft-steps N        NPFT steps per stage, 2 stages (default 20)\n"
+    "  --quick               a smoke run (figures meaningless)\n";
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
-    for (int i = 1; i < argc; ++i) {
-        const std::string arg = argv[i];
-        const auto value = [&]() -> std::string {
-            if (i + 1 >= argc) {
-                std::fprintf(stderr, "%s needs a value\n", arg.c_str());
-                usage(argv[0], 2);
-            }
-            return argv[++i];
-        };
-        const auto number = [&]() -> long long {
-            const std::string v = value();
-            char* end = nullptr;
-            const long long n = std::strtoll(v.c_str(), &end, 10);
-            if (end == v.c_str() || *end != '\0' || n < 0) {
-                std::fprintf(stderr, "%s expects a non-negative integer, got '%s'\n", arg.c_str(), v.c_str());
-                usage(argv[0], 2);
-            }
-            return n;
-        };
-        if (arg == "--out") s.out_dir = value();
-        else if (arg == "--checkpoint-dir") s.checkpoint_dir = value();
-        else if (arg == "--seed") s.seed = static_cast<std::uint64_t>(number());
-        else if (arg == "--train-steps") s.train_steps = static_cast<index>(number());
-        else if (arg == "--steps") s.steps = static_cast<index>(number());
-        else if (arg == "--lr") {
-            const std::string v = value();
-            char* end = nullptr;
-            s.lr = std::strtof(v.c_str(), &end);
-            if (end == v.c_str() || *end != '\0' || !(s.lr >= 0.0f)) {
-                std::fprintf(stderr, "--lr expects a non-negative number, got '%s'\n", v.c_str());
-                usage(argv[0], 2);
-            }
-        } else if (arg == "--calibration") s.calibration_sequences = static_cast<index>(number());
-        else if (arg == "--eval-windows") s.eval_windows = static_cast<index>(number());
-        else if (arg == "--npft-steps") s.npft_steps = static_cast<index>(number());
-        else if (arg == "--quick") {
-            s.train_steps = 20;
+    CommandLine cl(argc, argv, usage_text);
+    while (cl.next()) {
+        if (cl.is("--out")) s.out_dir = cl.value();
+        else if (cl.is("--checkpoint-dir")) s.checkpoint_dir = cl.value();
+        else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
+        else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
+        else if (cl.is("--steps")) s.steps = cl.integer();
+        else if (cl.is("--lr")) s.lr = cl.real();
+        else if (cl.is("--calibration")) s.calibration_sequences = cl.integer();
+        else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
+        else if (cl.is("--npft-steps")) s.npft.steps = cl.integer();
+        else if (cl.is("--quick")) {
+            s.pretraining.steps = 20;
             s.calibration_sequences = 4;
             s.steps = 4;
             s.eval_windows = 8;
-            s.npft_steps = 2;
-        } else if (arg == "--help" || arg == "-h") usage(argv[0], 0);
-        else {
-            std::fprintf(stderr, "unknown argument '%s'\n", arg.c_str());
-            usage(argv[0], 2);
-        }
+            s.npft.steps = 2;
+        } else cl.reject();
     }
     if (s.checkpoint_dir.empty()) s.checkpoint_dir = s.out_dir;
     if (s.calibration_sequences < s.calibration_batch) s.calibration_batch = std::max<index>(1, s.calibration_sequences);
     return s;
-}
-
-// FNV-1a, as the end-to-end demo keys its checkpoint cache.
-std::uint64_t fnv1a(std::string_view bytes, std::uint64_t h = 0xcbf29ce484222325ull) {
-    for (const char c : bytes) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-    return h;
-}
-
-/// The end-to-end demo's pre-training (AdamW, warmup then cosine decay to 10%, gradient norm clipped to 1), for when
-/// its checkpoint is not there.
-void pretrain(Model& model, const std::vector<tiny_llama::Token>& train, const Settings& s) {
-    const npft::train::AdamW adamw{.beta1 = 0.9f, .beta2 = 0.95f, .epsilon = 1e-8f, .weight_decay = 0.01f};
-    auto params = model.parameters();
-    std::vector<npft::train::AdamW::State> states;
-    for (const auto& p : params) states.push_back(adamw.make_state(p.value.size()));
-    const npft::RandomKey key{s.seed, npft::make_stream(0x7261696e)};  // "rain", as the demo
-    const index warmup = std::max<index>(1, s.train_steps / 20);
-    for (index step = 0; step < s.train_steps; ++step) {
-        const Batch batch = tiny_llama::random_windows(train, s.train_batch, model.config().context + 1, key,
-                                                       static_cast<std::uint64_t>(step));
-        const double loss = model.loss_and_gradient(batch);
-        npft::require(std::isfinite(loss), "pre-training diverged at step ", step);
-        double norm2 = 0.0;
-        for (const auto& p : params) norm2 += static_cast<double>(npft::to_eigen(p.grad).squaredNorm());
-        const float clip = static_cast<float>(std::min(1.0, 1.0 / std::sqrt(norm2 + 1e-30)));
-        const double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<index>(1, s.train_steps - warmup));
-        const float lr = step < warmup ? s.train_lr * static_cast<float>(step + 1) / static_cast<float>(warmup)
-                                       : s.train_lr * static_cast<float>(0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)));
-        for (auto& p : params) {
-            auto g = npft::to_eigen(p.grad);
-            if (clip < 1.0f) g *= clip;
-            const auto n = static_cast<std::size_t>(p.value.size());
-            adamw.step(states[static_cast<std::size_t>(&p - params.data())], std::span<float>(p.value.data(), n),
-                       std::span<const float>(p.grad.data(), n), lr);
-        }
-        if ((step + 1) % 50 == 0 || step + 1 == s.train_steps)
-            std::fprintf(stderr, "[train] step %td/%td  loss %.4f\n", step + 1, s.train_steps, loss);
-    }
 }
 
 /// RTN (asymmetric min-max, one scale and zero point per output channel) of every linear layer.
@@ -232,22 +144,17 @@ int run(int argc, char** argv) {
                                                          s.eval_windows, 16);
 
         // ---- the fp32 model: the end-to-end demo's checkpoint when it is there, else trained here with its recipe
-        const std::string key = std::to_string(fnv1a(config.describe() + " seed=" + std::to_string(s.seed) +
-                                                     " steps=" + std::to_string(s.train_steps) + " batch=" +
-                                                     std::to_string(s.train_batch) + " lr=" + std::to_string(s.train_lr),
-                                                     fnv1a(corpus.train)));
-        const std::string file = "tiny_llama_" + key + ".safetensors";
-        std::optional<tiny_llama::Weights> cached = tiny_llama::load_cached_weights(s.checkpoint_dir / file, config, key);
-        if (!cached) cached = tiny_llama::load_cached_weights(s.out_dir / file, config, key);
+        const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
+        std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.checkpoint_dir, s.out_dir});
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
         if (cached) {
-            std::printf("fp32 model: the end-to-end demo's checkpoint %s\n", file.c_str());
+            std::printf("fp32 model: the end-to-end demo's checkpoint %s\n", checkpoint.file.c_str());
         } else {
-            std::printf("fp32 model: no checkpoint %s in %s; training %td steps\n", file.c_str(),
-                        s.checkpoint_dir.string().c_str(), s.train_steps);
+            std::printf("fp32 model: no checkpoint %s in %s; training %td steps\n", checkpoint.file.c_str(),
+                        s.checkpoint_dir.string().c_str(), s.pretraining.steps);
             std::fflush(stdout);
-            pretrain(model, train_tokens, s);
-            tiny_llama::save_weights(s.out_dir / file, config, model.weights(), key);
+            pretrain(model, train_tokens, s.pretraining, s.seed);
+            tiny_llama::save_weights(s.out_dir / checkpoint.file, config, model.weights(), checkpoint.key);
         }
         const tiny_llama::Weights fp32_weights = model.weights();
         const double fp32_ppl = tiny_llama::perplexity(model, test);
@@ -303,24 +210,9 @@ int run(int argc, char** argv) {
 
         // ---- NPFT (the demo's policies: Fisher outliers, row-range uniform noise, LoRA), then the same rows
         {
-            using Selector = npft::outliers::TopFisher;
-            using Noise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>;
-            using Trace = npft::hessian::Hutchinson<>;
-            npft::PipelineOptions options;
-            options.stages = s.npft_stages;
-            options.steps_per_stage = s.npft_steps;
-            options.learning_rate = s.npft_lr;
-            options.seed = s.seed;
-            options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
-            npft::Pipeline<Selector, Noise, Trace, npft::quant::UniformGrid> pipeline(
-                options, Selector{s.npft_outlier_fraction}, Noise{}, Trace{},
-                npft::quant::Quantizer<npft::quant::UniformGrid>(npft::quant::UniformGrid(4, 0)));
-            const npft::RandomKey npft_key{s.seed, npft::make_stream(0x6e706674)};  // "npft"
-            std::vector<Batch> batches;
-            for (index i = 0; i < s.npft_stages * s.npft_steps; ++i)
-                batches.push_back(tiny_llama::random_windows(train_tokens, s.npft_batch, config.context + 1, npft_key,
-                                                             static_cast<std::uint64_t>(i)));
-            std::printf("npft: %td stages x %td steps, batch %td x %td bytes\n", s.npft_stages, s.npft_steps, s.npft_batch,
+            NpftPipeline pipeline = npft_pipeline(s.npft, s.seed);
+            const std::vector<Batch> batches = npft_batches(train_tokens, s.npft, config.context + 1, s.seed);
+            std::printf("npft: %td stages x %td steps, batch %td x %td bytes\n", s.npft.stages, s.npft.steps, s.npft.batch,
                         config.context + 1);
             std::fflush(stdout);
             model.weights() = fp32_weights;
@@ -347,12 +239,12 @@ int run(int argc, char** argv) {
 
         const fs::path json = s.out_dir / "blockwise_ptq.json";
         std::ofstream out(json);
-        out << "{\n \"model\": \"" << config.describe() << "\", \"checkpoint\": \"" << file << "\", \"cached\": "
+        out << "{\n \"model\": \"" << config.describe() << "\", \"checkpoint\": \"" << checkpoint.file << "\", \"cached\": "
             << (cached ? "true" : "false") << ",\n \"settings\": {\"seed\": " << s.seed << ", \"calibration_sequences\": "
             << s.calibration_sequences << ", \"calibration_batch\": " << s.calibration_batch << ", \"steps_per_window\": "
             << s.steps << ", \"learning_rate\": " << json_number(s.lr) << ", \"eval_windows\": " << s.eval_windows
-            << ", \"npft_stages\": " << s.npft_stages << ", \"npft_steps_per_stage\": " << s.npft_steps
-            << ", \"npft_batch\": " << s.npft_batch << "},\n \"fp32_test_ppl\": " << json_number(fp32_ppl)
+            << ", \"npft_stages\": " << s.npft.stages << ", \"npft_steps_per_stage\": " << s.npft.steps
+            << ", \"npft_batch\": " << s.npft.batch << "},\n \"fp32_test_ppl\": " << json_number(fp32_ppl)
             << ", \"npft_test_ppl\": " << json_number(npft_ppl) << ", \"npft_seconds\": " << json_number(npft_seconds)
             << ",\n \"rows\": [\n";
         for (std::size_t i = 0; i < rows.size(); ++i) {
