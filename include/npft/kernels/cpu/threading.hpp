@@ -4,8 +4,12 @@
 // bit-identical for any thread count.
 //
 // The extra threads are persistent (a process-wide pool, started on first use): creating a thread per call costs
-// tens of microseconds, a noticeable share of a 4096 x 4096 4-bit GEMV (a few hundred microseconds).
+// about 30 microseconds here, and waking a sleeping one about 13, against a few hundred for a 4096 x 4096 4-bit GEMV.
+// So both sides spin for a short while (spin_time) before they sleep: back-to-back calls, as in token generation,
+// then hand over in well under a microsecond; an idle pool sleeps.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -16,6 +20,10 @@
 
 #include "../../core/config.hpp"
 #include "../../core/error.hpp"
+
+#if NPFT_CPU_X86
+#include <immintrin.h>
+#endif
 
 namespace npft::kernels::cpu {
 
@@ -35,11 +43,14 @@ public:
     ~WorkerPool() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            stopping_ = true;
+            stopping_.store(true);
         }
         start_.notify_all();
         for (std::thread& t : threads_) t.join();
     }
+
+    /// How long a worker keeps polling for the next call, and the caller for the workers' completion, before sleeping.
+    static constexpr std::chrono::microseconds spin_time{50};
 
     /// Runs task(i) for i in [0, tasks): 0 on the calling thread, the others on pool threads; returns when all are done.
     void run(index tasks, const std::function<void(index)>& task) {
@@ -56,43 +67,65 @@ public:
             }
             task_ = &task;
             tasks_ = tasks;
-            pending_ = tasks - 1;
-            ++generation_;
+            pending_.store(tasks - 1, std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
         }
         start_.notify_all();
         task(0);
+        spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
         task_ = nullptr;
     }
 
 private:
+    static void pause() {
+#if NPFT_CPU_X86
+        _mm_pause();
+#endif
+    }
+
+    /// Polls done() for at most spin_time (a shortcut only: the caller then waits on a condition variable).
+    template <class Done>
+    static void spin_until(Done&& done) {
+        const auto deadline = std::chrono::steady_clock::now() + spin_time;
+        while (!done()) {
+            for (int i = 0; i < 64; ++i) pause();
+            if (std::chrono::steady_clock::now() > deadline) return;
+        }
+    }
+
     void work(index id) {
         std::uint64_t seen = 0;
-        std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
-            start_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-            if (stopping_) return;
-            seen = generation_;
+            spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(); });
+            std::unique_lock<std::mutex> lock(mutex_);
+            start_.wait(lock, [&] { return stopping_.load() || generation_.load(std::memory_order_acquire) != seen; });
+            if (stopping_.load()) return;
+            seen = generation_.load(std::memory_order_acquire);
             if (id >= tasks_) continue;  // a call with fewer tasks than threads
             const std::function<void(index)>* task = task_;
             lock.unlock();
             (*task)(id);
-            lock.lock();
-            if (--pending_ == 0) done_.notify_one();
+            // The last one notifies under the mutex, so a caller that checked pending_ just before cannot miss it.
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                lock.lock();
+                done_.notify_one();
+                lock.unlock();
+            }
         }
     }
 
     std::mutex call_mutex_;  // serializes parallel calls
-    std::mutex mutex_;       // guards everything below
+    std::mutex mutex_;       // guards threads_, task_, tasks_ and the sleeping side of both handshakes
     std::condition_variable start_;
     std::condition_variable done_;
     std::vector<std::thread> threads_;
     const std::function<void(index)>* task_ = nullptr;
     index tasks_ = 0;
-    index pending_ = 0;
-    std::uint64_t generation_ = 0;
-    bool stopping_ = false;
+    std::atomic<index> pending_{0};
+    std::atomic<std::uint64_t> generation_{0};
+    std::atomic<bool> stopping_{false};
 };
 
 /// Runs body(begin, end) over [0, rows) split into at most `threads` contiguous ranges. Range boundaries are
