@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <stdexcept>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -61,4 +63,23 @@ TEST_CASE("the worker pool survives many calls with changing sizes and concurren
     for (std::thread& t : callers) t.join();
     CHECK(failures.load() == 0);
     CHECK_THROWS_AS(cpu::parallel_rows(10, 0, 1, [](Index, Index) {}), npft::Error);
+}
+
+TEST_CASE("an exception from any range reaches the caller after every range has finished", "[kernels][cpu][threads]") {
+    for (const Index thrower : {Index{0}, Index{1}}) {
+        std::vector<int> written(64, 0);
+        CHECK_THROWS_WITH(cpu::parallel_rows(64, 2, 1,
+                                             [&](Index begin, Index end) {
+                                                 if (begin == thrower * 32) throw std::runtime_error("range failed");
+                                                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                                                 for (Index r = begin; r < end; ++r) written[static_cast<std::size_t>(r)] = 1;
+                                             }),
+                          "range failed");
+        // The other range ran to its end before the call returned (it was still sleeping when the thrower threw).
+        const Index other = 32 - thrower * 32;
+        for (Index r = other; r < other + 32; ++r) CHECK(written[static_cast<std::size_t>(r)] == 1);
+        // The pool still works afterwards.
+        const std::vector<int> counts = visit_counts(100, 2, 4);
+        CHECK(std::all_of(counts.begin(), counts.end(), [](int c) { return c == 1; }));
+    }
 }

@@ -8,8 +8,7 @@
 // 4 bit. Every other matrix runs the fp32 kernels. The kernel computes W x_hat exactly up to fp32 rounding, where
 // x_hat is the dequantized int8 activation: the only accuracy cost is that of x_hat (each activation moves by up to
 // half its block's step, max|x| / 254; docs/benchmarks.md gives the measured error) and, for LUT rows, the table held
-// in 12-bit fixed point over the row's range (error at most range / 8190, about fp16's own rounding of the largest
-// level).
+// in 12-bit fixed point (each level moves by at most max|level| / 4094, about fp16's own rounding of the largest level).
 //
 // Layout. The kernel works on chunks of 64 codes (two blocks of 32). A chunk's codes are decoded into two vectors of 32
 // unsigned bytes without any cross-lane shuffle, in an order that depends on the bit width; the activations are
@@ -95,6 +94,10 @@ struct BlockQuantization {
     int sum = 0;
 };
 
+/// A step below the smallest normal float would make 1 / d overflow (and 0 * inf a NaN): such blocks (max|x| below
+/// 1.5e-36) are quantized to zero.
+inline float flush_tiny(float d) { return d >= std::numeric_limits<float>::min() ? d : 0.0f; }
+
 inline bool quantize_block_portable(const float* x, std::int8_t* q, BlockQuantization& out) {
     float largest = 0.0f;
     bool finite = true;
@@ -103,7 +106,7 @@ inline bool quantize_block_portable(const float* x, std::int8_t* q, BlockQuantiz
         largest = std::max(largest, std::abs(x[i]));
     }
     if (!finite) return false;
-    out.d = largest / 127.0f;
+    out.d = flush_tiny(largest / 127.0f);
     const float inverse = out.d > 0.0f ? 1.0f / out.d : 0.0f;
     out.sum = 0;
     for (index i = 0; i < 32; ++i) {
@@ -133,7 +136,7 @@ __attribute__((target("avx2,fma"))) inline bool quantize_block_avx2(const float*
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    out.d = _mm_cvtss_f32(m) / 127.0f;
+    out.d = flush_tiny(_mm_cvtss_f32(m) / 127.0f);
     const __m256 inverse = _mm256_set1_ps(out.d > 0.0f ? 1.0f / out.d : 0.0f);
     __m256i r[4];
     __m256i sum = _mm256_setzero_si256();
@@ -238,7 +241,9 @@ namespace int8 {
 #define NPFT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 /// Decodes the 64 codes of a chunk (2 blocks of 32 b-bit codes, 8 b bytes) into two vectors of 32 bytes in the order
-/// of int8_stored_at. Reads at most 16 bytes past the chunk.
+/// of int8_stored_at. When the last chunk of a row holds a single block, the read goes past the row's end by at most
+/// the length of a one-block row (8, 12 or 16 bytes for 2, 3, 4 bit): inside the next row, or in the last row's
+/// padding (Int8Problem::last_row_padded).
 template <int Bits>
 struct ChunkDecoder;
 
@@ -282,10 +287,12 @@ struct ChunkDecoder<3> {
     }
 
     NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
-        // Block 0's 12 bytes in the low lane, block 1's in the high lane (each at bytes 0..11).
+        // Block 0's 12 bytes in the low lane, block 1's in the high lane (each at bytes 0..11). The second block is
+        // loaded from chunk + 8 and shifted down 4 bytes, so no load ends past the chunk's 24 bytes; when the chunk
+        // holds one block, the read ends 12 bytes past it, inside the next row (at least 12 bytes) or the padding.
         const __m256i bytes = _mm256_inserti128_si256(
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk + 12)), 1);
+            _mm_srli_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk + 8)), 4), 1);
         v0 = _mm256_packus_epi16(quarter(bytes, 0), quarter(bytes, 1));
         v1 = _mm256_packus_epi16(quarter(bytes, 2), quarter(bytes, 3));
     }

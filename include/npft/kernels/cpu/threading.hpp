@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -28,12 +29,16 @@
 namespace npft::kernels::cpu {
 
 /// Persistent worker threads that run tasks 1..n-1 of a parallel call while the caller runs task 0. One parallel call
-/// runs at a time (concurrent callers wait their turn); tasks must not throw and must not start parallel calls.
+/// uses the pool at a time; a caller that finds it busy runs all its tasks itself (same results: each task computes
+/// the same rows either way). An exception from a task is rethrown to the caller after every task has finished.
+/// Tasks must not start parallel calls. The pool's threads do not survive fork(): a forked child must not use it.
 class WorkerPool {
 public:
+    /// The process-wide pool. Never destroyed, so that a parallel call made during static destruction (or from a
+    /// thread still running at exit) does not meet a destroyed pool.
     static WorkerPool& shared() {
-        static WorkerPool pool;
-        return pool;
+        static WorkerPool* pool = new WorkerPool;
+        return *pool;
     }
 
     WorkerPool() = default;
@@ -58,7 +63,11 @@ public:
             if (tasks == 1) task(0);
             return;
         }
-        std::lock_guard<std::mutex> one_call(call_mutex_);
+        std::unique_lock<std::mutex> one_call(call_mutex_, std::try_to_lock);
+        if (!one_call.owns_lock()) {
+            for (index i = 0; i < tasks; ++i) task(i);
+            return;
+        }
         {
             std::lock_guard<std::mutex> lock(mutex_);
             while (static_cast<index>(threads_.size()) < tasks - 1) {
@@ -67,15 +76,24 @@ public:
             }
             task_ = &task;
             tasks_ = tasks;
+            error_ = nullptr;
             pending_.store(tasks - 1, std::memory_order_relaxed);
             generation_.fetch_add(1, std::memory_order_release);
         }
         start_.notify_all();
-        task(0);
+        std::exception_ptr error;
+        try {
+            task(0);
+        } catch (...) {
+            error = std::current_exception();  // rethrown only once the workers no longer use the caller's state
+        }
         spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
         task_ = nullptr;
+        if (!error) error = error_;
+        lock.unlock();
+        if (error) std::rethrow_exception(error);
     }
 
 private:
@@ -106,7 +124,12 @@ private:
             if (id >= tasks_) continue;  // a call with fewer tasks than threads
             const std::function<void(index)>* task = task_;
             lock.unlock();
-            (*task)(id);
+            try {
+                (*task)(id);
+            } catch (...) {
+                std::lock_guard<std::mutex> guard(mutex_);
+                if (!error_) error_ = std::current_exception();
+            }
             // The last one notifies under the mutex, so a caller that checked pending_ just before cannot miss it.
             if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
                 lock.lock();
@@ -123,6 +146,7 @@ private:
     std::vector<std::thread> threads_;
     const std::function<void(index)>* task_ = nullptr;
     index tasks_ = 0;
+    std::exception_ptr error_;  // the first exception a worker's task threw in the current call
     std::atomic<index> pending_{0};
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<bool> stopping_{false};
@@ -130,7 +154,8 @@ private:
 
 /// Runs body(begin, end) over [0, rows) split into at most `threads` contiguous ranges. Range boundaries are
 /// multiples of `align` (except the last), so that row-tiled kernels see whole tiles. The calling thread runs the
-/// first range, WorkerPool::shared() the others. body must not throw.
+/// first range, WorkerPool::shared() the others. If body throws, the exception reaches the caller after every range
+/// has finished.
 template <class Body>
 void parallel_rows(index rows, int threads, index align, Body&& body) {
     require(threads >= 1, "threads must be at least 1, got ", threads);
