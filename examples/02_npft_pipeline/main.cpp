@@ -1,10 +1,12 @@
 // 02: assemble an NPFT pipeline around your own model.
 //
 // The model below is "yours": a two-layer tanh network with a hand-written forward and backward. The only npft-facing
-// code is parameters() (named views of its weights and gradients) and loss_and_gradient(batch). The pipeline selects
-// the outliers by Fisher, fine-tunes LoRA adapters with quantization-step noise on them, reports progress, and
-// quantizes to 3 bits. Copy this file and replace the model with yours.
+// code is parameters() (named views of its weights and gradients) and loss_and_gradient(batch), plus, optionally,
+// set_lora_adapter for LoRA dropout. The pipeline selects the outliers by Fisher, fine-tunes LoRA adapters (with
+// dropout) with quantization-step noise on them, reports progress, and quantizes to 3 bits. Copy this file and replace
+// the model with yours.
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include <npft/npft.hpp>
@@ -14,6 +16,11 @@ struct Batch {
     npft::Matrix x;  // inputs x samples
     npft::Matrix y;  // outputs x samples
 };
+
+template <class M>
+auto view(M& m) {  // a view of an Eigen matrix's memory, for the LoRA adapter calls
+    return npft::as_matrix_view(m);
+}
 
 class Regressor {
 public:
@@ -29,17 +36,33 @@ public:
                 {"block.down", npft::as_matrix_view(down_), npft::as_matrix_view(down_grad_)}};
     }
 
-    /// Part 2: the mean loss on a batch; overwrites the gradients.
+    /// Part 2: the mean loss on a batch; overwrites the gradients. The `if (lora)` lines are only needed for LoRA
+    /// dropout (part 3); without them npft applies LoRA in weight space.
     double loss_and_gradient(const Batch& b) {
         const float inv_n = 1.0f / static_cast<float>(b.x.cols());
-        const npft::Matrix a = (up_ * b.x).array().tanh().matrix();
-        const npft::Matrix r = down_ * a - b.y;
-        down_grad_.noalias() = inv_n * r * a.transpose();
-        up_grad_.noalias() = inv_n * ((down_.transpose() * r).array() * (1.0f - a.array().square())).matrix() * b.x.transpose();
-        return 0.5 * static_cast<double>(r.squaredNorm()) * inv_n;
+        npft::Matrix z = up_ * b.x;
+        if (up_lora_) up_lora_->forward(view(b.x), view(z));
+        const npft::Matrix a = z.array().tanh().matrix();
+        npft::Matrix y = down_ * a;
+        if (down_lora_) down_lora_->forward(view(a), view(y));
+        const npft::Matrix dy = inv_n * (y - b.y);
+        down_grad_.noalias() = dy * a.transpose();
+        npft::Matrix da = down_.transpose() * dy;
+        if (down_lora_) down_lora_->backward(view(a), view(dy), view(da));
+        const npft::Matrix dz = (da.array() * (1.0f - a.array().square())).matrix();
+        up_grad_.noalias() = dz * b.x.transpose();
+        if (up_lora_) up_lora_->backward(view(b.x), view(dz));  // the input needs no gradient
+        return 0.5 * static_cast<double>((y - b.y).squaredNorm()) * inv_n;
     }
 
-    /// Optional: a forward-only loss, which npft::train::evaluate_loss prefers when present.
+    /// Part 3, optional: npft hands over the adapter of each adapted weight (nullptr to take it back), for LoRA with
+    /// dropout on the activations (npft::train::LoraActivationModel).
+    void set_lora_adapter(const std::string& name, npft::train::ActivationLora* adapter) {
+        (name == "block.up" ? up_lora_ : down_lora_) = adapter;
+    }
+
+    /// Optional: a forward-only loss, which npft::train::evaluate_loss prefers when present (used outside fit, where
+    /// LoRA is merged into the weights).
     double loss(const Batch& b) const {
         const npft::Matrix r = down_ * (up_ * b.x).array().tanh().matrix() - b.y;
         return 0.5 * static_cast<double>(r.squaredNorm()) / static_cast<double>(b.x.cols());
@@ -47,6 +70,8 @@ public:
 
 private:
     npft::Matrix up_, down_, up_grad_, down_grad_;
+    npft::train::ActivationLora* up_lora_ = nullptr;
+    npft::train::ActivationLora* down_lora_ = nullptr;
 };
 
 // ---- data: a random teacher network, keyed draws -------------------------------------------------------------------
@@ -102,7 +127,7 @@ int main() {
 
     npft::Pipeline<Selector, Noise, Trace, Grid> pipe(
         {.stages = 3, .steps_per_stage = 100, .learning_rate = 1e-2f, .seed = 7,
-         .peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f}, .trace_every = 100},
+         .peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f, .dropout = 0.05f}, .trace_every = 100},
         Selector{.fraction = 0.02}, Noise{.scaling = {.start = 2.0f, .end = 1.0f}},
         Trace({.min_probes = 16, .max_probes = 64, .target_relative_standard_error = 0.05}));
 

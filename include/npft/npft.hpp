@@ -36,6 +36,7 @@
 #include "quant/gptq.hpp"
 #include "train/checkpoint.hpp"
 #include "train/lora.hpp"
+#include "train/lora_activation.hpp"
 #include "train/loss_policy.hpp"
 #include "train/name_filter.hpp"
 #include "train/optimizer.hpp"

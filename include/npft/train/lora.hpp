@@ -2,8 +2,12 @@
 // LoRA (Hu et al. 2021) in weight space: W_eff = W_base + (alpha / rank) * B A, written into the model's own weight
 // memory before each call. The user's backward gives G = dL/dW_eff, and the adapter gradients follow exactly:
 //   dL/dB = (alpha / rank) * G A^T,   dL/dA = (alpha / rank) * B^T G.
-// So a user's model needs no LoRA code at all. Dropout on the adapter input cannot be expressed in weight space (it acts
-// per token on activations), so this formulation has none; see docs/pipeline.md.
+// So a user's model needs no LoRA code at all. LoRA dropout (PEFT's, on the adapter's input, per token and feature)
+// cannot be expressed in weight space: it needs the model to apply the adapter to its activations, through the optional
+// capability of lora_activation.hpp. Weight-space LoRA has no dropout variant on purpose: the candidate (dropping
+// columns of A, one mask per step shared by all tokens of the batch) is a different regularizer whose strength at a
+// given p has nothing to do with PEFT's, so a recipe's p = 0.05 would silently mean something else. The pipeline
+// therefore refuses dropout > 0 for a model without the capability (see docs/pipeline.md).
 #include <cmath>
 #include <type_traits>
 
@@ -28,10 +32,21 @@ decltype(auto) with_eigen(const MatrixView<T>& view, F&& f) {
 }
 }  // namespace detail
 
-/// LoRA hyper-parameters. Defaults follow method.md (the NPFT reference recipe for LLaMA: rank 16, alpha 32).
+namespace detail {
+inline void require_lora_dropout(float dropout) {
+    require(std::isfinite(dropout) && dropout >= 0.0f && dropout < 1.0f, "LoRA dropout must be finite and in [0, 1), got ",
+            dropout);
+}
+}  // namespace detail
+
+/// LoRA hyper-parameters. Rank and alpha follow method.md (the NPFT reference recipe for LLaMA: rank 16, alpha 32).
+/// `dropout` is the probability p of zeroing an entry of the adapter's input (PEFT's lora_dropout). It defaults to 0,
+/// not to the recipe's 0.05, because dropout needs a model with the LoraActivationModel capability
+/// (lora_activation.hpp) and the default must work for every model; set `.dropout = 0.05f` to follow the recipe.
 struct LoraOptions {
     index rank = 16;
     float alpha = 32.0f;
+    float dropout = 0.0f;
 };
 
 /// The adapter pair of one weight matrix of shape rows x cols: B (rows x rank) and A (rank x cols).
@@ -42,6 +57,7 @@ public:
         require(options.rank >= 1, "LoRA rank must be at least 1, got ", options.rank);
         require(std::isfinite(options.alpha) && options.alpha > 0.0f, "LoRA alpha must be finite and positive, got ",
                 options.alpha);
+        detail::require_lora_dropout(options.dropout);
         require(rows > 0 && cols > 0, "a LoRA adapter needs a non-empty weight, got ", rows, " x ", cols);
         a_ = Matrix::Zero(options.rank, cols);
         b_ = Matrix::Zero(rows, options.rank);
@@ -51,6 +67,7 @@ public:
     index cols() const { return a_.cols(); }
     index rank() const { return options_.rank; }
     float scaling() const { return options_.alpha / static_cast<float>(options_.rank); }
+    float dropout() const { return options_.dropout; }
 
     Matrix& a() { return a_; }
     Matrix& b() { return b_; }

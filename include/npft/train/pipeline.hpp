@@ -29,6 +29,7 @@
 #include "checkpoint.hpp"
 #include "differentiable_model.hpp"
 #include "lora.hpp"
+#include "lora_activation.hpp"
 #include "loss_policy.hpp"
 #include "name_filter.hpp"
 #include "optimizer.hpp"
@@ -322,6 +323,8 @@ private:
         Matrix quant_steps;               // per-weight steps, when the selector or the noise reads them
         std::vector<float> noise;         // the current draw: noise[i] belongs to selection.positions[i]
         LoraAdapter lora;
+        bool activation_lora = false;     // LoRA applied by the model on activations (dropout > 0), not in `value`
+        ActivationLora activation;        // what the model calls then; reads `lora`
         typename Opt::State state_a, state_b;
         std::vector<index> trainable;     // MaskedWeights: sorted flat positions that train
         typename Opt::State state_masked;
@@ -399,6 +402,9 @@ private:
             t.adapted = adapted;
             t.clean = to_eigen(MatrixView<const float>(p.value));
             t.selection = outliers::OutlierMask(p.value.rows(), p.value.cols(), {});
+            // A zero pair of the right shape until the first stage initializes it (the Fisher pass may run through an
+            // attached activation adapter before that).
+            if (adapted && uses_lora()) t.lora = LoraAdapter(p.value.rows(), p.value.cols(), std::get<LoraOptions>(options_.peft));
             tensors_.push_back(std::move(t));
             any_perturbed |= perturbed;
             any_adapted |= adapted;
@@ -439,7 +445,11 @@ private:
             const MatrixView<float> v = value_of(t);
             const index cols = t.clean.cols();
             if (t.adapted && uses_lora()) {
-                t.lora.write_effective(t.clean, v);
+                if (t.activation_lora) {
+                    to_eigen(v) = t.clean;  // the model adds the adapter term to its activations
+                } else {
+                    t.lora.write_effective(t.clean, v);
+                }
                 if (with_noise) {
                     for (std::size_t i = 0; i < t.noise.size(); ++i) {
                         const index p = t.selection.positions[i];
@@ -567,7 +577,19 @@ private:
     void collect_peft_gradients(float weight, bool accumulate) {
         for (auto& t : tensors_) {
             if (!t.adapted) continue;
-            if (uses_lora()) {
+            if (uses_lora() && t.activation_lora) {
+                const ActivationLora& a = t.activation;
+                require(a.forward_calls() > 0 && a.backward_calls() > 0, "the model took the activation LoRA adapter of '",
+                        t.name, "' but its loss_and_gradient called forward ", a.forward_calls(), " and backward ",
+                        a.backward_calls(), " times on it (each must be called at least once per call)");
+                if (accumulate) {
+                    t.grad_a += weight * a.grad_a();
+                    t.grad_b += weight * a.grad_b();
+                } else {
+                    t.grad_a = weight * a.grad_a();
+                    t.grad_b = weight * a.grad_b();
+                }
+            } else if (uses_lora()) {
                 if (accumulate) {
                     Matrix ga, gb;
                     t.lora.gradients(grad_of(t), ga, gb);
@@ -632,9 +654,17 @@ private:
         const float b = loss_.perturbed_weight();
         FitSummary summary;
         const index n = options_.steps_per_stage;
+        // Activation-space LoRA (dropout > 0): hand the adapters to the model for this run, take them back on any exit.
+        struct Detach {
+            Pipeline* pipeline;
+            Model* model;
+            ~Detach() { pipeline->detach_adapters(*model); }
+        } detach{this, &model};
+        attach_adapters(model);
         while (step_ < total_steps()) {
             const index stage = step_ / n, local = step_ % n;
             const bool stage_start = local == 0;
+            prepare_adapters(false);  // Fisher pass and trace: no dropout
             if (stage_start) begin_stage(model, calibration, stage);
             if (stage_start || noise_.redraw_at(step_, n)) draw_noise(step_);
 
@@ -642,14 +672,17 @@ private:
             double loss = 0.0;
             if (b < 1.0f) {
                 write_effective(false);
+                prepare_adapters(true);
                 const double clean_loss = static_cast<double>(model.loss_and_gradient(batch));
                 collect_peft_gradients(1.0f - b, false);
                 write_effective(true);
+                prepare_adapters(true);  // the same dropout mask as the clean pass: it is keyed by the step
                 const double perturbed_loss = static_cast<double>(model.loss_and_gradient(batch));
                 collect_peft_gradients(b, true);
                 loss = (1.0 - static_cast<double>(b)) * clean_loss + static_cast<double>(b) * perturbed_loss;
             } else {
                 write_effective(true);
+                prepare_adapters(true);
                 loss = static_cast<double>(model.loss_and_gradient(batch));
                 collect_peft_gradients(1.0f, false);
             }
@@ -666,6 +699,7 @@ private:
             r.noise_scale = noise_scale_;
             r.learning_rate = lr;
             if (options_.trace_every > 0 && step_ % options_.trace_every == 0) {
+                prepare_adapters(false);
                 write_effective(false);
                 const auto estimate = estimate_trace(model, std::ranges::begin(calibration)[0]);
                 r.trace = estimate.value;
@@ -682,6 +716,7 @@ private:
                 report(r);
             }
             if (stop && step_ < total_steps()) {
+                detach_adapters(model);  // the model is left with LoRA in its weights, as without the capability
                 write_effective(false);  // leave a usable model: clean + adapters, no noise
                 return summary;
             }
@@ -689,6 +724,51 @@ private:
         copy_clean_into_model();
         summary.finished = true;
         return summary;
+    }
+
+    // ---- activation-space LoRA (LoraActivationModel, dropout > 0) ----------------------------------------------------
+    template <class Model>
+    void attach_adapters(Model& model) {
+        if (!uses_lora()) return;
+        const float dropout = std::get<LoraOptions>(options_.peft).dropout;
+        if (dropout == 0.0f) return;  // weight space is exact without dropout and needs nothing from the model
+        if constexpr (LoraActivationModel<Model>) {
+            for (auto& t : tensors_) {
+                if (!t.adapted) continue;
+                t.activation = ActivationLora(t.lora, dropout);
+                t.activation_lora = true;
+                model.set_lora_adapter(t.name, &t.activation);
+            }
+        } else {
+            fail("LoraOptions::dropout is ", dropout,
+                 ", but LoRA dropout acts per token on activations and this model does not apply adapters itself: give it "
+                 "`set_lora_adapter(const std::string& name, npft::train::ActivationLora* adapter)` and call "
+                 "adapter->forward/backward in its forward/backward (npft::train::LoraActivationModel, docs/pipeline.md), "
+                 "or set dropout = 0 for LoRA in weight space");
+        }
+    }
+
+    template <class Model>
+    void detach_adapters(Model& model) {
+        if constexpr (LoraActivationModel<Model>) {
+            for (auto& t : tensors_) {
+                if (!t.activation_lora) continue;
+                model.set_lora_adapter(t.name, nullptr);
+                t.activation_lora = false;
+            }
+        } else {
+            (void)model;
+        }
+    }
+
+    /// Before a model call: training mode (dropout keyed by this step, gradients cleared) or evaluation (no dropout).
+    void prepare_adapters(bool training) {
+        for (auto& t : tensors_) {
+            if (!t.activation_lora) continue;
+            t.activation.set_training(training);
+            t.activation.set_mask_key(options_.seed, static_cast<std::uint64_t>(step_), static_cast<std::uint64_t>(t.parameter));
+            t.activation.zero_gradients();
+        }
     }
 
     // ---- Hessian trace ----------------------------------------------------------------------------------------------
