@@ -309,65 +309,6 @@ TEST_CASE("tensor-core GEMM emulation: loads, decode, fragments and epilogue cov
     }
 }
 
-TEST_CASE("merge-path search finds the hand-computed split points", "[cuda][spmv]") {
-    // Rows: 0 -> nonzeros {0, 1}; 1 -> empty; 2 -> {2, 3, 4}. Path: nz0 nz1 end0 end1 nz2 nz3 nz4 end2.
-    const std::int32_t offsets[] = {0, 2, 2, 5};
-    const auto at = [&](Index d) { return nc::merge_path_search(d, offsets, 3, 5); };
-    CHECK(at(0).row == 0);
-    CHECK(at(0).nz == 0);
-    CHECK(at(2).row == 0);
-    CHECK(at(2).nz == 2);
-    CHECK(at(3).row == 1);
-    CHECK(at(3).nz == 2);
-    CHECK(at(4).row == 2);
-    CHECK(at(4).nz == 2);
-    CHECK(at(7).row == 2);
-    CHECK(at(7).nz == 5);
-    CHECK(at(8).row == 3);
-    CHECK(at(8).nz == 5);
-}
-
-TEST_CASE("merge-path SpMV emulation matches a direct CSR product for any split", "[cuda][spmv]") {
-    // Row lengths: empty rows, a long row (the load-balance case), and random short rows.
-    const Index rows = 50, cols = 64;
-    std::vector<std::int32_t> offsets{0}, columns;
-    std::vector<npft::half> values;
-    for (Index r = 0; r < rows; ++r) {
-        const Index length = r == 7 ? 300 : (r % 5 == 0 ? 0 : static_cast<Index>(npft::random_words({31, 1}, static_cast<std::uint64_t>(r))[0] % 6));
-        for (Index i = 0; i < length; ++i) {
-            const std::uint64_t at = static_cast<std::uint64_t>(columns.size());
-            columns.push_back(static_cast<std::int32_t>(npft::random_words({31, 2}, at)[0] % cols));
-            values.push_back(npft::half(npft::uniform({31, 3}, at, -4.0f, 4.0f)));
-        }
-        offsets.push_back(static_cast<std::int32_t>(columns.size()));
-    }
-    const Index nnz = static_cast<Index>(values.size());
-    std::vector<float> x(static_cast<std::size_t>(cols));
-    for (Index k = 0; k < cols; ++k) x[static_cast<std::size_t>(k)] = npft::uniform({31, 4}, static_cast<std::uint64_t>(k), -1.0f, 1.0f);
-    std::vector<double> expected(static_cast<std::size_t>(rows), 0.0);
-    for (Index r = 0; r < rows; ++r)
-        for (Index j = offsets[static_cast<std::size_t>(r)]; j < offsets[static_cast<std::size_t>(r + 1)]; ++j)
-            expected[static_cast<std::size_t>(r)] +=
-                static_cast<double>(static_cast<float>(values[static_cast<std::size_t>(j)])) * x[static_cast<std::size_t>(columns[static_cast<std::size_t>(j)])];
-
-    for (const Index items : {Index{1}, Index{3}, Index{8}, Index{64}, Index{1000}}) {
-        CAPTURE(items);
-        std::vector<float> out(static_cast<std::size_t>(rows), 0.0f);
-        Index consumed = 0;
-        const Index path = rows + nnz;
-        for (Index begin = 0; begin < path; begin += items)
-            nc::merge_path_walk(offsets.data(), columns.data(), values.data(), rows, nnz, begin, std::min(begin + items, path),
-                                [&](std::int32_t c) {
-                                    ++consumed;
-                                    return x[static_cast<std::size_t>(c)];
-                                },
-                                [&](Index r, float s) { out[static_cast<std::size_t>(r)] += s; });
-        CHECK(consumed == nnz);  // every nonzero visited by exactly one thread
-        for (Index r = 0; r < rows; ++r)
-            CHECK(std::abs(out[static_cast<std::size_t>(r)] - expected[static_cast<std::size_t>(r)]) <= 1e-4);
-    }
-}
-
 TEST_CASE("tile policies derive consistent shapes", "[cuda][gemm]") {
     using Tile = nc::GemmTile<>;
     STATIC_REQUIRE(Tile::threads == 256);

@@ -1,0 +1,136 @@
+// GPU correctness of the outlier SpMV (spmv_add, spmv.cuh) against a scalar CSR product in double: a heavy row spanning
+// many tiles, empty rows, nnz = 0, batch 1..8, a batch above grid.y's limit, fp16 and bf16 activations, and out holding
+// values to add to. Without a usable device it prints "SKIPPED: <reason>" and exits with 77 (CTest: skipped).
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <npft/core/random.hpp>
+#include <npft/cuda.cuh>
+
+namespace {
+
+using npft::index;
+namespace nc = npft::cuda;
+
+int failures = 0;
+int checks = 0;
+
+void expect(bool condition, const std::string& what) {
+    ++checks;
+    if (!condition) {
+        ++failures;
+        if (failures <= 20) std::printf("FAILED: %s\n", what.c_str());
+    }
+}
+
+struct Csr {
+    index rows = 0, cols = 0;
+    std::vector<std::int32_t> row_offsets{0}, columns;
+    std::vector<npft::half> values;
+};
+
+/// Row `heavy` holds heavy_length nonzeros (several 1024-nonzero tiles), every third row is empty, others 0..5.
+Csr random_csr(index rows, index cols, index heavy, index heavy_length, std::uint64_t seed) {
+    Csr c;
+    c.rows = rows;
+    c.cols = cols;
+    for (index r = 0; r < rows; ++r) {
+        const auto draw = npft::random_words({seed, 1}, static_cast<std::uint64_t>(r))[0];
+        const index length = r == heavy ? heavy_length : (r % 3 == 1 ? 0 : static_cast<index>(draw % 6));
+        for (index i = 0; i < length; ++i) {
+            const auto at = static_cast<std::uint64_t>(c.columns.size());
+            c.columns.push_back(static_cast<std::int32_t>(npft::random_words({seed, 2}, at)[0] % static_cast<std::uint64_t>(cols)));
+            c.values.push_back(npft::half(npft::uniform({seed, 3}, at, -8.0f, 8.0f)));
+        }
+        c.row_offsets.push_back(static_cast<std::int32_t>(c.columns.size()));
+    }
+    return c;
+}
+
+/// out = initial + S x^T on the GPU, compared with the double reference within fp32 rounding of the sums.
+template <class T>
+void check_spmv(const Csr& c, index batch, const std::string& name) {
+    const index ldx = c.cols + 8;
+    std::vector<T> x(static_cast<std::size_t>(batch * ldx), T(0.0f));
+    for (index m = 0; m < batch; ++m)
+        for (index k = 0; k < c.cols; ++k)
+            x[static_cast<std::size_t>(m * ldx + k)] = T(npft::uniform({91, 5}, static_cast<std::uint64_t>(m * c.cols + k), -2.0f, 2.0f));
+    std::vector<float> initial(static_cast<std::size_t>(batch * c.rows));
+    for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = npft::uniform({91, 6}, i, -1.0f, 1.0f);
+    std::vector<double> expected(initial.size()), magnitude(initial.size());
+    for (index m = 0; m < batch; ++m)
+        for (index r = 0; r < c.rows; ++r) {
+            const auto o = static_cast<std::size_t>(m * c.rows + r);
+            expected[o] = initial[o];
+            magnitude[o] = std::abs(initial[o]);
+            for (std::int32_t k = c.row_offsets[static_cast<std::size_t>(r)]; k < c.row_offsets[static_cast<std::size_t>(r + 1)]; ++k) {
+                const double term = static_cast<double>(static_cast<float>(c.values[static_cast<std::size_t>(k)])) *
+                                    static_cast<float>(x[static_cast<std::size_t>(m * ldx + c.columns[static_cast<std::size_t>(k)])]);
+                expected[o] += term;
+                magnitude[o] += std::abs(term);
+            }
+        }
+    const nc::DeviceSparseOutliers sparse(c);
+    const nc::DeviceBuffer<T> dx(x);
+    nc::DeviceBuffer<float> out(initial);
+    nc::Stream stream;
+    nc::spmv_add<T>(sparse.view(), dx.data(), batch, ldx, out.data(), stream.get());
+    stream.synchronize();
+    const std::vector<float> got = out.download();
+    int bad = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const double bound = 1e-5 * magnitude[i] + 1e-6;  // fp32 sums of at most a few thousand terms
+        if (!std::isfinite(got[i]) || std::abs(got[i] - expected[i]) > bound) {
+            if (bad++ < 3) std::printf("  %s: output %zu = %g, expected %g (bound %g)\n", name.c_str(), i, got[i], expected[i], bound);
+        }
+    }
+    expect(bad == 0, name + ": " + std::to_string(bad) + " outputs outside the bound");
+}
+
+template <class T>
+void run_all(const char* type) {
+    const std::string t(type);
+    const Csr heavy = random_csr(300, 512, 37, 5000, 1);  // one row holds ~90% of the nonzeros, over 5+ tiles
+    for (index batch = 1; batch <= 8; ++batch) check_spmv<T>(heavy, batch, t + " heavy row batch " + std::to_string(batch));
+    check_spmv<T>(random_csr(1000, 256, -1, 0, 2), 3, t + " short rows, empty rows");
+    Csr last_only;  // every row empty but the last
+    last_only.rows = 2000;
+    last_only.cols = 64;
+    last_only.row_offsets.assign(2000, 0);
+    for (std::int32_t k = 0; k < 1500; ++k) {
+        last_only.columns.push_back(k % 64);
+        last_only.values.push_back(npft::half(static_cast<float>(k % 7) - 3.0f));
+    }
+    last_only.row_offsets.push_back(1500);
+    check_spmv<T>(last_only, 2, t + " nonzeros only in the last row");
+    Csr empty;  // nnz = 0: nothing launched, out keeps its values
+    empty.rows = 64;
+    empty.cols = 64;
+    empty.row_offsets.assign(65, 0);
+    check_spmv<T>(empty, 4, t + " nnz 0");
+    check_spmv<T>(random_csr(8, 16, 3, 40, 4), 70000, t + " batch 70000 (grid.y strided)");
+}
+
+}  // namespace
+
+int main() {
+    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
+        std::printf("SKIPPED: %s\n", reason.c_str());
+        return 77;
+    }
+    if (nc::compute_capability() < 80) {
+        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
+        return 77;
+    }
+    try {
+        run_all<npft::half>("fp16");
+        run_all<npft::bfloat16>("bf16");
+    } catch (const std::exception& e) {
+        std::printf("FAILED with exception: %s\n", e.what());
+        return 1;
+    }
+    std::printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
