@@ -150,6 +150,7 @@ struct Row {
     int bits = 0;
     index group = 0;
     double test_ppl = 0.0;
+    double test_ppl_int8 = 0.0;  // the same packed weights run with int8 activations (the kernels' fast path)
     double bits_per_weight = 0.0;
     double seconds = 0.0;  // quantization time; for +npft rows, fine-tuning plus quantization
     std::optional<npft::hessian::TraceEstimate> trace_before, trace_after;
@@ -175,8 +176,10 @@ Row quantized_row(const Model& model, const std::vector<Batch>& test, std::strin
     row.seconds = seconds_since(start) + extra_seconds;
     row.bits_per_weight = q.bits_per_weight();
     row.test_ppl = tiny_llama::perplexity(q, test);
-    std::fprintf(stderr, "  %-26s %d-bit group %-4td  ppl %8.4f  %.3f bits/weight  %.1f s\n", row.method.c_str(), bits,
-                 group, row.test_ppl, row.bits_per_weight, row.seconds);
+    q.set_multiply_options({.activations = npft::kernels::cpu::Activations::int8});
+    row.test_ppl_int8 = tiny_llama::perplexity(q, test);
+    std::fprintf(stderr, "  %-26s %d-bit group %-4td  ppl %8.4f (int8 activations %8.4f)  %.3f bits/weight  %.1f s\n",
+                 row.method.c_str(), bits, group, row.test_ppl, row.test_ppl_int8, row.bits_per_weight, row.seconds);
     return row;
 }
 
@@ -414,12 +417,12 @@ int run(int argc, char** argv) {
 
         // ---- report
         std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.bits > b.bits; });
-        std::printf("\n%-24s %4s %6s %10s %9s %9s %26s\n", "method", "bits", "group", "test ppl", "bits/w", "seconds",
-                    "Tr(H_outliers) before->after");
-        std::printf("%-24s %4s %6s %10.4f %9s %9.1f\n", "fp32", "32", "-", fp32_ppl, "32", train_seconds);
+        std::printf("\n%-24s %4s %6s %10s %10s %9s %9s %26s\n", "method", "bits", "group", "test ppl", "int8 act", "bits/w",
+                    "seconds", "Tr(H_outliers) before->after");
+        std::printf("%-24s %4s %6s %10.4f %10s %9s %9.1f\n", "fp32", "32", "-", fp32_ppl, "-", "32", train_seconds);
         for (const Row& r : rows) {
-            std::printf("%-24s %4d %6td %10.4f %9.3f %9.1f", (r.method + (r.control ? "*" : "")).c_str(), r.bits, r.group,
-                        r.test_ppl, r.bits_per_weight, r.seconds);
+            std::printf("%-24s %4d %6td %10.4f %10.4f %9.3f %9.1f", (r.method + (r.control ? "*" : "")).c_str(), r.bits, r.group,
+                        r.test_ppl, r.test_ppl_int8, r.bits_per_weight, r.seconds);
             if (r.trace_before)
                 std::printf("   %.3g+-%.1g -> %.3g+-%.1g", r.trace_before->value, r.trace_before->standard_error,
                             r.trace_after->value, r.trace_after->standard_error);
@@ -451,7 +454,8 @@ int run(int argc, char** argv) {
             const Row& r = rows[i];
             json += std::string(i ? ",\n  " : "\n  ") + "{\"method\": " + json_string(r.method) + ", \"bits\": " +
                     std::to_string(r.bits) + ", \"group\": " + std::to_string(r.group) + ", \"test_ppl\": " +
-                    json_number(r.test_ppl) + ", \"bits_per_weight\": " + json_number(r.bits_per_weight) +
+                    json_number(r.test_ppl) + ", \"test_ppl_int8_activations\": " + json_number(r.test_ppl_int8) +
+                    ", \"bits_per_weight\": " + json_number(r.bits_per_weight) +
                     ", \"seconds\": " + json_number(r.seconds);
             if (r.trace_before)
                 json += ", \"outlier_trace_before\": " + json_number(r.trace_before->value) +

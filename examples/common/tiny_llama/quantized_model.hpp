@@ -28,17 +28,19 @@ public:
     std::size_t bytes() const { return std::visit([](const auto& w) { return w.bytes(); }, weight_); }
 
     /// y = x W^T, y already sized tokens x rows().
-    void multiply(const Matrix& x, Matrix& y) const {
-        std::visit([&](const auto& w) { multiply_packed(w, x, y); }, weight_);
+    void multiply(const Matrix& x, Matrix& y, const npft::kernels::cpu::MultiplyOptions& options = {}) const {
+        std::visit([&](const auto& w) { multiply_packed(w, x, y, options); }, weight_);
     }
 
 private:
-    static void multiply_packed(const npft::quant::QuantizedMatrix& w, const Matrix& x, Matrix& y) {
-        npft::kernels::cpu::multiply(w, npft::MatrixView<const float>(npft::as_matrix_view(x)), npft::as_matrix_view(y));
+    static void multiply_packed(const npft::quant::QuantizedMatrix& w, const Matrix& x, Matrix& y,
+                                const npft::kernels::cpu::MultiplyOptions& options) {
+        npft::kernels::cpu::multiply(w, npft::MatrixView<const float>(npft::as_matrix_view(x)), npft::as_matrix_view(y), options);
     }
     /// The dense part through the kernel, then y[:, r] += v x[:, c] for each fp16 outlier (r, c, v) of the CSR part.
-    static void multiply_packed(const npft::quant::DenseSparseMatrix& w, const Matrix& x, Matrix& y) {
-        multiply_packed(w.dense, x, y);
+    static void multiply_packed(const npft::quant::DenseSparseMatrix& w, const Matrix& x, Matrix& y,
+                                const npft::kernels::cpu::MultiplyOptions& options) {
+        multiply_packed(w.dense, x, y, options);
         const auto& s = w.sparse;
         for (index r = 0; r < s.rows; ++r) {
             for (auto k = s.row_offsets[static_cast<std::size_t>(r)]; k < s.row_offsets[static_cast<std::size_t>(r + 1)]; ++k) {
@@ -67,6 +69,9 @@ public:
 
     bool complete() const { return packed_.size() == static_cast<std::size_t>(7 * model_->config().layers); }
 
+    /// How every linear runs (threads, kernel path, fp32 or int8 activations); default: fp32 activations, 1 thread.
+    void set_multiply_options(const npft::kernels::cpu::MultiplyOptions& options) { options_ = options; }
+
     /// Storage bits per weight over all linear layers, metadata included.
     double bits_per_weight() const {
         double bits = 0.0, weights = 0.0;
@@ -84,13 +89,15 @@ public:
         std::vector<const PackedLinear*> table;
         for (const std::string& name : model_->linear_names()) table.push_back(&packed_.at(name));
         const auto linears = [&](index layer, LinearKind kind, const Matrix& x, Matrix& y) {
-            table[static_cast<std::size_t>(layer * 7 + static_cast<index>(kind))]->multiply(x, y);
+            table[static_cast<std::size_t>(layer * 7 + static_cast<index>(kind))]->multiply(x, y, options_);
         };
         return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr) /
                static_cast<double>(batch.count() * batch.positions());
     }
 
 private:
+    npft::kernels::cpu::MultiplyOptions options_{};
+
     const Matrix* find_linear(const std::string& name) const {
         for (index l = 0; l < model_->config().layers; ++l)
             for (const LinearKind kind : linear_kinds)
