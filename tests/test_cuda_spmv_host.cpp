@@ -12,36 +12,15 @@
 #include <npft/kernels/cuda/spmv_coo.cuh>
 #include <vector>
 
+#include "spmv_patterns.hpp"
+
 using Index = npft::index;
 namespace nc = npft::cuda;
 
 namespace {
 
-struct Csr {
-    Index rows = 0, cols = 0;
-    std::vector<std::int32_t> row_offsets{0}, columns;
-    std::vector<npft::half> values;
-    Index nnz() const { return static_cast<Index>(values.size()); }
-};
-
-/// Random CSR: row `heavy` (if >= 0) holds `heavy_length` nonzeros, every third row is empty, the others hold 0..5.
-/// Values are integers in [-8, 8].
-Csr random_csr(Index rows, Index cols, Index heavy, Index heavy_length, std::uint64_t seed) {
-    Csr c;
-    c.rows = rows;
-    c.cols = cols;
-    for (Index r = 0; r < rows; ++r) {
-        const auto draw = npft::random_words({seed, 1}, static_cast<std::uint64_t>(r))[0];
-        const Index length = r == heavy ? heavy_length : (r % 3 == 1 ? 0 : static_cast<Index>(draw % 6));
-        for (Index i = 0; i < length; ++i) {
-            const auto at = static_cast<std::uint64_t>(c.columns.size());
-            c.columns.push_back(static_cast<std::int32_t>(npft::random_words({seed, 2}, at)[0] % static_cast<std::uint64_t>(cols)));
-            c.values.push_back(npft::half(static_cast<float>(static_cast<int>(npft::random_words({seed, 3}, at)[0] % 17) - 8)));
-        }
-        c.row_offsets.push_back(static_cast<std::int32_t>(c.columns.size()));
-    }
-    return c;
-}
+using npft_test::Csr;
+using npft_test::random_csr;
 
 /// x[m][k] integers in [-4, 4], with leading dimension ldx >= cols (the padding holds a poison value never read).
 std::vector<float> random_x(Index batch, Index cols, Index ldx, std::uint64_t seed) {

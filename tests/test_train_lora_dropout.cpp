@@ -89,19 +89,6 @@ struct AdaptedMlp : TinyMlp {
 static_assert(train::LoraActivationModel<AdaptedMlp>);
 static_assert(!train::LoraActivationModel<TinyMlp>);
 
-TinyMlp make_model(std::uint64_t seed) {
-    TinyMlp m(8, 16, 4);
-    npft_test::fill_gaussian(m.w1, 0.5f, seed, 1);
-    npft_test::fill_gaussian(m.w2, 0.5f, seed, 2);
-    return m;
-}
-
-std::vector<Batch> make_batches(int count, std::uint64_t stream0) {
-    const TinyMlp teacher = make_model(99);
-    std::vector<Batch> out;
-    for (int i = 0; i < count; ++i) out.push_back(npft_test::teacher_batch(teacher, 16, 5, stream0 + static_cast<std::uint64_t>(i), 0.05f));
-    return out;
-}
 
 using StepNoise = npft::noise::Schedule<npft::noise::QuantStepUniform>;
 using Pipe = npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>>;
@@ -306,12 +293,12 @@ TEST_CASE("bad dropout values and shapes are refused", "[train][lora][dropout]")
 }
 
 TEST_CASE("the pipeline trains a model that applies its own adapters with dropout", "[train][pipeline][dropout]") {
-    const auto batches = make_batches(4, 0);
+    const auto batches = npft_test::teacher_batches(4, 0);
     auto options = dropout_options(0.1f);
     options.stages = 1;
     options.steps_per_stage = 40;
     options.learning_rate = 3e-2f;
-    AdaptedMlp model(make_model(2));
+    AdaptedMlp model(npft_test::small_mlp(2));
     double before = 0.0;
     for (const auto& b : batches) before += model.loss(b);
     auto pipe = make_pipe(options);
@@ -334,7 +321,7 @@ TEST_CASE("the pipeline trains a model that applies its own adapters with dropou
 
     // The same run with dropout 0 keeps LoRA in weight space: the model is never handed an adapter, and the weights
     // it sees do move outside the outliers (so the drift check above can fail).
-    AdaptedMlp weight_space(make_model(2));
+    AdaptedMlp weight_space(npft_test::small_mlp(2));
     weight_space.mask1 = &mask;
     auto plain = options;
     plain.peft = train::LoraOptions{.rank = 2, .alpha = 4.0f};
@@ -344,15 +331,15 @@ TEST_CASE("the pipeline trains a model that applies its own adapters with dropou
 }
 
 TEST_CASE("dropout runs are reproducible and resume bit-identical from a checkpoint", "[train][pipeline][dropout][checkpoint]") {
-    const auto batches = make_batches(3, 0);
-    const auto calibration = make_batches(2, 50);
+    const auto batches = npft_test::teacher_batches(3, 0);
+    const auto calibration = npft_test::teacher_batches(2, 50);
     const auto options = dropout_options(0.2f);
-    AdaptedMlp reference(make_model(6)), again(make_model(6));
+    AdaptedMlp reference(npft_test::small_mlp(6)), again(npft_test::small_mlp(6));
     make_pipe(options).fit(reference, batches, calibration);
     make_pipe(options).fit(again, batches, calibration);
     CHECK(reference.w1 == again.w1);
     CHECK(reference.w2 == again.w2);
-    AdaptedMlp other_seed(make_model(6));
+    AdaptedMlp other_seed(npft_test::small_mlp(6));
     auto reseeded = options;
     reseeded.seed = 24;
     make_pipe(reseeded).fit(other_seed, batches, calibration);
@@ -364,13 +351,13 @@ TEST_CASE("dropout runs are reproducible and resume bit-identical from a checkpo
         auto interrupted = options;
         interrupted.checkpoint_path = path;
         interrupted.checkpoint_every = stop_at;
-        AdaptedMlp first(make_model(6));
+        AdaptedMlp first(npft_test::small_mlp(6));
         auto stopper = [&](const train::Report& r) { return r.step == stop_at ? train::Control::stop : train::Control::proceed; };
         const auto partial = make_pipe(interrupted).fit(first, batches, calibration, stopper);
         CHECK(partial.steps_done == stop_at);
         CHECK(first.up_adapter == nullptr);  // a stopped run takes its adapters back too
 
-        AdaptedMlp resumed(make_model(42));
+        AdaptedMlp resumed(npft_test::small_mlp(42));
         const auto rest = make_pipe(options).resume(path, resumed, batches, calibration);
         CHECK(rest.finished);
         CHECK(resumed.w1 == reference.w1);
@@ -382,21 +369,21 @@ TEST_CASE("dropout runs are reproducible and resume bit-identical from a checkpo
     npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>, train::AdamW,
                    train::Balanced>
         balanced(options, {.fraction = 0.05}, {}, {}, {}, {}, train::Balanced{0.5f});
-    AdaptedMlp two_pass(make_model(6));
+    AdaptedMlp two_pass(npft_test::small_mlp(6));
     const auto summary = balanced.fit(two_pass, batches, calibration);
     CHECK(summary.finished);
     CHECK(std::isfinite(summary.last_loss));
 }
 
 TEST_CASE("dropout needs the capability, and a model that takes adapters must use them", "[train][pipeline][dropout]") {
-    const auto batches = make_batches(2, 0);
-    TinyMlp plain = make_model(3);
+    const auto batches = npft_test::teacher_batches(2, 0);
+    TinyMlp plain = npft_test::small_mlp(3);
     REQUIRE_THROWS_WITH(make_pipe(dropout_options(0.05f)).fit(plain, batches),
                         Catch::Contains("LoraOptions::dropout is 0.05") && Catch::Contains("set_lora_adapter"));
-    TinyMlp unchanged = make_model(3);
+    TinyMlp unchanged = npft_test::small_mlp(3);
     CHECK(plain.w1 == unchanged.w1);  // refused before touching the model
 
-    AdaptedMlp lazy(make_model(3));
+    AdaptedMlp lazy(npft_test::small_mlp(3));
     lazy.skip_adapters = true;
     REQUIRE_THROWS_WITH(make_pipe(dropout_options(0.05f)).fit(lazy, batches),
                         Catch::Contains("activation LoRA adapter of 'mlp.up'") && Catch::Contains("forward 0"));

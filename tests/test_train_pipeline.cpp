@@ -18,19 +18,6 @@ namespace {
 using StepNoise = npft::noise::Schedule<npft::noise::QuantStepUniform>;
 using Pipe = npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>>;
 
-TinyMlp make_model(std::uint64_t seed) {
-    TinyMlp m(8, 16, 4);
-    npft_test::fill_gaussian(m.w1, 0.5f, seed, 1);
-    npft_test::fill_gaussian(m.w2, 0.5f, seed, 2);
-    return m;
-}
-
-std::vector<Batch> make_batches(int count, std::uint64_t stream0) {
-    const TinyMlp teacher = make_model(99);
-    std::vector<Batch> out;
-    for (int i = 0; i < count; ++i) out.push_back(npft_test::teacher_batch(teacher, 16, 5, stream0 + static_cast<std::uint64_t>(i), 0.05f));
-    return out;
-}
 
 train::PipelineOptions small_options() {
     train::PipelineOptions o;
@@ -59,12 +46,12 @@ struct WatchingMlp : TinyMlp {
 }  // namespace
 
 TEST_CASE("with a zero learning rate, noisy training gives back the clean weights bit for bit", "[train][pipeline]") {
-    const auto batches = make_batches(3, 0);
+    const auto batches = npft_test::teacher_batches(3, 0);
     for (const bool lora : {true, false}) {
         auto options = small_options();
         options.learning_rate = 0.0f;
         if (!lora) options.peft = train::MaskedWeights{};
-        WatchingMlp model(make_model(1));
+        WatchingMlp model(npft_test::small_mlp(1));
         auto pipe = make_pipe(options);
         const auto summary = pipe.fit(model, batches);
         CHECK(summary.finished);
@@ -76,8 +63,8 @@ TEST_CASE("with a zero learning rate, noisy training gives back the clean weight
 }
 
 TEST_CASE("the same seed gives the same bits, another seed other bits", "[train][pipeline]") {
-    const auto batches = make_batches(3, 0);
-    TinyMlp a = make_model(1), b = make_model(1), c = make_model(1);
+    const auto batches = npft_test::teacher_batches(3, 0);
+    TinyMlp a = npft_test::small_mlp(1), b = npft_test::small_mlp(1), c = npft_test::small_mlp(1);
     make_pipe(small_options()).fit(a, batches);
     make_pipe(small_options()).fit(b, batches);
     auto other = small_options();
@@ -86,13 +73,13 @@ TEST_CASE("the same seed gives the same bits, another seed other bits", "[train]
     CHECK(a.w1 == b.w1);
     CHECK(a.w2 == b.w2);
     CHECK(!(a.w1 == c.w1));
-    const TinyMlp start = make_model(1);
+    const TinyMlp start = npft_test::small_mlp(1);
     CHECK(!(a.w1 == start.w1));  // training moved the weights
 }
 
 TEST_CASE("fit trains: the loss falls and the outliers are the requested share", "[train][pipeline]") {
-    const auto batches = make_batches(4, 0);
-    TinyMlp model = make_model(2);
+    const auto batches = npft_test::teacher_batches(4, 0);
+    TinyMlp model = npft_test::small_mlp(2);
     double before = 0.0;
     for (const auto& b : batches) before += model.loss(b);
     auto options = small_options();
@@ -114,8 +101,8 @@ TEST_CASE("fit trains: the loss falls and the outliers are the requested share",
 }
 
 TEST_CASE("the learning rate warms up and decays linearly within each stage", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
-    TinyMlp model = make_model(3);
+    const auto batches = npft_test::teacher_batches(2, 0);
+    TinyMlp model = npft_test::small_mlp(3);
     auto options = small_options();
     options.steps_per_stage = 4;
     options.warmup_fraction = 0.25f;
@@ -132,33 +119,33 @@ TEST_CASE("once-per-epoch noise draws once per stage and keeps the draw", "[trai
     using EpochNoise = npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::OncePerEpoch>;
     npft::Pipeline<npft::outliers::TopFisher, EpochNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<4>> pipe(
         small_options(), {.fraction = 0.1});
-    TinyMlp model = make_model(4);
-    pipe.fit(model, make_batches(2, 0));
+    TinyMlp model = npft_test::small_mlp(4);
+    pipe.fit(model, npft_test::teacher_batches(2, 0));
     CHECK(pipe.draws() == 2);
 }
 
 TEST_CASE("a run interrupted and resumed from its checkpoint ends bit-identical", "[train][pipeline][checkpoint]") {
-    const auto batches = make_batches(3, 0);
-    const auto calibration = make_batches(2, 50);
+    const auto batches = npft_test::teacher_batches(3, 0);
+    const auto calibration = npft_test::teacher_batches(2, 50);
     const std::string path = "test_train_pipeline_resume.ckpt";
     for (const bool lora : {true, false}) {
         for (const npft::index stop_at : {3, 5, 7}) {  // mid-stage, at the stage boundary, in the second stage
             INFO("lora " << lora << ", stop at " << stop_at);
             auto options = small_options();
             if (!lora) options.peft = train::MaskedWeights{};
-            TinyMlp reference = make_model(6);
+            TinyMlp reference = npft_test::small_mlp(6);
             make_pipe(options).fit(reference, batches, calibration);
 
             auto interrupted_options = options;
             interrupted_options.checkpoint_path = path;
             interrupted_options.checkpoint_every = stop_at;
-            TinyMlp first = make_model(6);
+            TinyMlp first = npft_test::small_mlp(6);
             auto stopper = [&](const train::Report& r) { return r.step == stop_at ? train::Control::stop : train::Control::proceed; };
             const auto partial = make_pipe(interrupted_options).fit(first, batches, calibration, stopper);
             CHECK_FALSE(partial.finished);
             CHECK(partial.steps_done == stop_at);
 
-            TinyMlp resumed = make_model(42);  // other values: everything must come from the checkpoint
+            TinyMlp resumed = npft_test::small_mlp(42);  // other values: everything must come from the checkpoint
             auto pipe = make_pipe(options);
             const auto rest = pipe.resume(path, resumed, batches, calibration);
             CHECK(rest.finished);
@@ -173,17 +160,17 @@ TEST_CASE("a run interrupted and resumed from its checkpoint ends bit-identical"
 }
 
 TEST_CASE("a checkpoint from other options or a corrupt file is refused", "[train][pipeline][checkpoint]") {
-    const auto batches = make_batches(2, 0);
+    const auto batches = npft_test::teacher_batches(2, 0);
     const std::string path = "test_train_pipeline_refuse.ckpt";
     auto options = small_options();
     options.checkpoint_path = path;
     options.checkpoint_every = 2;
-    TinyMlp model = make_model(7);
+    TinyMlp model = npft_test::small_mlp(7);
     make_pipe(options).fit(model, batches);
 
     auto other = small_options();
     other.seed = 99;
-    TinyMlp again = make_model(7);
+    TinyMlp again = npft_test::small_mlp(7);
     REQUIRE_THROWS_WITH(make_pipe(other).resume(path, again, batches, batches), Catch::Contains("other options"));
 
     {  // flip one payload byte
@@ -202,10 +189,10 @@ TEST_CASE("a checkpoint from other options or a corrupt file is refused", "[trai
 }
 
 TEST_CASE("Balanced{1} is the perturbed loss; Balanced{b < 1} adds a clean pass", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
+    const auto batches = npft_test::teacher_batches(2, 0);
     using BalancedPipe = npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>,
                                         train::AdamW, train::Balanced>;
-    TinyMlp a = make_model(8), b = make_model(8), c = make_model(8);
+    TinyMlp a = npft_test::small_mlp(8), b = npft_test::small_mlp(8), c = npft_test::small_mlp(8);
     make_pipe(small_options()).fit(a, batches);
     BalancedPipe(small_options(), {.fraction = 0.05}, {}, {}, {}, {}, train::Balanced{1.0f}).fit(b, batches);
     CHECK(a.w1 == b.w1);
@@ -217,12 +204,12 @@ TEST_CASE("Balanced{1} is the perturbed loss; Balanced{b < 1} adds a clean pass"
 }
 
 TEST_CASE("progress reports the trace every N steps and can stop the run", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
+    const auto batches = npft_test::teacher_batches(2, 0);
     auto options = small_options();
     options.trace_every = 2;
     npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>> pipe(
         options, {.fraction = 0.05}, {}, npft::hessian::Hutchinson<>({.min_probes = 4, .max_probes = 8}));
-    TinyMlp model = make_model(9);
+    TinyMlp model = npft_test::small_mlp(9);
     std::vector<train::Report> reports;
     const auto summary = pipe.fit(model, batches, [&](const train::Report& r) {
         reports.push_back(r);
@@ -242,8 +229,8 @@ TEST_CASE("progress reports the trace every N steps and can stop the run", "[tra
 }
 
 TEST_CASE("the outlier trace before training matches the exact Hessian diagonal", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
-    TinyMlp model = make_model(10);
+    const auto batches = npft_test::teacher_batches(2, 0);
+    TinyMlp model = npft_test::small_mlp(10);
     Pipe pipe(small_options(), {.fraction = 0.05}, {}, npft::hessian::Hutchinson<>({.min_probes = 64, .max_probes = 64}));
     pipe.select(model, batches);
     const auto estimate = pipe.outlier_trace(model, batches[0]);
@@ -252,11 +239,11 @@ TEST_CASE("the outlier trace before training matches the exact Hessian diagonal"
     for (const npft::index p : pipe.selection("mlp.up").positions) exact += h1(p / 8, p % 8);
     for (const npft::index p : pipe.selection("mlp.down").positions) exact += h2(p / 16, p % 16);
     CHECK(std::abs(estimate.value - exact) <= 4.0 * estimate.standard_error + 1e-3 * std::abs(exact));
-    CHECK(model.w1 == make_model(10).w1);  // the estimate leaves the weights as they were
+    CHECK(model.w1 == npft_test::small_mlp(10).w1);  // the estimate leaves the weights as they were
 }
 
 TEST_CASE("quantize gives one matrix per perturbed tensor", "[train][pipeline]") {
-    TinyMlp model = make_model(11);
+    TinyMlp model = npft_test::small_mlp(11);
     auto options = small_options();
     options.perturbed = train::NameFilter{"*.up"};
     const auto q = make_pipe(options).quantize(model);
@@ -288,15 +275,15 @@ struct WrongShapeSelector {
 }  // namespace
 
 TEST_CASE("misuse stops with a message that names the step and the tensor", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
+    const auto batches = npft_test::teacher_batches(2, 0);
     EmptyModel empty;
     REQUIRE_THROWS_WITH(make_pipe(small_options()).fit(empty, batches), Catch::Contains("no parameters"));
 
-    NanAfter nan_model(make_model(12), 2 + 3);  // the Fisher pass takes 2 calls, then 3 good steps
+    NanAfter nan_model(npft_test::small_mlp(12), 2 + 3);  // the Fisher pass takes 2 calls, then 3 good steps
     REQUIRE_THROWS_WITH(make_pipe(small_options()).fit(nan_model, batches),
                         Catch::Contains("step 4 of 10") && Catch::Contains("nan") && Catch::Contains("'mlp.up'"));
 
-    TinyMlp model = make_model(12);
+    TinyMlp model = npft_test::small_mlp(12);
     npft::Pipeline<WrongShapeSelector, StepNoise, npft::hessian::Hutchinson<>, npft::quant::Uniform<3>> wrong(small_options());
     REQUIRE_THROWS_WITH(wrong.fit(model, batches), Catch::Contains("2 x 2 mask for tensor 'mlp.up'"));
 
@@ -317,8 +304,8 @@ TEST_CASE("misuse stops with a message that names the step and the tensor", "[tr
 }
 
 TEST_CASE("masked-weight PEFT trains only its mask", "[train][pipeline]") {
-    const auto batches = make_batches(2, 0);
-    TinyMlp model = make_model(13);
+    const auto batches = npft_test::teacher_batches(2, 0);
+    TinyMlp model = npft_test::small_mlp(13);
     const TinyMlp start = model;
     auto options = small_options();
     options.adapted = train::NameFilter{"mlp.up"};

@@ -83,4 +83,20 @@ inline void fill_gaussian(Matrix& m, float scale, std::uint64_t seed, std::uint6
     for (index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian(key, static_cast<std::uint64_t>(i));
 }
 
+/// The 8-16-4 MLP of the pipeline tests, weights Gaussian(0, 0.5^2) keyed by seed.
+inline TinyMlp small_mlp(std::uint64_t seed) {
+    TinyMlp m(8, 16, 4);
+    fill_gaussian(m.w1, 0.5f, seed, 1);
+    fill_gaussian(m.w2, 0.5f, seed, 2);
+    return m;
+}
+
+/// `count` batches of 16 samples labelled by small_mlp(99) with 5% label noise, streams stream0, stream0 + 1, ...
+inline std::vector<Batch> teacher_batches(int count, std::uint64_t stream0) {
+    const TinyMlp teacher = small_mlp(99);
+    std::vector<Batch> out;
+    for (int i = 0; i < count; ++i) out.push_back(teacher_batch(teacher, 16, 5, stream0 + static_cast<std::uint64_t>(i), 0.05f));
+    return out;
+}
+
 }  // namespace npft_test

@@ -148,12 +148,8 @@ void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index 
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
+    if (const std::string reason = nc::kernels_unsupported_reason(); !reason.empty()) {
         std::printf("SKIPPED: %s\n", reason.c_str());
-        return 77;
-    }
-    if (nc::compute_capability() < 80) {
-        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
         return 77;
     }
     for (const LayerShape& s : shapes)

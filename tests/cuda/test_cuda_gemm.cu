@@ -8,7 +8,10 @@
 
 #include <npft/cuda.cuh>
 
+#include "gpu_check.hpp"
+
 #include "random_quantized.hpp"
+#include "../spmv_patterns.hpp"
 
 namespace {
 
@@ -16,44 +19,17 @@ using npft::index;
 using npft::quant::Format;
 namespace nc = npft::cuda;
 
-int failures = 0;
-int checks = 0;
-
-void expect(bool condition, const std::string& what) {
-    ++checks;
-    if (!condition) {
-        ++failures;
-        if (failures <= 20) std::printf("FAILED: %s\n", what.c_str());
-    }
-}
+using npft_test::gpu::expect;
 
 template <class T>
 constexpr double unit_roundoff() {
     return std::is_same_v<T, npft::half> ? 1.0 / 2048.0 : 1.0 / 256.0;
 }
 
-struct Csr {
-    index rows = 0, cols = 0;
-    std::vector<std::int32_t> row_offsets, columns;
-    std::vector<npft::half> values;
-};
+using npft_test::Csr;
 
-Csr random_outliers(index rows, index cols, std::uint64_t seed) {
-    Csr c;
-    c.rows = rows;
-    c.cols = cols;
-    c.row_offsets.push_back(0);
-    for (index r = 0; r < rows; ++r) {
-        const index length = r == 1 ? 6 * cols : static_cast<index>(npft::random_words({seed, 1}, static_cast<std::uint64_t>(r))[0] % 4);
-        for (index i = 0; i < length; ++i) {
-            const auto at = static_cast<std::uint64_t>(c.columns.size());
-            c.columns.push_back(static_cast<std::int32_t>(npft::random_words({seed, 2}, at)[0] % cols));
-            c.values.push_back(npft::half(npft::uniform({seed, 3}, at, -8.0f, 8.0f)));
-        }
-        c.row_offsets.push_back(static_cast<std::int32_t>(c.columns.size()));
-    }
-    return c;
-}
+/// Outliers with one heavy row (row 1: 6 * cols nonzeros, several SpMV tiles) and short or empty others.
+Csr random_outliers(index rows, index cols, std::uint64_t seed) { return npft_test::random_csr(rows, cols, 1, 6 * cols, seed); }
 
 /// Runs one problem and compares every output with the reference in double. The tensor-core path rounds weights to T
 /// and every output is rounded to T once, so the bound is 2 u_T * sum |w x| (+ the same for the outliers).
@@ -205,22 +181,9 @@ void check_rejections() {
 }  // namespace
 
 int main() {
-    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
-        std::printf("SKIPPED: %s\n", reason.c_str());
-        return 77;
-    }
-    if (nc::compute_capability() < 80) {
-        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
-        return 77;
-    }
-    try {
+    return npft_test::gpu::run([] {
         run_all<npft::half>("fp16");
         run_all<npft::bfloat16>("bf16");
         check_rejections();
-    } catch (const std::exception& e) {
-        std::printf("FAILED with exception: %s\n", e.what());
-        return 1;
-    }
-    std::printf("%d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    });
 }

@@ -9,45 +9,19 @@
 #include <npft/core/random.hpp>
 #include <npft/cuda.cuh>
 
+#include "gpu_check.hpp"
+
+#include "../spmv_patterns.hpp"
+
 namespace {
 
 using npft::index;
 namespace nc = npft::cuda;
 
-int failures = 0;
-int checks = 0;
+using npft_test::gpu::expect;
 
-void expect(bool condition, const std::string& what) {
-    ++checks;
-    if (!condition) {
-        ++failures;
-        if (failures <= 20) std::printf("FAILED: %s\n", what.c_str());
-    }
-}
-
-struct Csr {
-    index rows = 0, cols = 0;
-    std::vector<std::int32_t> row_offsets{0}, columns;
-    std::vector<npft::half> values;
-};
-
-/// Row `heavy` holds heavy_length nonzeros (several 1024-nonzero tiles), every third row is empty, others 0..5.
-Csr random_csr(index rows, index cols, index heavy, index heavy_length, std::uint64_t seed) {
-    Csr c;
-    c.rows = rows;
-    c.cols = cols;
-    for (index r = 0; r < rows; ++r) {
-        const auto draw = npft::random_words({seed, 1}, static_cast<std::uint64_t>(r))[0];
-        const index length = r == heavy ? heavy_length : (r % 3 == 1 ? 0 : static_cast<index>(draw % 6));
-        for (index i = 0; i < length; ++i) {
-            const auto at = static_cast<std::uint64_t>(c.columns.size());
-            c.columns.push_back(static_cast<std::int32_t>(npft::random_words({seed, 2}, at)[0] % static_cast<std::uint64_t>(cols)));
-            c.values.push_back(npft::half(npft::uniform({seed, 3}, at, -8.0f, 8.0f)));
-        }
-        c.row_offsets.push_back(static_cast<std::int32_t>(c.columns.size()));
-    }
-    return c;
-}
+using npft_test::Csr;
+using npft_test::random_csr;
 
 /// out = initial + S x^T on the GPU, compared with the double reference within fp32 rounding of the sums.
 template <class T>
@@ -116,21 +90,8 @@ void run_all(const char* type) {
 }  // namespace
 
 int main() {
-    if (const std::string reason = nc::no_device_reason(); !reason.empty()) {
-        std::printf("SKIPPED: %s\n", reason.c_str());
-        return 77;
-    }
-    if (nc::compute_capability() < 80) {
-        std::printf("SKIPPED: the kernels need sm_80 or newer, device is sm_%d\n", nc::compute_capability());
-        return 77;
-    }
-    try {
+    return npft_test::gpu::run([] {
         run_all<npft::half>("fp16");
         run_all<npft::bfloat16>("bf16");
-    } catch (const std::exception& e) {
-        std::printf("FAILED with exception: %s\n", e.what());
-        return 1;
-    }
-    std::printf("%d checks, %d failed\n", checks, failures);
-    return failures == 0 ? 0 : 1;
+    });
 }

@@ -26,6 +26,7 @@
 #include "../../core/eigen.hpp"
 #include "../../core/error.hpp"
 #include "../../quant/quantized_matrix.hpp"
+#include "avx2.hpp"
 #include "cpu_features.hpp"
 
 #if NPFT_CPU_X86
@@ -363,12 +364,7 @@ NPFT_TARGET_AVX2 inline __m256i chunk_dot(__m256i v0, __m256i v1, const std::int
     }
 }
 
-NPFT_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+using avx2::horizontal_sum;
 
 /// How far ahead (bytes) each row stream is prefetched into L1. Not a multiple of 4 KiB: the four streams sit at the
 /// same offset within their pages, so a line 4 KiB ahead falls in the same L1 set as the four lines in use and evicts
@@ -424,6 +420,19 @@ NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, index n) {
     return sum;
 }
 
+/// acc[i][t] += chunk c's products of row i and token t, times the token's per-block activation scales.
+template <int Bits, bool Lut, int R, int T>
+NPFT_TARGET_AVX2 inline void accumulate_chunk(const ChunkDecoder<Bits>& decoder, const std::uint8_t* const (&rows)[R],
+                                              const LutTables (&tables)[R], const std::int8_t* const (&x)[T],
+                                              const float* const (&xd)[T], index c, __m256 (&acc)[R][T]) {
+    __m256 dots[R][T];
+    chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
+NPFT_UNROLL4
+    for (int i = 0; i < R; ++i)
+NPFT_UNROLL4
+        for (int t = 0; t < T; ++t) acc[i][t] = _mm256_fmadd_ps(dots[i][t], _mm256_loadu_ps(xd[t] + c * 8), acc[i][t]);
+}
+
 /// Output rows row[0..R) for tokens m0..m0+T-1.
 ///   Lut:         one table per row; the whole row is one accumulation.
 ///   ChunkScales: uniform with groups of an odd number of blocks (32, 96, ...): a chunk may span two groups, so the
@@ -449,7 +458,7 @@ NPFT_UNROLL4
         }
     }
     const std::int8_t* x[T];
-    const float* xd[T];
+    const float* xd[T];  // per-chunk activation scales
 NPFT_UNROLL4
     for (int t = 0; t < T; ++t) {
         x[t] = a.values.data() + (m0 + t) * a.padded_cols();
@@ -457,20 +466,13 @@ NPFT_UNROLL4
     }
 
     __m256 total[R][T];
-    __m256 dots[R][T];
 NPFT_UNROLL4
     for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
         for (int t = 0; t < T; ++t) total[i][t] = _mm256_setzero_ps();
 
     if constexpr (Lut) {
-        for (index c = 0; c < chunks; ++c) {
-            chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
-NPFT_UNROLL4
-            for (int i = 0; i < R; ++i)
-NPFT_UNROLL4
-                for (int t = 0; t < T; ++t) total[i][t] = _mm256_fmadd_ps(dots[i][t], _mm256_loadu_ps(xd[t] + c * 8), total[i][t]);
-        }
+        for (index c = 0; c < chunks; ++c) accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, total);
 NPFT_UNROLL4
         for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
@@ -493,6 +495,7 @@ NPFT_UNROLL4
             const index group_blocks = w.group_size() / Int8Activations::block;
             const index blocks = a.blocks();
             for (index c = 0; c < chunks; ++c) {
+                __m256 dots[R][T];
                 chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
                 const index g0 = (2 * c) / group_blocks;
                 const index g1 = (2 * c + 1) / group_blocks;
@@ -514,13 +517,8 @@ NPFT_UNROLL4
                 for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
                     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-                for (index c = g * group_chunks; c < (g + 1) * group_chunks; ++c) {
-                    chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
-NPFT_UNROLL4
-                    for (int i = 0; i < R; ++i)
-NPFT_UNROLL4
-                        for (int t = 0; t < T; ++t) acc[i][t] = _mm256_fmadd_ps(dots[i][t], _mm256_loadu_ps(xd[t] + c * 8), acc[i][t]);
-                }
+                for (index c = g * group_chunks; c < (g + 1) * group_chunks; ++c)
+                    accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, acc);
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {
                     const __m256 s = _mm256_broadcast_ss(scale[i] + g);

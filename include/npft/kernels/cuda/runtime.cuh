@@ -48,6 +48,15 @@ inline int compute_capability() {
     return major * 10 + minor;
 }
 
+/// Why npft's kernels cannot run here (no usable device, or one older than sm_80), or empty when they can: GPU tests
+/// and benchmarks print "SKIPPED: <reason>" and exit with 77 when it is not empty.
+inline std::string kernels_unsupported_reason() {
+    if (std::string reason = no_device_reason(); !reason.empty()) return reason;
+    if (const int cc = compute_capability(); cc < 80)
+        return "the kernels need sm_80 or newer, device is sm_" + std::to_string(cc);
+    return {};
+}
+
 /// An owned, non-blocking CUDA stream.
 class Stream {
 public:
