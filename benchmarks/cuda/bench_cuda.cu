@@ -1,6 +1,9 @@
 // bench_cuda: the quantized kernels against cuBLAS fp16 on Llama-7B/13B linear-layer shapes, batch 1..128.
 // Reports time per GEMM (CUDA events, manual time), bytes moved (weights + activations + outputs, so that
-// bytes_per_second is the bandwidth reached) and speedup_vs_cublas. Without a device: prints SKIPPED and exits 77.
+// bytes_per_second is the bandwidth reached) and speedup_vs_cublas. Each benchmark rotates over enough copies of its
+// weights to fill kRotationBytes (several times any current GPU's L2: an H200 has 60 MB, which holds a whole 4-bit
+// Llama-7B layer), so that every product reads its weights from DRAM as in a real model's forward pass.
+// Without a device: prints SKIPPED and exits 77.
 //   bench_cuda --benchmark_format=json --benchmark_out=cuda.json
 #include <benchmark/benchmark.h>
 
@@ -47,6 +50,11 @@ const FormatSpec formats[] = {
 };
 
 const index batches[] = {1, 2, 4, 8, 16, 32, 64, 128};
+
+constexpr std::size_t kRotationBytes = std::size_t{512} << 20;
+
+/// How many copies of `bytes` of weights make at least kRotationBytes (at least 2).
+std::size_t rotation_copies(std::size_t bytes) { return std::max<std::size_t>(2, (kRotationBytes + bytes - 1) / bytes); }
 
 /// Random tiled weights built directly (any bit pattern is a valid code), with small fp16 metadata.
 nc::TiledWeights random_tiled(const FormatSpec& f, index n, index k) {
@@ -99,16 +107,19 @@ double cublas_ms(const LayerShape& s, index batch) {
     nc::CublasHandle handle;
     nc::Stream stream;
     handle.set_stream(stream.get());
-    nc::DeviceBuffer<npft::half> w(static_cast<std::size_t>(s.n * s.k)), x(static_cast<std::size_t>(batch * s.k)),
+    const std::size_t weight_elements = static_cast<std::size_t>(s.n * s.k);
+    const std::size_t copies = rotation_copies(weight_elements * sizeof(npft::half));
+    nc::DeviceBuffer<npft::half> w(weight_elements * copies), x(static_cast<std::size_t>(batch * s.k)),
         y(static_cast<std::size_t>(batch * s.n));
     nc::check(cudaMemset(w.data(), 0, w.bytes()), "cudaMemset");
     nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
-    for (int i = 0; i < 3; ++i) nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k);
+    const auto weights = [&](int i) { return w.data() + (static_cast<std::size_t>(i) % copies) * weight_elements; };
+    for (int i = 0; i < 3; ++i) nc::cublas_gemm_fp16(handle, x.data(), weights(i), y.data(), batch, s.n, s.k);
     std::vector<float> times;
     nc::Event start, stop;
     for (int i = 0; i < 21; ++i) {
         start.record(stream.get());
-        nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k);
+        nc::cublas_gemm_fp16(handle, x.data(), weights(i + 3), y.data(), batch, s.n, s.k);
         stop.record(stream.get());
         stop.synchronize();
         times.push_back(stop.elapsed_ms_since(start));
@@ -121,27 +132,40 @@ void bench_cublas(benchmark::State& state, LayerShape s, index batch) {
     nc::CublasHandle handle;
     nc::Stream stream;
     handle.set_stream(stream.get());
-    nc::DeviceBuffer<npft::half> w(static_cast<std::size_t>(s.n * s.k)), x(static_cast<std::size_t>(batch * s.k)),
+    const std::size_t weight_elements = static_cast<std::size_t>(s.n * s.k);
+    const std::size_t copies = rotation_copies(weight_elements * sizeof(npft::half));
+    nc::DeviceBuffer<npft::half> w(weight_elements * copies), x(static_cast<std::size_t>(batch * s.k)),
         y(static_cast<std::size_t>(batch * s.n));
     nc::check(cudaMemset(w.data(), 0, w.bytes()), "cudaMemset");
     nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
-    time_loop(state, stream, [&] { nc::cublas_gemm_fp16(handle, x.data(), w.data(), y.data(), batch, s.n, s.k); });
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(w.bytes() + x.bytes() + y.bytes()));
+    std::size_t next = 0;
+    time_loop(state, stream, [&] {
+        nc::cublas_gemm_fp16(handle, x.data(), w.data() + (next++ % copies) * weight_elements, y.data(), batch, s.n, s.k);
+    });
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(w.bytes() / copies + x.bytes() + y.bytes()));
     state.counters["speedup_vs_cublas"] = 1.0;
 }
 
 void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index batch) {
-    const nc::DeviceQuantizedMatrix weights(random_tiled(f, s.n, s.k));
+    const nc::TiledWeights host = random_tiled(f, s.n, s.k);
+    std::vector<nc::DeviceQuantizedMatrix> copies;
+    copies.emplace_back(host);
+    const std::size_t count = rotation_copies(copies.front().bytes());
+    while (copies.size() < count) copies.emplace_back(host);
     nc::Stream stream;
     nc::DeviceBuffer<npft::half> x(static_cast<std::size_t>(batch * s.k)), y(static_cast<std::size_t>(batch * s.n));
     nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
-    const nc::GemmArguments<npft::half> args{&weights, x.data(), batch, 0, y.data(), 0, nullptr};
-    if (const nc::Support support = nc::can_implement(args); !support) {
+    std::vector<nc::GemmArguments<npft::half>> args;
+    for (const auto& weights : copies) args.push_back({&weights, x.data(), batch, 0, y.data(), 0, nullptr});
+    if (const nc::Support support = nc::can_implement(args.front()); !support) {
         state.SkipWithError(support.reason.c_str());
         return;
     }
-    const double ms = time_loop(state, stream, [&] { nc::gemm(args, stream.get()); });
-    state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(weights.bytes() + x.bytes() + y.bytes()));
+    std::size_t next = 0;
+    const double ms = time_loop(state, stream, [&] { nc::gemm(args[next++ % args.size()], stream.get()); });
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(copies.front().bytes() + x.bytes() + y.bytes()));
     if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, batch) / ms;
 }
 
