@@ -1,8 +1,9 @@
 // bench_cuda: the quantized kernels against cuBLAS fp16 on Llama-7B/13B linear-layer shapes, batch 1..128.
-// Reports time per GEMM (CUDA events, manual time), bytes moved (weights + activations + outputs, so that
-// bytes_per_second is the bandwidth reached) and speedup_vs_cublas. Each benchmark rotates over enough copies of its
-// weights to fill kRotationBytes (several times any current GPU's L2: an H200 has 60 MB, which holds a whole 4-bit
-// Llama-7B layer), so that every product reads its weights from DRAM as in a real model's forward pass.
+// Reports time per GEMM (CUDA events, manual time; npft's gemm with a split-K workspace), bytes moved (weights +
+// activations + outputs, so that bytes_per_second is the bandwidth reached), speedup_vs_cublas and k_splits. Each
+// benchmark rotates over enough copies of its weights to fill kRotationBytes (several times any current GPU's L2: an
+// H200 has 60 MB, which holds a whole 4-bit Llama-7B layer), so that every product reads its weights from DRAM as in
+// a real model's forward pass.
 // Without a device: prints SKIPPED and exits 77.
 //   bench_cuda --benchmark_format=json --benchmark_out=cuda.json
 #include <benchmark/benchmark.h>
@@ -162,8 +163,11 @@ void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index 
         state.SkipWithError(support.reason.c_str());
         return;
     }
+    // The split-K path (gemm with a workspace), as a model would call it; k_splits reports the split it chose.
+    nc::DeviceBuffer<float> workspace(nc::gemm_workspace_size(args.front()));
+    state.counters["k_splits"] = static_cast<double>(nc::gemm_split(args.front()).splits);
     std::size_t next = 0;
-    const double ms = time_loop(state, stream, [&] { nc::gemm(args[next++ % args.size()], stream.get()); });
+    const double ms = time_loop(state, stream, [&] { nc::gemm(args[next++ % args.size()], workspace, stream.get()); });
     state.SetBytesProcessed(state.iterations() *
                             static_cast<std::int64_t>(copies.front().bytes() + x.bytes() + y.bytes()));
     if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, batch) / ms;
