@@ -382,24 +382,27 @@ TEST_CASE("split-K: the chosen splits cover K once and fill the GPU", "[cuda][sp
     // 4 splits of 32.
     CHECK(same(nc::gemm_k_split(shape(4096, 4096), 1, 132), 4, 32));
     CHECK(same(nc::gemm_k_split(shape(4096, 4096), 8, 132), 4, 32));     // granule 16: 26 -> 32
-    CHECK(same(nc::gemm_k_split(shape(11008, 4096), 1, 132), 2, 64));    // 344 blocks: 2 wanted
+    CHECK(same(nc::gemm_k_split(shape(11008, 4096), 1, 132), 1, 128));   // 344 blocks fill more than half: no split
     CHECK(same(nc::gemm_k_split(shape(4096, 11008), 1, 132), 4, 96));    // 344 packing blocks: 69 -> 96
-    CHECK(same(nc::gemm_k_split(shape(13824, 5120), 1, 132), 2, 96));    // 160 packing blocks: 96 + 64
+    CHECK(same(nc::gemm_k_split(shape(13824, 5120), 1, 132), 1, 160));   // 432 blocks: no split
+    CHECK(same(nc::gemm_k_split(shape(13824, 5120), 16, 132), 3, 56));   // 108 tiles, 3 wanted: 54 -> 56
+    CHECK(same(nc::gemm_k_split(shape(11008, 4096), 16, 132), 4, 32));   // 86 tiles, 4 wanted
+    CHECK(same(nc::gemm_k_split(shape(11008, 4096), 128, 132), 1, 128)); // 172 tiles of BlockM 64: no split
     CHECK(same(nc::gemm_k_split(shape(4096, 4096), 16, 132), 8, 16));    // 32 tiles for 264 slots: 9 wanted, 15 -> 16
     CHECK(same(nc::gemm_k_split(shape(4096, 4096), 128, 132), 4, 32));   // 64 tiles: 5 wanted, 26 -> 32 (granule 8)
     CHECK(same(nc::gemm_k_split(shape(256, 8192), 1, 132), 8, 32));      // 8 GEMV blocks: 66 wanted, capped by the granule
     CHECK(same(nc::gemm_k_split(shape(32768, 4096), 1, 132), 1, 128));   // 1024 blocks fill the GPU: no split
     CHECK(same(nc::gemm_k_split(shape(4096, 32), 1, 132), 1, 1));        // one packing block: nothing to split
 
-    // Properties on random problems: splits > 1 only when the tiles leave slots idle; every split a non-empty whole
-    // number of granules (the last possibly shorter); the ranges tile [0, blocks) in order.
+    // Properties on random problems: a split only when the tiles leave half the slots idle; every split a non-empty
+    // whole number of granules (the last possibly shorter); the ranges tile [0, blocks) in order.
     for (std::uint64_t seed = 0; seed < 2000; ++seed) {
         const auto r = npft::random_words({91, seed}, 0);
         const Index tiles = 1 + r[0] % 600, blocks = 1 + r[1] % 700, slots = 1 + r[2] % 1100, granule = 1 + r[3] % 40;
         const nc::KSplit split = nc::choose_k_split(tiles, blocks, slots, granule);
         INFO("tiles " << tiles << " blocks " << blocks << " slots " << slots << " granule " << granule);
         REQUIRE(split.splits >= 1);
-        if (tiles >= slots) CHECK(split.splits == 1);
+        if (2 * tiles > slots) CHECK(split.splits == 1);
         if (split.splits == 1) {
             CHECK(split.per_split == blocks);
             continue;

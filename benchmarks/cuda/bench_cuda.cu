@@ -173,6 +173,32 @@ void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index 
     if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, batch) / ms;
 }
 
+/// GEMV tile sweep (a tuning record): int4 g128 at batch 1 without split-K, launched directly with Tile, to separate
+/// the effect of the unroll from that of the split.
+template <class Tile>
+void bench_gemv_tile(benchmark::State& state, LayerShape s) {
+    const FormatSpec& f = formats[0];
+    const nc::TiledWeights host = random_tiled(f, s.n, s.k);
+    std::vector<nc::DeviceQuantizedMatrix> copies;
+    copies.emplace_back(host);
+    const std::size_t count = rotation_copies(copies.front().bytes());
+    while (copies.size() < count) copies.emplace_back(host);
+    nc::Stream stream;
+    nc::DeviceBuffer<npft::half> x(static_cast<std::size_t>(s.k)), y(static_cast<std::size_t>(s.n));
+    nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
+    std::vector<nc::KernelProblem<npft::half>> problems;
+    for (const auto& weights : copies) problems.push_back({weights.view(), x.data(), y.data(), nullptr, 1, s.k, s.n});
+    std::size_t next = 0;
+    const dim3 grid = nc::gemv_grid<Tile>(host.shape);
+    const double ms = time_loop(state, stream, [&] {
+        nc::gemv_kernel<4, false, 1, npft::half, Tile><<<grid, Tile::threads, 0, stream.get()>>>(problems[next++ % problems.size()]);
+    });
+    nc::check(cudaGetLastError(), "gemv_kernel launch");
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(copies.front().bytes() + x.bytes() + y.bytes()));
+    if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, 1) / ms;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -192,6 +218,18 @@ int main(int argc, char** argv) {
                     ->UseManualTime()
                     ->Unit(benchmark::kMicrosecond);
         }
+    for (const LayerShape& s : shapes) {
+        const std::string suffix = std::string(s.name) + "_" + std::to_string(s.n) + "x" + std::to_string(s.k) + "/batch:1";
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u1/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 1>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u2/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 2>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u4/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 4>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+    }
     benchmark::Initialize(&argc, argv);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -152,11 +152,12 @@ struct KSplit {
 };
 
 /// The split of `blocks` packing blocks for a grid of `tiles` output tiles on a GPU holding `slots` resident blocks
-/// (SMs x blocks per SM): none when the tiles fill the slots; otherwise enough splits to fill them, each a multiple of
-/// `granule` packing blocks (and at least one granule).
+/// (SMs x blocks per SM): none when the tiles fill at least half the slots (measured on an H200: two splits of such a
+/// grid make 1.3-1.6 waves and lose 0-16%, docs/cuda.md); otherwise enough splits to fill the slots, each a multiple
+/// of `granule` packing blocks (and at least one granule).
 NPFT_HOST_DEVICE constexpr KSplit choose_k_split(index tiles, index blocks, index slots, index granule) {
     const KSplit none{1, blocks};
-    if (tiles <= 0 || blocks <= 0 || granule <= 0 || tiles >= slots) return none;
+    if (tiles <= 0 || blocks <= 0 || granule <= 0 || 2 * tiles > slots) return none;
     const index wanted = (slots + tiles - 1) / tiles;
     index per_split = (blocks + wanted - 1) / wanted;
     per_split = (per_split + granule - 1) / granule * granule;
