@@ -1,8 +1,9 @@
 // bench_cuda: the quantized kernels against cuBLAS fp16 on Llama-7B/13B linear-layer shapes, batch 1..128.
-// Reports time per GEMM (CUDA events, manual time), bytes moved (weights + activations + outputs, so that
-// bytes_per_second is the bandwidth reached) and speedup_vs_cublas. Each benchmark rotates over enough copies of its
-// weights to fill kRotationBytes (several times any current GPU's L2: an H200 has 60 MB, which holds a whole 4-bit
-// Llama-7B layer), so that every product reads its weights from DRAM as in a real model's forward pass.
+// Reports time per GEMM (CUDA events, manual time; npft's gemm with a split-K workspace), bytes moved (weights +
+// activations + outputs, so that bytes_per_second is the bandwidth reached), speedup_vs_cublas and k_splits. Each
+// benchmark rotates over enough copies of its weights to fill kRotationBytes (several times any current GPU's L2: an
+// H200 has 60 MB, which holds a whole 4-bit Llama-7B layer), so that every product reads its weights from DRAM as in
+// a real model's forward pass.
 // Without a device: prints SKIPPED and exits 77.
 //   bench_cuda --benchmark_format=json --benchmark_out=cuda.json
 #include <benchmark/benchmark.h>
@@ -162,11 +163,40 @@ void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index 
         state.SkipWithError(support.reason.c_str());
         return;
     }
+    // The split-K path (gemm with a workspace), as a model would call it; k_splits reports the split it chose.
+    nc::DeviceBuffer<float> workspace(nc::gemm_workspace_size(args.front()));
+    state.counters["k_splits"] = static_cast<double>(nc::gemm_split(args.front()).splits);
     std::size_t next = 0;
-    const double ms = time_loop(state, stream, [&] { nc::gemm(args[next++ % args.size()], stream.get()); });
+    const double ms = time_loop(state, stream, [&] { nc::gemm(args[next++ % args.size()], workspace, stream.get()); });
     state.SetBytesProcessed(state.iterations() *
                             static_cast<std::int64_t>(copies.front().bytes() + x.bytes() + y.bytes()));
     if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, batch) / ms;
+}
+
+/// GEMV tile sweep (a tuning record): int4 g128 at batch 1 without split-K, launched directly with Tile, to separate
+/// the effect of the unroll from that of the split.
+template <class Tile>
+void bench_gemv_tile(benchmark::State& state, LayerShape s) {
+    const FormatSpec& f = formats[0];
+    const nc::TiledWeights host = random_tiled(f, s.n, s.k);
+    std::vector<nc::DeviceQuantizedMatrix> copies;
+    copies.emplace_back(host);
+    const std::size_t count = rotation_copies(copies.front().bytes());
+    while (copies.size() < count) copies.emplace_back(host);
+    nc::Stream stream;
+    nc::DeviceBuffer<npft::half> x(static_cast<std::size_t>(s.k)), y(static_cast<std::size_t>(s.n));
+    nc::check(cudaMemset(x.data(), 0, x.bytes()), "cudaMemset");
+    std::vector<nc::KernelProblem<npft::half>> problems;
+    for (const auto& weights : copies) problems.push_back({weights.view(), x.data(), y.data(), nullptr, 1, s.k, s.n});
+    std::size_t next = 0;
+    const dim3 grid = nc::gemv_grid<Tile>(host.shape);
+    const double ms = time_loop(state, stream, [&] {
+        nc::gemv_kernel<4, false, 1, npft::half, Tile><<<grid, Tile::threads, 0, stream.get()>>>(problems[next++ % problems.size()]);
+    });
+    nc::check(cudaGetLastError(), "gemv_kernel launch");
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(copies.front().bytes() + x.bytes() + y.bytes()));
+    if (ms > 0.0) state.counters["speedup_vs_cublas"] = cublas_ms(s, 1) / ms;
 }
 
 }  // namespace
@@ -188,6 +218,18 @@ int main(int argc, char** argv) {
                     ->UseManualTime()
                     ->Unit(benchmark::kMicrosecond);
         }
+    for (const LayerShape& s : shapes) {
+        const std::string suffix = std::string(s.name) + "_" + std::to_string(s.n) + "x" + std::to_string(s.k) + "/batch:1";
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u1/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 1>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u2/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 2>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+        benchmark::RegisterBenchmark(("gemv_tile_sweep/int4_g128_w8_u4/" + suffix).c_str(), bench_gemv_tile<nc::GemvTile<8, 4>>, s)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+    }
     benchmark::Initialize(&argc, argv);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

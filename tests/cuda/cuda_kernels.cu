@@ -5,6 +5,8 @@
 namespace npft::cuda {
 template void gemm<half>(const GemmArguments<half>&, cudaStream_t);
 template void gemm<bfloat16>(const GemmArguments<bfloat16>&, cudaStream_t);
+template void gemm<half>(const GemmArguments<half>&, DeviceBuffer<float>&, cudaStream_t);
+template void gemm<bfloat16>(const GemmArguments<bfloat16>&, DeviceBuffer<float>&, cudaStream_t);
 template void dense_sparse_gemm<half>(const GemmArguments<half>&, const DeviceSparseOutliers&, DeviceBuffer<float>&,
                                       cudaStream_t);
 template void dense_sparse_gemm<bfloat16>(const GemmArguments<bfloat16>&, const DeviceSparseOutliers&, DeviceBuffer<float>&,

@@ -40,10 +40,16 @@ std::vector<T> random_activations(index batch, index k, float low, float high) {
     return x;
 }
 
+/// How check_problem calls the kernels: gemm without a workspace (never splits K), or with one (splits K where
+/// gemm_split says so, and then must be deterministic: a second run gives the same bits).
+enum class Path { unsplit, split };
+
 /// relative_bound: tolerance as a fraction of sum |w x|; 0 picks 2 u_T (weights and output rounded to T).
+/// expect_split: the shape must trigger split-K on this device (the split path is what the case is about).
 template <class T>
 void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& x, index batch, const Csr* outliers,
-                   const std::string& name, double relative_bound = 0.0) {
+                   const std::string& name, double relative_bound = 0.0, Path path = Path::unsplit,
+                   bool expect_split = false) {
     const index n = q.rows(), k = q.cols();
     std::vector<double> expected(static_cast<std::size_t>(batch * n), 0.0), magnitude(expected.size(), 0.0);
     const npft::Matrix w = q.dequantize();
@@ -74,16 +80,32 @@ void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& 
     expect(support.ok, name + ": can_implement: " + support.reason);
     if (!support.ok) return;
     nc::Stream stream;
-    if (outliers) {
-        nc::DeviceSparseOutliers sparse(*outliers);
-        nc::DeviceBuffer<float> workspace(nc::dense_sparse_workspace_size(batch, n));
-        nc::dense_sparse_gemm(args, sparse, workspace, stream.get());
-        stream.synchronize();
-    } else {
-        nc::gemm(args, stream.get());
-        stream.synchronize();
+    const bool split = path == Path::split;
+    if (expect_split) expect(nc::gemm_split(args).splits > 1, name + ": the shape splits K");
+    auto run = [&] {
+        if (outliers) {
+            nc::DeviceSparseOutliers sparse(*outliers);
+            nc::DeviceBuffer<float> workspace(split ? nc::dense_sparse_workspace_size(args)
+                                                    : nc::dense_sparse_workspace_size(batch, n));
+            nc::dense_sparse_gemm(args, sparse, workspace, stream.get());
+            stream.synchronize();
+        } else if (split) {
+            nc::DeviceBuffer<float> workspace(nc::gemm_workspace_size(args));
+            nc::gemm(args, workspace, stream.get());
+            stream.synchronize();
+        } else {
+            nc::gemm(args, stream.get());
+            stream.synchronize();
+        }
+        return dy.download();
+    };
+    const std::vector<T> y = run();
+    if (split) {  // deterministic: the splits are added in a fixed order, so a second run gives the same bits
+        const std::vector<T> again = run();
+        bool same = true;
+        for (std::size_t i = 0; i < y.size(); ++i) same = same && y[i].bits == again[i].bits;
+        expect(same, name + ": a second split-K run gives the same bits");
     }
-    const std::vector<T> y = dy.download();
     int bad = 0;
     for (std::size_t i = 0; i < y.size(); ++i) {
         const double got = static_cast<float>(y[i]);
@@ -102,6 +124,37 @@ struct FormatCase {
     int bits;
     index group;  // 0: one group per row
 };
+
+/// Split-K: few output rows and a long K, so that every path (GEMV batch 1 and 2..8, MidBatchTile, LargeBatchTile)
+/// splits K on any GPU with more than a handful of SMs. 256 x 8192 with groups; 136 x 4104 per channel, where the
+/// 129 packing blocks leave the last split short and the rows a partial tile. Each case also runs without a split.
+template <class T>
+void run_split_k(const char* type) {
+    const FormatCase formats[] = {{Format::uniform_asymmetric, 4, 128}, {Format::uniform_symmetric, 3, 64},
+                                  {Format::uniform_asymmetric, 2, 0},   {Format::lut, 4, 0},
+                                  {Format::lut, 3, 0}};
+    std::uint64_t seed = 3000;
+    for (const FormatCase& f : formats)
+        for (const auto& shape : {std::pair<index, index>{256, 8192}, std::pair<index, index>{136, 4104}}) {
+            const index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
+            const auto q = npft::test::random_quantized(f.format, f.bits, shape.first, shape.second, group, seed++);
+            for (const index batch : {index{1}, index{5}, index{16}, index{64}}) {
+                const std::string name = std::string(type) + " split-K " + npft::quant::format_name(f.format) + " " +
+                                         std::to_string(f.bits) + "-bit g" + std::to_string(group) + " " +
+                                         std::to_string(shape.first) + "x" + std::to_string(shape.second) + " batch " +
+                                         std::to_string(batch);
+                const auto x = random_activations<T>(batch, shape.second, -1.0f, 1.0f);
+                check_problem<T>(q, x, batch, nullptr, name, 0.0, Path::split, true);
+                check_problem<T>(q, x, batch, nullptr, name + " (unsplit)", 0.0, Path::unsplit);
+            }
+        }
+    // Dense and sparse with a split dense part: the outliers' fp32 sums enter once, in the reduction.
+    const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 4, 256, 8192, 128, 8);
+    const Csr outliers = random_outliers(256, 8192, 9);
+    for (const index batch : {index{1}, index{16}})
+        check_problem<T>(q, random_activations<T>(batch, 8192, -1.0f, 1.0f), batch, &outliers,
+                         std::string(type) + " split-K dense+sparse batch " + std::to_string(batch), 0.0, Path::split, true);
+}
 
 template <class T>
 void run_all(const char* type) {
@@ -153,6 +206,7 @@ void run_all(const char* type) {
     for (const index batch : {index{1}, index{7}, index{40}})
         check_problem<T>(q, random_activations<T>(batch, 512, -1.0f, 1.0f), batch, &outliers,
                          std::string(type) + " dense+sparse batch " + std::to_string(batch));
+    run_split_k<T>(type);
 }
 
 void check_rejections() {
@@ -176,6 +230,22 @@ void check_rejections() {
     expect(!s5.ok && s5.reason.find("5 bits") != std::string::npos, "5-bit codes are rejected: " + s5.reason);
     args.weights = nullptr;
     expect(!nc::can_implement(args).ok, "null weights are rejected");
+
+    // A split-K workspace smaller than gemm_workspace_size is rejected before any launch.
+    const auto deep = npft::test::random_quantized(Format::uniform_asymmetric, 4, 128, 8192, 128, 9);
+    nc::DeviceQuantizedMatrix deep_weights(nc::to_tiled(deep));
+    nc::DeviceBuffer<npft::half> deep_x(8192), deep_y(128);
+    nc::GemmArguments<npft::half> deep_args{&deep_weights, deep_x.data(), 1, 0, deep_y.data(), 0, nullptr};
+    const std::size_t needed = nc::gemm_workspace_size(deep_args);
+    expect(needed > 0, "128 x 8192 at batch 1 splits K");
+    nc::DeviceBuffer<float> small(needed - 1);
+    bool workspace_threw = false;
+    try {
+        nc::gemm(deep_args, small);
+    } catch (const npft::Error& e) {
+        workspace_threw = std::string(e.what()).find("split-K workspace") != std::string::npos;
+    }
+    expect(workspace_threw, "a too small split-K workspace throws npft::Error naming it");
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //   2. decodes the packed tile into a shared BlockN x 32 tile of the activation type (each thread a few codes of one
 //      row: gemm_decode_assignment), with the reference fp32 formula rounded once to T,
 //   3. runs two k16 steps of mma.sync per warp over its warp tile (fragments gathered with mma_a/b_coord).
-// Rows of X past the batch are zero-filled by cp.async; outputs past batch or N are not written.
+// Rows of X past the batch are zero-filled by cp.async; outputs past batch or N are not written. With split-K
+// (grid.z > 1) a block walks only its slice of the packing blocks and writes fp32 partials (problem.cuh).
 #include <cstdint>
 
 #include "../../quant/bitpack.hpp"
@@ -32,7 +33,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
     const int warp = thread / warp_size;
     const index m0 = static_cast<index>(blockIdx.y) * block_m;
     const index n0 = static_cast<index>(blockIdx.x) * block_n;
-    const index blocks = w.shape.blocks;
+    const KRange range = k_range_of(problem, blockIdx.z);
+    const index blocks = range.end - range.begin;  // k tiles of this block; tile t is packing block range.begin + t
 
     if constexpr (Lut) {
         for (int i = thread; i < table_size; i += Tile::threads)
@@ -55,16 +57,27 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
     };
 
     for (int s = 0; s < Tile::stages - 1; ++s) {
-        if (s < blocks) load_tile(s, s);
+        if (s < blocks) load_tile(range.begin + s, s);
         cp_async_commit();  // committed even when empty, so that wait_group counts stay uniform
     }
 
     float acc[Tile::frags_m][Tile::frags_n][4] = {};
     const FragmentCoord origin = gemm_warp_origin<Tile>(warp);
     const FragmentCoord decode = gemm_decode_assignment<Tile>(thread);
+    // The decode's scale and zero point come from global memory: fetched one k tile ahead, so that their latency
+    // overlaps a tile of work instead of stalling the decode.
+    AffineParams next_params;
+    if constexpr (!Lut)
+        if (blocks > 0) next_params = affine_params(w, range.begin, n0 + decode.row);
 
-    for (index kb = 0; kb < blocks; ++kb) {
-        const int stage = static_cast<int>(kb % Tile::stages);
+    for (index t = 0; t < blocks; ++t) {
+        const index kb = range.begin + t;
+        const int stage = static_cast<int>(t % Tile::stages);
+        AffineParams params;
+        if constexpr (!Lut) {
+            params = next_params;
+            if (t + 1 < blocks) next_params = affine_params(w, kb + 1, n0 + decode.row);
+        }
         cp_async_wait<Tile::stages - 2>();
         __syncthreads();  // tile kb has landed for every thread, and the previous w_tile is no longer read
 
@@ -72,8 +85,6 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
             std::uint32_t words[Bits];
 #pragma unroll
             for (int p = 0; p < Bits; ++p) words[p] = packed_tiles[stage][p * block_n + decode.row];
-            AffineParams params;
-            if constexpr (!Lut) params = affine_params(w, kb, n0 + decode.row);
             // The part is a branch over compile-time offsets so that every code position, hence every word index and
             // shift, is a constant: a run-time offset would put words[] in local memory.
 #pragma unroll
@@ -101,7 +112,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
         }
         __syncthreads();
 
-        if (kb + Tile::stages - 1 < blocks) load_tile(kb + Tile::stages - 1, static_cast<int>((kb + Tile::stages - 1) % Tile::stages));
+        if (t + Tile::stages - 1 < blocks)
+            load_tile(kb + Tile::stages - 1, static_cast<int>((t + Tile::stages - 1) % Tile::stages));
         cp_async_commit();
 
 #pragma unroll
@@ -142,15 +154,20 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
                 const index n = n0 + origin.col + fn * 8 + at.col;
                 if (m >= problem.batch || n >= w.shape.rows) continue;
                 float value = acc[fm][fn][i];
+                if (problem.partials != nullptr) {
+                    problem.partials[split_k_partial_index(blockIdx.z, m, n, problem.batch, w.shape.rows)] = value;
+                    continue;
+                }
                 if (problem.addend != nullptr) value += problem.addend[m * w.shape.rows + n];
                 problem.y[m * problem.ldy + n] = T::from_bits(Activation<T>::from_float(value));
             }
 }
 
-/// Grid of the GEMM kernel: (N tiles over the padded rows, M tiles over the batch).
+/// Grid of the GEMM kernel: (N tiles over the padded rows, M tiles over the batch, K splits).
 template <class Tile = GemmTile<>>
-inline dim3 gemm_grid(const TiledShape& shape, index batch) {
-    return dim3(static_cast<unsigned>(gemm_blocks_n<Tile>(shape)), static_cast<unsigned>(gemm_blocks_m<Tile>(batch)));
+inline dim3 gemm_grid(const TiledShape& shape, index batch, index splits = 1) {
+    return dim3(static_cast<unsigned>(gemm_blocks_n<Tile>(shape)), static_cast<unsigned>(gemm_blocks_m<Tile>(batch)),
+                static_cast<unsigned>(splits));
 }
 
 }  // namespace npft::cuda

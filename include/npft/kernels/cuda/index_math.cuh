@@ -14,16 +14,21 @@ inline constexpr int warp_size = 32;
 
 // ---- GEMV (batch 1..8): one output row per lane, the warps of a block split the packing blocks of K ---------------
 
-/// Tile of the GEMV kernel: 32 rows per block (one per lane); `Warps` warps stride over the packing blocks.
-template <int Warps = 8>
+/// Tile of the GEMV kernel: 32 rows per block (one per lane); `Warps` warps stride over the packing blocks, each
+/// loading `Unroll` packing blocks (all their words and scales) before decoding any, so that more loads are in flight.
+template <int Warps = 8, int Unroll = 2>
 struct GemvTile {
     static_assert(Warps >= 1 && Warps <= 32, "GemvTile: Warps must be between 1 and 32");
+    static_assert(Unroll >= 1 && Unroll <= 8, "GemvTile: Unroll must be between 1 and 8");
     static_assert(row_alignment % warp_size == 0, "GemvTile: the layout's row alignment must be whole warps");
     static constexpr int warps = Warps;
+    static constexpr int unroll = Unroll;
     static constexpr int rows = warp_size;
     static constexpr int threads = warps * warp_size;
     /// Occupancy design point handed to __launch_bounds__ (four blocks per SM: with 8 warps, at most 64 registers).
     static constexpr int min_blocks_per_sm = 4;
+    /// Split-K granule: a split owns a multiple of this many packing blocks (one unrolled step of every warp).
+    static constexpr index split_granule = index{Warps} * Unroll;
 };
 
 /// Output row computed by `lane` of GEMV block `block` (every warp of a block covers the same 32 rows).
@@ -66,6 +71,8 @@ struct GemmTile {
     static_assert(threads % block_n == 0 && decode_parts >= 1 && block_k % decode_parts == 0 && decode_codes % 8 == 0,
                   "GemmTile: the threads must split each weight row of a k tile into whole groups of 8 codes");
     static_assert(stages >= 2, "GemmTile: Stages must be at least 2 (load the next tile while computing this one)");
+    /// Split-K granule: a split owns a multiple of this many packing blocks (enough to fill and drain the pipeline).
+    static constexpr index split_granule = 8;
 };
 
 /// Blocks of the GEMM grid along N (weight rows) and along M (batch rows).
@@ -118,6 +125,84 @@ NPFT_HOST_DEVICE constexpr FragmentCoord gemm_w_chunk(int chunk) {
 template <class Tile>
 NPFT_HOST_DEVICE constexpr FragmentCoord gemm_decode_assignment(int thread) {
     return {thread % Tile::block_n, (thread / Tile::block_n) * Tile::decode_codes};
+}
+
+// ---- Split-K: when the output tiles alone cannot fill the GPU, blocks also split the packing blocks of K ----------------
+//
+// Split s of `splits` owns packing blocks [s * per_split, min((s + 1) * per_split, blocks)); each writes fp32 partial
+// sums to a workspace [split][batch][N] and a second kernel adds the splits in order 0, 1, ... (deterministic: the
+// same inputs give the same bits, whatever the scheduling).
+
+/// Packing blocks [begin, end) of one split.
+struct KRange {
+    index begin = 0;
+    index end = 0;
+};
+
+NPFT_HOST_DEVICE constexpr KRange split_k_range(index blocks, index per_split, index split) {
+    const index begin = split * per_split;
+    const index end = begin + per_split < blocks ? begin + per_split : blocks;
+    return {begin, end};
+}
+
+/// How K is split: `splits` slices of `per_split` packing blocks (the last one possibly shorter, none empty).
+struct KSplit {
+    index splits = 1;
+    index per_split = 0;
+};
+
+/// The split of `blocks` packing blocks for a grid of `tiles` output tiles on a GPU holding `slots` resident blocks
+/// (SMs x blocks per SM): none when the tiles fill at least half the slots (measured on an H200: two splits of such a
+/// grid make 1.3-1.6 waves and lose 0-16%, docs/cuda.md); otherwise enough splits to fill the slots, each a multiple
+/// of `granule` packing blocks (and at least one granule).
+NPFT_HOST_DEVICE constexpr KSplit choose_k_split(index tiles, index blocks, index slots, index granule) {
+    const KSplit none{1, blocks};
+    if (tiles <= 0 || blocks <= 0 || granule <= 0 || 2 * tiles > slots) return none;
+    const index wanted = (slots + tiles - 1) / tiles;
+    index per_split = (blocks + wanted - 1) / wanted;
+    per_split = (per_split + granule - 1) / granule * granule;
+    const index splits = (blocks + per_split - 1) / per_split;
+    if (splits <= 1) return none;
+    return {splits, per_split};
+}
+
+/// Floats of the split-K workspace: one fp32 partial sum per (split, batch row, output row); 0 without a split.
+NPFT_HOST_DEVICE constexpr index split_k_workspace_floats(const KSplit& split, index batch, index rows) {
+    return split.splits > 1 ? split.splits * batch * rows : 0;
+}
+
+/// Index of the partial sum of (split, batch row m, output row n) in the workspace.
+NPFT_HOST_DEVICE constexpr index split_k_partial_index(index split, index m, index n, index batch, index rows) {
+    return (split * batch + m) * rows + n;
+}
+
+// ---- Which kernel and which split gemm() picks ------------------------------------------------------------------
+
+/// Largest batch served by the GEMV kernel; larger batches run on tensor cores.
+inline constexpr index gemv_max_batch = 8;
+/// GEMV tiles: batch 1 has registers to spare for four packing blocks in flight per warp, batches 2..8 take two
+/// (the unroll made no measurable difference on an H200, docs/cuda.md; kept as measured).
+using SingleRowGemvTile = GemvTile<8, 4>;
+using SmallBatchGemvTile = GemvTile<8, 2>;
+/// Batches up to this run the tensor-core kernel with MidBatchTile (BlockM 32: less of the M tile is padding).
+inline constexpr index mid_batch_max = 32;
+using MidBatchTile = GemmTile<32, 128, 1, 8, 3>;
+using LargeBatchTile = GemmTile<>;
+
+/// The K split of gemm()'s kernel for this shape and batch on a GPU with `sms` multiprocessors: the kernel's
+/// resident blocks per SM give the slots to fill, its split granule the slice size.
+NPFT_HOST_DEVICE constexpr KSplit gemm_k_split(const TiledShape& s, index batch, index sms) {
+    if (batch == 1)
+        return choose_k_split(gemv_blocks<SingleRowGemvTile>(s), s.blocks, sms * SingleRowGemvTile::min_blocks_per_sm,
+                              SingleRowGemvTile::split_granule);
+    if (batch <= gemv_max_batch)
+        return choose_k_split(gemv_blocks<SmallBatchGemvTile>(s), s.blocks, sms * SmallBatchGemvTile::min_blocks_per_sm,
+                              SmallBatchGemvTile::split_granule);
+    if (batch <= mid_batch_max)
+        return choose_k_split(gemm_blocks_n<MidBatchTile>(s) * gemm_blocks_m<MidBatchTile>(batch), s.blocks,
+                              sms * MidBatchTile::min_blocks_per_sm, MidBatchTile::split_granule);
+    return choose_k_split(gemm_blocks_n<LargeBatchTile>(s) * gemm_blocks_m<LargeBatchTile>(batch), s.blocks,
+                          sms * LargeBatchTile::min_blocks_per_sm, LargeBatchTile::split_granule);
 }
 
 }  // namespace npft::cuda

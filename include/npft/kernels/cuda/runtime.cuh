@@ -48,6 +48,15 @@ inline int compute_capability() {
     return major * 10 + minor;
 }
 
+/// Streaming multiprocessors of the current device (the split-K choice fills them).
+inline int multiprocessor_count() {
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    int count = 0;
+    check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute(multiProcessorCount)");
+    return count;
+}
+
 /// Why npft's kernels cannot run here (no usable device, or one older than sm_80), or empty when they can: GPU tests
 /// and benchmarks print "SKIPPED: <reason>" and exit with 77 when it is not empty.
 inline std::string kernels_unsupported_reason() {
