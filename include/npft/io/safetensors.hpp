@@ -37,6 +37,7 @@
 #include "../core/eigen.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
+#include "atomic_file.hpp"
 #include "json.hpp"
 
 namespace npft::io {
@@ -279,37 +280,19 @@ public:
         return out;
     }
 
-    /// Writes the file. It is written beside `path` under a temporary name and renamed into place, so a crash or a
-    /// full disk never leaves a truncated file under `path`.
+    /// Writes the file durably (atomic_file.hpp): to a unique temporary beside `path`, synced, then renamed into place,
+    /// so a crash, a full disk or a concurrent writer never leaves a truncated file under `path`.
     void save(const std::filesystem::path& path) const {
         const std::vector<const Entry*> order = file_order();
         const std::string header = make_header(order);
-        std::filesystem::path partial = path;
-        partial += ".partial";
-        {
-            std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-            require(static_cast<bool>(out), "cannot open '", partial.string(), "' for writing");
-            std::array<char, 8> length{};
-            const std::uint64_t n = header.size();
-            for (int i = 0; i < 8; ++i) length[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xffu);
-            out.write(length.data(), 8);
-            out.write(header.data(), static_cast<std::streamsize>(header.size()));
-            for (const Entry* e : order)
-                out.write(reinterpret_cast<const char*>(e->bytes.data()), static_cast<std::streamsize>(e->bytes.size()));
-            out.close();
-            if (!out) {
-                std::error_code ignored;
-                std::filesystem::remove(partial, ignored);
-                fail("writing '", partial.string(), "' failed (disk full or I/O error)");
-            }
-        }
-        std::error_code ec;
-        std::filesystem::rename(partial, path, ec);
-        if (ec) {
-            std::error_code ignored;
-            std::filesystem::remove(partial, ignored);
-            fail("cannot move '", partial.string(), "' to '", path.string(), "': ", ec.message());
-        }
+        AtomicFile out(path);
+        std::array<char, 8> length{};
+        const std::uint64_t n = header.size();
+        for (int i = 0; i < 8; ++i) length[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xffu);
+        out.write(length.data(), 8);
+        out.write(header.data(), header.size());
+        for (const Entry* e : order) out.write(e->bytes.data(), e->bytes.size());
+        out.commit();
     }
 
 private:
