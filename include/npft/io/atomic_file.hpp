@@ -65,7 +65,7 @@ public:
         }
         if (fd_ < 0) {
             const int error = errno;
-            fail("cannot write '", path_.string(), "': creating the temporary file '", temporary_.string(), "' failed: ",
+            fail("cannot write '", path_.string(), "': cannot open the temporary file '", temporary_.string(), "': ",
                  detail::errno_text(error));
         }
     }
