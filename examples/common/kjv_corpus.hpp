@@ -17,12 +17,14 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <npft/core/error.hpp>
+#include <npft/io/atomic_file.hpp>
 
 namespace kjv {
 
@@ -163,10 +165,8 @@ inline Corpus load_kjv(const std::filesystem::path& cache = {}) {
     } else {
         raw = run_bible();
         if (!cache.empty()) {
-            // Written under a temporary name and renamed, so an interrupted run never leaves a truncated cache.
-            const std::filesystem::path partial = cache.string() + ".partial";
-            std::ofstream(partial, std::ios::binary) << raw;
-            std::filesystem::rename(partial, cache);
+            // Durable and atomic (io/atomic_file.hpp): an interrupted run or a full disk never leaves a truncated cache.
+            npft::io::write_file_atomically(cache, std::as_bytes(std::span(raw)));
         }
     }
     return split_by_book(parse_books(raw));

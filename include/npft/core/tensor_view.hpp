@@ -9,6 +9,13 @@
 
 namespace npft {
 
+namespace detail {
+// Out of line of the constructors, so that the check costs one compare in the inlined code.
+[[noreturn]] inline void negative_view_shape(const char* kind, index rows, index cols) {
+    fail(kind, " view shape must be non-negative, got ", rows, " x ", cols);
+}
+}  // namespace detail
+
 /// Memory order of a dense matrix.
 enum class Layout { row_major, col_major };
 
@@ -19,7 +26,12 @@ public:
     using element_type = T;
 
     VectorView() = default;
-    NPFT_HOST_DEVICE VectorView(T* data, index size, index stride = 1) : data_(data), size_(size), stride_(stride) {}
+    /// Throws npft::Error on a negative size (host code; device code cannot throw).
+    NPFT_HOST_DEVICE VectorView(T* data, index size, index stride = 1) : data_(data), size_(size), stride_(stride) {
+#if !defined(__CUDA_ARCH__)
+        if (size < 0) detail::negative_view_shape("vector", 1, size);
+#endif
+    }
 
     /// A view of const elements converts implicitly from a mutable one.
     template <class U>
@@ -47,8 +59,13 @@ public:
     using element_type = T;
 
     MatrixView() = default;
+    /// Throws npft::Error on a negative shape (host code; device code cannot throw).
     NPFT_HOST_DEVICE MatrixView(T* data, index rows, index cols, index row_stride, index col_stride)
-        : data_(data), rows_(rows), cols_(cols), row_stride_(row_stride), col_stride_(col_stride) {}
+        : data_(data), rows_(rows), cols_(cols), row_stride_(row_stride), col_stride_(col_stride) {
+#if !defined(__CUDA_ARCH__)
+        if (rows < 0 || cols < 0) detail::negative_view_shape("matrix", rows, cols);
+#endif
+    }
 
     /// A dense view in the given memory order.
     NPFT_HOST_DEVICE static MatrixView dense(T* data, index rows, index cols, Layout layout = Layout::row_major) {

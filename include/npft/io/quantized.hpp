@@ -65,7 +65,7 @@ inline void save_quantized(SafetensorsWriter& out, std::string_view name, const 
     out.add_metadata(key("format"), quant::format_name(matrix.format()));
     out.add_metadata(key("bits"), std::to_string(matrix.bits()));
     out.add_metadata(key("group_size"), std::to_string(matrix.group_size()));
-    out.add_metadata(key("shape"), "[" + std::to_string(matrix.rows()) + ", " + std::to_string(matrix.cols()) + "]");
+    out.add_metadata(key("shape"), shape_string(std::vector<index>{matrix.rows(), matrix.cols()}));
     out.add_metadata(key("packing"), std::string(quantized_packing));
 }
 
@@ -74,9 +74,10 @@ inline bool has_quantized(const SafetensorsFile& in, std::string_view name) {
     return in.metadata().contains(detail::quantized_key(name, "format"));
 }
 
-/// Loads the quantized matrix saved under `name`: checks every tensor's dtype and shape against the metadata, that no
-/// tensor of another format is present, that the padding codes of each row are zero, and runs
-/// QuantizedMatrix::validate(). Throws npft::Error naming the file, the matrix and the problem.
+/// Loads the quantized matrix saved under `name`: checks the metadata (with overflow-checked sizes) and every tensor's
+/// dtype and shape against it before allocating anything, that no tensor of another format is present, that the padding
+/// codes of each row are zero, and runs QuantizedMatrix::validate(). Throws npft::Error naming the file, the matrix and
+/// the problem; a hostile file costs no more memory than its own tensors.
 inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::string_view name) {
     const auto key = [&](std::string_view field) { return detail::quantized_key(name, field); };
     const auto problem = [&](const auto&... parts) {
@@ -109,22 +110,45 @@ inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::str
     }
     if (shape.size() != 2) problem("metadata '", key("shape"), "' must be \"[rows, cols]\", got '", shape_text, "'");
 
+    // Every size is checked against the tensors actually in the file before anything is allocated, so metadata that
+    // claims a huge matrix costs nothing: a mismatch is reported from the header alone.
+    quant::QuantizedSizes sizes;
+    try {
+        sizes = quant::quantized_sizes(*format, static_cast<int>(bits), shape[0], shape[1], group_size);
+    } catch (const Error& e) {
+        problem(e.what());
+    }
+    const index rows = shape[0];
+    const auto expect_tensor = [&](std::string_view field, Dtype dtype, index cols, bool wanted) {
+        const std::string tensor = key(field);
+        if (!wanted) {
+            if (in.contains(tensor)) problem("tensor '", tensor, "' does not belong to the ", format_text, " format");
+            return;
+        }
+        if (!in.contains(tensor)) problem("no tensor named '", tensor, "'");
+        const TensorInfo& t = in.info(tensor);
+        if (t.dtype != dtype)
+            problem("tensor '", tensor, "' has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dtype));
+        if (t.shape != std::vector<index>{rows, cols})
+            problem("tensor '", tensor, "' has shape ", shape_string(t.shape), ", expected ",
+                    shape_string(std::vector<index>{rows, cols}), " (from metadata shape ", shape_text, ", ", bits,
+                    "-bit codes, group size ", group_size, ")");
+    };
+    expect_tensor("codes", Dtype::u32, sizes.words_per_row, true);
+    expect_tensor("scales", Dtype::f16, sizes.groups, *format != quant::Format::lut);
+    expect_tensor("zeros", Dtype::f16, sizes.groups, *format == quant::Format::uniform_asymmetric);
+    expect_tensor("lut", Dtype::f16, index{1} << bits, *format == quant::Format::lut);
+
     quant::QuantizedMatrix m;
     try {
         m = quant::QuantizedMatrix(*format, static_cast<int>(bits), shape[0], shape[1], group_size);
     } catch (const Error& e) {
         problem(e.what());
     }
-
-    const auto read_half = [&](std::string_view field, std::vector<half>& into, index cols) {
-        if (!into.empty()) into = in.read<half>(key(field), {m.rows(), cols});
-        else if (in.contains(key(field))) problem("tensor '", key(field), "' does not belong to the ", format_text, " format");
-    };
-    // Read errors already name the file and the tensor; only the matrix-level checks need the matrix named.
-    m.codes().words() = in.read<std::uint32_t>(key("codes"), {m.rows(), m.codes().words_per_row()});
-    read_half("scales", m.scales(), m.groups());
-    read_half("zeros", m.zeros(), m.groups());
-    read_half("lut", m.lut(), index{1} << m.bits());
+    m.codes().words() = in.read<std::uint32_t>(key("codes"));
+    if (!m.scales().empty()) m.scales() = in.read<half>(key("scales"));
+    if (!m.zeros().empty()) m.zeros() = in.read<half>(key("zeros"));
+    if (!m.lut().empty()) m.lut() = in.read<half>(key("lut"));
     try {
         m.validate();
     } catch (const Error& e) {

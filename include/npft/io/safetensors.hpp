@@ -32,11 +32,13 @@
 #include <system_error>
 #include <vector>
 
+#include "../core/checked_math.hpp"
 #include "../core/config.hpp"
 #include "../core/dtype.hpp"
 #include "../core/eigen.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
+#include "atomic_file.hpp"
 #include "json.hpp"
 
 namespace npft::io {
@@ -191,6 +193,55 @@ inline std::uint64_t load_u64_le(const std::byte* src) {
 // reader parse gigabytes of JSON.
 inline constexpr std::uint64_t max_header_bytes = 100'000'000;
 inline constexpr std::string_view metadata_key = "__metadata__";
+
+inline bool is_valid_utf8(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const std::size_t n = json::detail::utf8_sequence_length(s, i);
+        if (n == 0) return false;
+        i += n;
+    }
+    return true;
+}
+
+// `s` with every byte that is not part of valid UTF-8 shown as \\xNN, so that an error message about a bad name stays
+// readable (and is itself valid UTF-8).
+inline std::string printable(std::string_view s) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (std::size_t i = 0; i < s.size();) {
+        const std::size_t n = json::detail::utf8_sequence_length(s, i);
+        if (n == 0) {
+            const auto b = static_cast<unsigned char>(s[i]);
+            out += "\\x";
+            out += hex[b >> 4];
+            out += hex[b & 0xf];
+            ++i;
+        } else {
+            out.append(s.substr(i, n));
+            i += n;
+        }
+    }
+    return out;
+}
+
+// The writer's side of the reader's rules for one tensor: a valid UTF-8, non-empty, non-reserved name and a shape
+// whose byte size fits in 64 bits (checked product: a shape like [2^62] of F32 must not wrap to 0 bytes). Returns the
+// byte size.
+inline std::size_t checked_tensor_bytes(std::string_view name, std::span<const index> shape, Dtype dtype) {
+    require(!name.empty(), "tensor name must be non-empty");
+    require(is_valid_utf8(name), "tensor name '", printable(name), "' is not valid UTF-8 (the format's header is UTF-8 JSON)");
+    require(name != metadata_key, "tensor name '__metadata__' is reserved for the metadata");
+    // The same order of checks as the reader's parse_tensor: the element count dimension by dimension, then the bytes.
+    std::optional<std::size_t> numel = 1;
+    for (const index d : shape) {
+        require(d >= 0, "tensor '", name, "': shape ", shape_string(shape), " has a negative dimension");
+        if (numel) numel = checked_mul(*numel, static_cast<std::size_t>(d));
+    }
+    const std::optional<std::size_t> bytes = numel ? checked_mul(*numel, dtype_size(dtype)) : std::nullopt;
+    require(bytes.has_value(), "tensor '", name, "': shape ", shape_string(shape), " of ", dtype_name(dtype),
+            " has a byte size that overflows 64 bits");
+    return *bytes;
+}
 }  // namespace detail
 
 /// Collects tensors and string metadata, then writes one safetensors file. Tensors are copied when added, so the
@@ -205,8 +256,9 @@ public:
     void add(std::string name, const Range& data, std::vector<index> shape) {
         using T = std::remove_cv_t<std::ranges::range_value_t<Range>>;
         const std::size_t count = std::ranges::size(data);
-        require(shape_numel(shape) == count, "tensor '", name, "': shape ", shape_string(shape), " holds ", shape_numel(shape),
-                " elements, but the data has ", count);
+        const std::size_t numel = detail::checked_tensor_bytes(name, shape, dtype_of<T>) / sizeof(T);
+        require(numel == count, "tensor '", name, "': shape ", shape_string(shape), " holds ", numel, " elements, but the data has ",
+                count);
         Entry& e = new_entry(std::move(name), dtype_of<T>, std::move(shape));
         e.bytes.resize(count * sizeof(T));
         if (count > 0) detail::store_le(e.bytes.data(), std::ranges::data(data), count);
@@ -247,7 +299,7 @@ public:
     /// A tensor given as its little-endian bytes, for dtypes without a C++ type (BOOL, F8_E4M3, F8_E5M2) or data
     /// already encoded.
     void add_raw(std::string name, Dtype dtype, std::vector<index> shape, std::span<const std::byte> bytes) {
-        const std::size_t expected = shape_numel(shape) * dtype_size(dtype);
+        const std::size_t expected = detail::checked_tensor_bytes(name, shape, dtype);
         require(bytes.size() == expected, "tensor '", name, "': shape ", shape_string(shape), " of ", dtype_name(dtype), " needs ",
                 expected, " bytes, got ", bytes.size());
         Entry& e = new_entry(std::move(name), dtype, std::move(shape));
@@ -256,6 +308,8 @@ public:
 
     /// A "__metadata__" entry. Keys are unique: adding one twice throws (it would silently drop a value).
     void add_metadata(std::string key, std::string value) {
+        require(detail::is_valid_utf8(key), "metadata key '", detail::printable(key), "' is not valid UTF-8");
+        require(detail::is_valid_utf8(value), "metadata value of '", key, "' is not valid UTF-8: '", detail::printable(value), "'");
         require(!metadata_.contains(key), "metadata key '", key, "' was already added");
         metadata_.emplace(std::move(key), std::move(value));
     }
@@ -279,37 +333,19 @@ public:
         return out;
     }
 
-    /// Writes the file. It is written beside `path` under a temporary name and renamed into place, so a crash or a
-    /// full disk never leaves a truncated file under `path`.
+    /// Writes the file durably (atomic_file.hpp): to a unique temporary beside `path`, synced, then renamed into place,
+    /// so a crash, a full disk or a concurrent writer never leaves a truncated file under `path`.
     void save(const std::filesystem::path& path) const {
         const std::vector<const Entry*> order = file_order();
         const std::string header = make_header(order);
-        std::filesystem::path partial = path;
-        partial += ".partial";
-        {
-            std::ofstream out(partial, std::ios::binary | std::ios::trunc);
-            require(static_cast<bool>(out), "cannot open '", partial.string(), "' for writing");
-            std::array<char, 8> length{};
-            const std::uint64_t n = header.size();
-            for (int i = 0; i < 8; ++i) length[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xffu);
-            out.write(length.data(), 8);
-            out.write(header.data(), static_cast<std::streamsize>(header.size()));
-            for (const Entry* e : order)
-                out.write(reinterpret_cast<const char*>(e->bytes.data()), static_cast<std::streamsize>(e->bytes.size()));
-            out.close();
-            if (!out) {
-                std::error_code ignored;
-                std::filesystem::remove(partial, ignored);
-                fail("writing '", partial.string(), "' failed (disk full or I/O error)");
-            }
-        }
-        std::error_code ec;
-        std::filesystem::rename(partial, path, ec);
-        if (ec) {
-            std::error_code ignored;
-            std::filesystem::remove(partial, ignored);
-            fail("cannot move '", partial.string(), "' to '", path.string(), "': ", ec.message());
-        }
+        AtomicFile out(path);
+        std::array<char, 8> length{};
+        const std::uint64_t n = header.size();
+        for (int i = 0; i < 8; ++i) length[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xffu);
+        out.write(length.data(), 8);
+        out.write(header.data(), header.size());
+        for (const Entry* e : order) out.write(e->bytes.data(), e->bytes.size());
+        out.commit();
     }
 
 private:
@@ -324,10 +360,8 @@ private:
     std::map<std::string, std::string, std::less<>> metadata_;
 
     Entry& new_entry(std::string name, Dtype dtype, std::vector<index> shape) {
-        require(!name.empty(), "tensor name must be non-empty");
-        require(name != detail::metadata_key, "tensor name '__metadata__' is reserved for the metadata");
+        detail::checked_tensor_bytes(name, shape, dtype);  // the reader's rules for names and shapes
         require(!contains(name), "tensor '", name, "' was already added (names must be unique)");
-        shape_numel(shape);  // throws on negative dimensions
         entries_.push_back(Entry{std::move(name), dtype, std::move(shape), {}});
         return entries_.back();
     }
@@ -371,6 +405,9 @@ private:
         }
         h += '}';
         h.append((8 - h.size() % 8) % 8, ' ');  // the data buffer starts 8-byte aligned
+        require(h.size() <= detail::max_header_bytes, "safetensors header of ", h.size(), " bytes (", entries_.size(),
+                " tensors, ", metadata_.size(), " metadata keys) exceeds the readers' limit of ", detail::max_header_bytes,
+                " bytes: split the tensors over several files or shorten the metadata");
         return h;
     }
 };

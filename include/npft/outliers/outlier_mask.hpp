@@ -1,9 +1,11 @@
 #pragma once
 // The result of outlier selection for one weight matrix: the set of selected positions, stored sorted.
 #include <algorithm>
+#include <cstddef>
 #include <iterator>
 #include <vector>
 
+#include "../core/checked_math.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 
@@ -25,6 +27,21 @@ struct OutlierMask {
         require(positions.empty() || (positions.front() >= 0 && positions.back() < rows * cols), "mask position ",
                 positions.empty() ? 0 : (positions.front() < 0 ? positions.front() : positions.back()),
                 " lies outside the ", rows, " x ", cols, " matrix (expected 0 <= position < ", rows * cols, ")");
+    }
+
+    /// Throws unless the mask is well formed: a non-negative shape and positions strictly ascending (sorted, unique)
+    /// in [0, rows * cols). The constructor guarantees it; a mask assembled field by field must pass it before use,
+    /// since consumers rely on the order (an unsorted mask would put outliers in the wrong rows).
+    void validate() const {
+        require(rows >= 0 && cols >= 0, "mask shape must be non-negative, got ", rows, " x ", cols);
+        const index total = mul_or_fail(rows, cols, "outlier mask of ", rows, " x ", cols);
+        for (std::size_t i = 0; i < positions.size(); ++i) {
+            const index p = positions[i];
+            require(p >= 0 && p < total, "mask position ", p, " (entry ", i, ") lies outside the ", rows, " x ", cols,
+                    " matrix (expected 0 <= position < ", total, ")");
+            require(i == 0 || positions[i - 1] < p, "mask positions must be sorted and unique, but entry ", i, " (", p,
+                    ") follows ", positions[i - 1]);
+        }
     }
 
     index count() const { return static_cast<index>(positions.size()); }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../core/checked_math.hpp"
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 
@@ -24,6 +25,14 @@ inline void require_valid_bits(int bits) {
 /// Words per packed row of `cols` codes of `bits` bits (rows padded to whole blocks of 32 codes).
 NPFT_HOST_DEVICE constexpr index packed_words_per_row(index cols, int bits) {
     return ((cols + codes_per_block - 1) / codes_per_block) * bits;
+}
+
+/// packed_words_per_row with the arguments checked (non-negative cols, valid bits) and overflow-checked arithmetic.
+inline index checked_packed_words_per_row(index cols, int bits) {
+    require_valid_bits(bits);
+    require(cols >= 0, "packed code rows must have a non-negative length, got ", cols);
+    const index blocks = cols / codes_per_block + (cols % codes_per_block != 0 ? 1 : 0);
+    return mul_or_fail(blocks, index{bits}, "packed words per row of ", cols, " ", bits, "-bit codes");
 }
 
 /// Code j of a packed row. Shared by the CPU reference, the CPU kernels and the CUDA kernels.
@@ -80,8 +89,10 @@ public:
     PackedCodes(index rows, index cols, int bits) : rows_(rows), cols_(cols), bits_(bits) {
         require_valid_bits(bits);
         require(rows >= 0 && cols >= 0, "packed code shape must be non-negative, got ", rows, " x ", cols);
-        words_per_row_ = packed_words_per_row(cols, bits);
-        words_.assign(static_cast<std::size_t>(rows * words_per_row_), 0u);
+        words_per_row_ = checked_packed_words_per_row(cols, bits);
+        const index words = mul_or_fail(rows, words_per_row_, "packed codes of a ", rows, " x ", cols, " matrix");
+        mul_or_fail(words, index{sizeof(std::uint32_t)}, "bytes of the packed codes of a ", rows, " x ", cols, " matrix");
+        words_.assign(static_cast<std::size_t>(words), 0u);
     }
 
     index rows() const { return rows_; }

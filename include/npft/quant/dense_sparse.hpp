@@ -43,8 +43,9 @@ struct SparseOutliers {
         return values.size() * sizeof(half) + columns.size() * sizeof(std::int32_t) + row_offsets.size() * sizeof(std::int32_t);
     }
 
-    /// out += this (out must be rows x cols).
+    /// out += this (out must be rows x cols). Validates the structure first (O(nnz)), so it never writes out of range.
     void add_to(Matrix& out) const {
+        validate();
         require(out.rows() == rows && out.cols() == cols, "SparseOutliers::add_to: output must be ", rows, " x ", cols, ", got ",
                 out.rows(), " x ", out.cols());
         for (index r = 0; r < rows; ++r)
@@ -62,9 +63,13 @@ struct SparseOutliers {
                 " and ", values.size());
         require(row_offsets.front() == 0 && static_cast<std::size_t>(row_offsets.back()) == values.size(),
                 "CSR row_offsets must start at 0 and end at nnz = ", values.size());
+        // All offsets first: with the first 0 and the last nnz, monotone offsets keep every row's entries in range.
         for (index r = 0; r < rows; ++r) {
             const std::int32_t begin = row_offsets[static_cast<std::size_t>(r)], end = row_offsets[static_cast<std::size_t>(r + 1)];
             require(begin <= end, "CSR row_offsets must be non-decreasing, but row ", r, " runs from ", begin, " to ", end);
+        }
+        for (index r = 0; r < rows; ++r) {
+            const std::int32_t begin = row_offsets[static_cast<std::size_t>(r)], end = row_offsets[static_cast<std::size_t>(r + 1)];
             for (std::int32_t k = begin; k < end; ++k) {
                 const std::int32_t c = columns[static_cast<std::size_t>(k)];
                 require(c >= 0 && c < cols, "CSR column ", c, " in row ", r, " lies outside [0, ", cols, ")");
@@ -124,6 +129,7 @@ DenseSparseMatrix split_dense_sparse(MatrixView<const float> weights, const outl
     const index rows = weights.rows(), cols = weights.cols();
     require(mask.rows == rows && mask.cols == cols, "split_dense_sparse: the outlier mask must be ", rows, " x ", cols,
             " like the weights, got ", mask.rows, " x ", mask.cols);
+    mask.validate();  // sorted, unique, in range: the CSR below is built in mask order
     require(cols <= std::numeric_limits<std::int32_t>::max() && mask.count() <= std::numeric_limits<std::int32_t>::max(),
             "split_dense_sparse: CSR uses 32-bit indices; got ", cols, " columns and ", mask.count(), " outliers");
     if (!importance.empty()) {

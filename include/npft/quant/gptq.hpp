@@ -170,7 +170,7 @@ private:
                     values[static_cast<std::size_t>(t)] = group_values(r, t);
                     if (!importance.empty()) weights_of_values[static_cast<std::size_t>(t)] = importance(r, g * group + t);
                 }
-                const params_type p = grid_.fit(values, weights_of_values);
+                const params_type p = detail::fit_group_at(grid_, std::span<const float>(values), std::span<const float>(weights_of_values), r, g);
                 params[static_cast<std::size_t>(r * groups + g)] = p;
                 detail::store_params(out, r, g, p);
             }

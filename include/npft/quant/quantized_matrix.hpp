@@ -2,8 +2,11 @@
 // A quantized weight matrix: packed codes plus the fp16 metadata of its format. This is the object kernels run,
 // files store, and bits-per-weight figures count (docs/formats.md gives the byte layout).
 #include <cstdint>
+#include <new>
+#include <stdexcept>
 #include <vector>
 
+#include "../core/checked_math.hpp"
 #include "../core/dtype.hpp"
 #include "../core/eigen.hpp"
 #include "../core/error.hpp"
@@ -12,24 +15,58 @@
 
 namespace npft::quant {
 
+/// Array sizes of a quantized matrix, in elements.
+struct QuantizedSizes {
+    index words_per_row = 0;  ///< packed 32-bit code words per row
+    index code_words = 0;     ///< rows * words_per_row
+    index groups = 0;         ///< groups per row (uniform formats)
+    index metadata = 0;       ///< fp16 scales (and as many zeros), or lut entries: rows * groups or rows * 2^bits
+};
+
+/// Checks a quantized matrix's description (bits in 2..8, a non-empty shape, a group size that divides cols, one table
+/// per row for lut) and returns its array sizes, all computed with overflow checks, without allocating anything. The
+/// group size is checked before any size is derived from it, so a bad one never sizes an allocation.
+inline QuantizedSizes quantized_sizes(Format format, int bits, index rows, index cols, index group_size) {
+    require_valid_bits(bits);
+    require(rows > 0 && cols > 0, "a quantized matrix must be non-empty, got ", rows, " x ", cols);
+    require(group_size > 0 && cols % group_size == 0, "group size ", group_size, " does not divide the input dimension ", cols);
+    require(format != Format::lut || group_size == cols, "the lut format has one table per row: group size must be ", cols,
+            ", got ", group_size);
+    QuantizedSizes s;
+    s.words_per_row = checked_packed_words_per_row(cols, bits);
+    s.code_words = mul_or_fail(rows, s.words_per_row, "packed codes of a ", rows, " x ", cols, " matrix");
+    s.groups = cols / group_size;
+    s.metadata = format == Format::lut ? mul_or_fail(rows, index{1} << bits, "lut entries of ", rows, " rows")
+                                       : mul_or_fail(rows, s.groups, "scales of ", rows, " rows x ", s.groups, " groups");
+    const index bytes = add_or_fail(mul_or_fail(s.code_words, index{4}, "code bytes"),
+                                    mul_or_fail(s.metadata, index{6}, "metadata bytes"), "bytes of a quantized matrix");
+    (void)bytes;  // only checked: every byte count derived from these sizes fits in an index
+    return s;
+}
+
 class QuantizedMatrix {
 public:
     QuantizedMatrix() = default;
 
     /// An all-zero-code matrix with zeroed metadata of the right sizes; fill with set_group / set_lut and codes().
+    /// Everything is checked (quantized_sizes) before anything is allocated; a matrix too large for memory is an
+    /// npft::Error too.
     QuantizedMatrix(Format format, int bits, index rows, index cols, index group_size)
-        : format_(format), bits_(bits), rows_(rows), cols_(cols), group_size_(group_size), codes_(rows, cols, bits) {
-        require_valid_bits(bits);
-        require(rows > 0 && cols > 0, "a quantized matrix must be non-empty, got ", rows, " x ", cols);
-        require(group_size > 0 && cols % group_size == 0, "group size ", group_size, " does not divide the input dimension ",
-                cols);
-        require(format != Format::lut || group_size == cols, "the lut format has one table per row: group size must be ",
-                cols, ", got ", group_size);
-        if (format == Format::lut) {
-            lut_.assign(static_cast<std::size_t>(rows * (index{1} << bits)), half(0.0f));
-        } else {
-            scales_.assign(static_cast<std::size_t>(rows * groups()), half(0.0f));
-            if (format == Format::uniform_asymmetric) zeros_.assign(scales_.size(), half(0.0f));
+        : format_(format), bits_(bits), rows_(rows), cols_(cols), group_size_(group_size) {
+        const QuantizedSizes sizes = quantized_sizes(format, bits, rows, cols, group_size);
+        try {
+            codes_ = PackedCodes(rows, cols, bits);
+            if (format == Format::lut) {
+                lut_.assign(static_cast<std::size_t>(sizes.metadata), half(0.0f));
+            } else {
+                scales_.assign(static_cast<std::size_t>(sizes.metadata), half(0.0f));
+                if (format == Format::uniform_asymmetric) zeros_.assign(scales_.size(), half(0.0f));
+            }
+        } catch (const std::bad_alloc&) {
+            fail("cannot allocate a ", rows, " x ", cols, " quantized matrix of ", bits, "-bit codes: ", sizes.code_words * 4,
+                 " bytes of codes and ", sizes.metadata * 2, " bytes per metadata array do not fit in memory");
+        } catch (const std::length_error&) {
+            fail("a ", rows, " x ", cols, " quantized matrix of ", bits, "-bit codes is larger than a vector can hold");
         }
     }
 
@@ -108,14 +145,11 @@ public:
 
     /// Checks internal consistency (sizes, finite metadata, integral zero points in range): call after loading from a file.
     void validate() const {
-        require_valid_bits(bits_);
-        require(rows_ > 0 && cols_ > 0, "quantized matrix shape must be non-empty, got ", rows_, " x ", cols_);
-        require(group_size_ > 0 && cols_ % group_size_ == 0, "group size ", group_size_, " does not divide the input dimension ",
-                cols_);
+        const QuantizedSizes sizes = quantized_sizes(format_, bits_, rows_, cols_, group_size_);
         require(codes_.rows() == rows_ && codes_.cols() == cols_ && codes_.bits() == bits_ &&
-                    codes_.words().size() == static_cast<std::size_t>(rows_ * packed_words_per_row(cols_, bits_)),
+                    codes_.words().size() == static_cast<std::size_t>(sizes.code_words),
                 "packed codes do not match a ", rows_, " x ", cols_, " matrix of ", bits_, "-bit codes");
-        const std::size_t metadata = static_cast<std::size_t>(format_ == Format::lut ? rows_ << bits_ : rows_ * groups());
+        const auto metadata = static_cast<std::size_t>(sizes.metadata);
         if (format_ == Format::lut) {
             require(lut_.size() == metadata && scales_.empty() && zeros_.empty(), "lut table size must be ", metadata, ", got ",
                     lut_.size());

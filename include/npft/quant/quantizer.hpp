@@ -15,6 +15,17 @@
 namespace npft::quant {
 
 namespace detail {
+/// grid.fit for group g of row r; an npft::Error from the fit (non-finite weights, a scale fp16 cannot hold) is
+/// re-thrown naming the row and the group.
+template <Grid G>
+params_of<G> fit_group_at(const G& grid, std::span<const float> values, std::span<const float> importance, index r, index g) {
+    try {
+        return grid.fit(values, importance);
+    } catch (const Error& e) {
+        fail("row ", r, ", group ", g, ": ", e.what());
+    }
+}
+
 template <class P>
 void store_params(QuantizedMatrix& q, index r, index g, const P& p) {
     if constexpr (std::same_as<P, UniformParams>) {
@@ -96,7 +107,7 @@ public:
                 const std::span<const float> weights_of_values =
                     importance.empty() ? std::span<const float>{}
                                        : std::span<const float>(row_importance.data() + first, static_cast<std::size_t>(group));
-                const params_type p = grid_.fit(values, weights_of_values);
+                const params_type p = detail::fit_group_at(grid_, values, weights_of_values, r, g);
                 // Codes stay below 2^p.bits, so matching bit widths is all the packer needs.
                 require(p.bits == grid_.bits(), "grid fitted ", p.bits, "-bit parameters but declares bits() = ", grid_.bits());
                 detail::store_params(out, r, g, p);
@@ -132,7 +143,7 @@ Matrix quantization_steps(const G& grid, MatrixView<const float> weights, Matrix
                 values[static_cast<std::size_t>(j)] = weights(r, g * group + j);
                 if (!importance.empty()) weights_of_values[static_cast<std::size_t>(j)] = importance(r, g * group + j);
             }
-            const auto p = grid.fit(values, weights_of_values);
+            const auto p = detail::fit_group_at(grid, std::span<const float>(values), std::span<const float>(weights_of_values), r, g);
             for (index j = 0; j < group; ++j) steps(r, g * group + j) = p.step(values[static_cast<std::size_t>(j)]);
         }
     }

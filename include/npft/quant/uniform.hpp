@@ -59,19 +59,30 @@ public:
             // Levels (q - 2^(b-1)) * scale for q in [0, 2^b - 1]: scale = 2 absmax / (2^b - 1) keeps every |w| <= absmax
             // within half a step of a level (GPTQ's symmetric convention).
             const float absmax = std::max(-lo, hi);
-            p.scale = checked_half(2.0f * absmax / levels);
+            p.scale = checked_half(2.0f * absmax / levels, static_cast<float>(1u << (bits_ - 1)), lo, hi);
             p.zero = static_cast<float>(1u << (bits_ - 1));
         } else {
-            p.scale = checked_half((hi - lo) / levels);
+            p.scale = checked_half((hi - lo) / levels, levels, lo, hi);
             p.zero = p.scale == 0.0f ? 0.0f : std::clamp(std::nearbyint(-lo / p.scale), 0.0f, levels);
         }
         return p;
     }
 
 private:
-    static float checked_half(float scale) {
+    // The scale is stored in fp16. `reach` is the largest |q - zero| a code can have, so rounding the scale moves the
+    // outermost level by |stored - scale| * reach. A normal fp16 scale moves it by at most 255 * 2^-11 < 1/8 of a step;
+    // below 2^-14 (6.1e-5) fp16 is subnormal and keeps ever fewer bits, and a tiny group (e.g. weights in [0, 1.2e-6]
+    // at 4 bits) would decode several steps off, or all to 0. The format has no fp32 scale, so such a group is refused
+    // (docs/formats.md, "Scale range"); the quantizers add the row and group to the message.
+    static float checked_half(float scale, float reach, float lo, float hi) {
         const float stored = round_to_half(scale);
         require(stored - stored == 0.0f, "quantization scale ", scale, " overflows fp16 (weights above about 1e5 in magnitude)");
+        const float shift = std::abs(stored - scale) * reach;
+        require(shift <= 0.5f * scale, "weights in [", lo, ", ", hi, "] need a quantization scale of ", scale,
+                ", which fp16 stores as ", stored, stored == 0.0f ? " (underflow: every weight would decode to 0)" : "",
+                ", moving the outermost levels by ", shift / scale, " steps (more than half a step; fp16 scales below 6.1e-5 "
+                "are subnormal and imprecise). Rescale the layer: multiply its weights by a power of two 2^k before "
+                "quantizing and its output by 2^-k (exact in floating point), or use larger groups");
         return stored;
     }
 

@@ -15,6 +15,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../io/atomic_file.hpp"
 
 namespace npft::train {
 
@@ -54,24 +55,20 @@ public:
         raw(v.data(), v.size() * sizeof(index));
     }
 
-    /// Writes header, payload and checksum to `path` (through a temporary file renamed at the end, so an interrupted
-    /// save never leaves a half-written checkpoint under the final name).
+    /// Writes header, payload and checksum to `path` durably (io/atomic_file.hpp: a unique temporary, fsync, rename,
+    /// fsync of the folder), so a crash, a full disk or a concurrent writer never leaves a partial checkpoint under
+    /// `path`: it holds the previous checkpoint or this one, whole. Throws npft::Error naming the path and the reason.
     void save(const std::string& path) const {
-        const std::string temporary = path + ".partial";
-        {
-            std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-            require(out.good(), "cannot open checkpoint file '", temporary, "' for writing");
-            out.write(checkpoint_magic, sizeof checkpoint_magic);
-            const std::uint32_t version = checkpoint_version;
-            out.write(reinterpret_cast<const char*>(&version), sizeof version);
-            const std::uint64_t length = payload_.size();
-            out.write(reinterpret_cast<const char*>(&length), sizeof length);
-            out.write(reinterpret_cast<const char*>(payload_.data()), static_cast<std::streamsize>(payload_.size()));
-            const std::uint64_t checksum = detail::fnv1a(payload_);
-            out.write(reinterpret_cast<const char*>(&checksum), sizeof checksum);
-            require(out.good(), "writing checkpoint file '", temporary, "' failed");
-        }
-        require(std::rename(temporary.c_str(), path.c_str()) == 0, "cannot rename '", temporary, "' to '", path, "'");
+        io::AtomicFile out(path);
+        out.write(checkpoint_magic, sizeof checkpoint_magic);
+        const std::uint32_t version = checkpoint_version;
+        out.write(&version, sizeof version);
+        const std::uint64_t length = payload_.size();
+        out.write(&length, sizeof length);
+        out.write(payload_.data(), payload_.size());
+        const std::uint64_t checksum = detail::fnv1a(payload_);
+        out.write(&checksum, sizeof checksum);
+        out.commit();
     }
 
 private:

@@ -22,6 +22,7 @@
 #include "../../core/tensor_view.hpp"
 #include "../../quant/dense_sparse.hpp"
 #include "../../quant/quantized_matrix.hpp"
+#include "argument_checks.hpp"
 #include "avx2.hpp"
 #include "avx512.hpp"
 #include "cpu_features.hpp"
@@ -111,6 +112,7 @@ inline void require_multipliable(const quant::QuantizedMatrix& w) {
 inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outliers, MatrixView<const float> x,
                           MatrixView<float> y, const MultiplyOptions& options) {
     require_multipliable(w);
+    require_multiply_views(x, y);
     require(x.cols() == w.cols(), "x must have ", w.cols(), " columns (the weights' input dimension), got ", x.cols());
     require_shape(y, x.rows(), w.rows(), "y");
     require(options.threads >= 1, "threads must be at least 1, got ", options.threads);
@@ -197,20 +199,20 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
 }  // namespace detail
 
 /// y = x W^T: x is M x K (K = w.cols()), y is M x N (N = w.rows()); any strides. y must not overlap x.
-/// Throws npft::Error on a shape mismatch, on threads < 1, or when options.path names a path this CPU lacks.
+/// Throws npft::Error on a shape mismatch, a negative or null view, an output that overlaps x or itself (stride 0,
+/// overlapping rows: argument_checks.hpp), on threads < 1, or when options.path names a path this CPU lacks.
 inline void multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, MatrixView<float> y,
                      const MultiplyOptions& options = {}) {
     detail::multiply_impl(w, nullptr, x, y, options);
 }
 
 /// The dense-and-sparse product y = x (W + S)^T: the quantized dense part plus fp16 CSR outliers S, added per output
-/// row after the dense dot product. S must be well formed (require_valid_csr, checked once when S is built: this call
-/// checks only its shape, so that it costs nothing per outlier).
+/// row after the dense dot product. S's structure is checked on every call (require_valid_csr: offsets, column range and
+/// order; one pass over the outliers, well under 1% of the dense work), so a bad index is an npft::Error, never an
+/// out-of-range read. The arrays must hold rows + 1 offsets and row_offsets[rows] entries.
 inline void multiply(const quant::QuantizedMatrix& w, const CsrView& outliers, MatrixView<const float> x, MatrixView<float> y,
                      const MultiplyOptions& options = {}) {
-    require(outliers.rows == w.rows() && outliers.cols == w.cols(), "sparse outliers must be ", w.rows(), " x ", w.cols(),
-            " (the dense weights' shape), got ", outliers.rows, " x ", outliers.cols);
-    require(outliers.row_offsets != nullptr && outliers.row_offsets[0] == 0, "sparse outliers: row_offsets must start at 0");
+    require_valid_csr(outliers, w.rows(), w.cols());
     detail::multiply_impl(w, &outliers, x, y, options);
 }
 
@@ -228,6 +230,7 @@ inline void multiply(const quant::DenseSparseMatrix& w, MatrixView<const float> 
 
 /// The M x N product x W^T as a new matrix.
 inline Matrix multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, const MultiplyOptions& options = {}) {
+    require_well_formed(x, "x");
     Matrix y(x.rows(), w.rows());
     multiply(w, x, MatrixView<float>(as_matrix_view(y)), options);
     return y;

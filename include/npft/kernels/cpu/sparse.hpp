@@ -21,15 +21,26 @@ struct CsrView {
     index nonzeros() const { return rows == 0 ? 0 : row_offsets[rows]; }
 };
 
-/// Throws unless the view is a well-formed CSR matrix of the given shape (O(nonzeros): call it once per matrix).
+/// Throws unless the view is a well-formed CSR matrix of the given shape: offsets from 0, non-decreasing, columns in
+/// [0, cols) and strictly ascending within each row (O(nonzeros)). After it, add_sparse_rows reads only
+/// row_offsets[0 .. rows] and entries [0, row_offsets[rows]).
 inline void require_valid_csr(const CsrView& s, index rows, index cols) {
-    require(s.rows == rows && s.cols == cols, "sparse outliers must be ", rows, " x ", cols, ", got ", s.rows, " x ", s.cols);
+    require(s.rows == rows && s.cols == cols, "sparse outliers must be ", rows, " x ", cols, " (the dense weights' shape), got ",
+            s.rows, " x ", s.cols);
     require(s.row_offsets != nullptr && s.row_offsets[0] == 0, "sparse outliers: row_offsets must start at 0");
     for (index r = 0; r < rows; ++r)
-        require(s.row_offsets[r] <= s.row_offsets[r + 1], "sparse outliers: row_offsets must be non-decreasing, row ", r);
-    for (index e = 0; e < s.nonzeros(); ++e)
-        require(s.columns[e] >= 0 && s.columns[e] < cols, "sparse outliers: column ", s.columns[e], " of entry ", e,
-                " is outside [0, ", cols, ")");
+        require(s.row_offsets[r] <= s.row_offsets[r + 1], "sparse outliers: row_offsets must be non-decreasing, but row ", r,
+                " runs from ", s.row_offsets[r], " to ", s.row_offsets[r + 1]);
+    require(s.nonzeros() == 0 || (s.columns != nullptr && s.values != nullptr), "sparse outliers: ", s.nonzeros(),
+            " entries but a null columns or values array");
+    for (index r = 0; r < rows; ++r) {
+        for (index e = s.row_offsets[r]; e < s.row_offsets[r + 1]; ++e) {
+            require(s.columns[e] >= 0 && s.columns[e] < cols, "sparse outliers: column ", s.columns[e], " of entry ", e, " (row ",
+                    r, ") is outside [0, ", cols, ")");
+            require(e == s.row_offsets[r] || s.columns[e - 1] < s.columns[e], "sparse outliers: columns of row ", r,
+                    " must be strictly ascending, but entry ", e, " has column ", s.columns[e], " after ", s.columns[e - 1]);
+        }
+    }
 }
 
 /// y[m][r] += sum over row r's entries e of values[e] * x[m][columns[e]], for rows [row_begin, row_end), in entry

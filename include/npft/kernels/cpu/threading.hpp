@@ -7,6 +7,8 @@
 // about 30 microseconds here, and waking a sleeping one about 13, against a few hundred for a 4096 x 4096 4-bit GEMV.
 // So both sides spin for a short while (spin_time) before they sleep: back-to-back calls, as in token generation,
 // then hand over in well under a microsecond; an idle pool sleeps.
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -31,15 +33,16 @@ namespace npft::kernels::cpu {
 /// Persistent worker threads that run tasks 1..n-1 of a parallel call while the caller runs task 0. One parallel call
 /// uses the pool at a time; a caller that finds it busy runs all its tasks itself (same results: each task computes
 /// the same rows either way). An exception from a task is rethrown to the caller after every task has finished.
-/// Tasks must not start parallel calls. The pool's threads do not survive fork(): a forked child must not use it.
+/// Tasks must not start parallel calls.
+///
+/// Fork safety: threads do not survive fork(), and the child may inherit the pool's mutexes locked. A pthread_atfork
+/// child handler therefore replaces the shared pool in the child with a fresh one (whose threads start on first use);
+/// the inherited one is abandoned, never touched again (destroying it would join threads that do not exist).
 class WorkerPool {
 public:
     /// The process-wide pool. Never destroyed, so that a parallel call made during static destruction (or from a
     /// thread still running at exit) does not meet a destroyed pool.
-    static WorkerPool& shared() {
-        static WorkerPool* pool = new WorkerPool;
-        return *pool;
-    }
+    static WorkerPool& shared() { return *shared_slot().load(std::memory_order_acquire); }
 
     WorkerPool() = default;
     WorkerPool(const WorkerPool&) = delete;
@@ -97,6 +100,16 @@ public:
     }
 
 private:
+    static std::atomic<WorkerPool*>& shared_slot() {
+        static std::atomic<WorkerPool*> slot{[] {
+            ::pthread_atfork(nullptr, nullptr, &replace_after_fork);
+            return new WorkerPool;
+        }()};
+        return slot;
+    }
+    // Runs in the child only, single-threaded: the abandoned pool is leaked on purpose (see the class comment).
+    static void replace_after_fork() { shared_slot().store(new WorkerPool, std::memory_order_release); }
+
     static void pause() {
 #if NPFT_CPU_X86
         _mm_pause();
