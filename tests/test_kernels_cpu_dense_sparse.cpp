@@ -67,13 +67,13 @@ TEST_CASE("dense-and-sparse products equal dense + outliers exactly on represent
                 INFO("path " << cpu::path_name(path) << " threads " << threads << " batch " << batch);
                 Matrix y(batch, 37);
                 cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), MatrixView<float>(npft::as_matrix_view(y)),
-                              {threads, path});
+                              {threads, path, cpu::Activations::fp32});
                 CHECK(y.cast<double>() == expected);
             }
         }
         if (batch == 1) {
             Matrix y(1, 37);
-            cpu::gemv(w, npft::VectorView<const float>(x.data(), 96), npft::VectorView<float>(y.data(), 37));
+            cpu::gemv(w, npft::VectorView<const float>(x.data(), 96), npft::VectorView<float>(y.data(), 37), {.activations = cpu::Activations::fp32});
             CHECK(y.cast<double>() == expected);
         }
     }

@@ -119,7 +119,7 @@ std::vector<cpu::Path> supported_paths() {
 }
 
 Matrix run(const QuantizedMatrix& w, const Matrix& x, cpu::Path path, int threads = 1) {
-    return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), cpu::MultiplyOptions{threads, path});
+    return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), cpu::MultiplyOptions{threads, path, cpu::Activations::fp32});
 }
 
 const std::vector<Case> all_formats = {
@@ -238,14 +238,14 @@ TEST_CASE("strided activations and outputs, gemv", "[kernels][cpu]") {
         Eigen::MatrixXf y_transposed(w.rows(), 3);
         const MatrixView<const float> xv = npft::as_matrix_view(x_col_major);
         const MatrixView<float> yv = npft::MatrixView<float>(npft::as_matrix_view(y_transposed)).transposed();
-        cpu::multiply(w, xv, yv, {1, path});
+        cpu::multiply(w, xv, yv, {1, path, cpu::Activations::fp32});
         CHECK(Matrix(y_transposed.transpose()) == expected);
         // gemv on a strided vector equals a one-token multiply (not row 1 of the 3-token product: the SIMD paths
         // tile tokens, and the tile width changes the summation order).
         const Matrix one_token = run(w, Matrix(x.row(1)), path);
         std::vector<float> strided_x(2 * 64), y(19);
         for (npft::index j = 0; j < 64; ++j) strided_x[static_cast<std::size_t>(2 * j)] = x(1, j);
-        cpu::gemv(w, npft::VectorView<const float>(strided_x.data(), 64, 2), npft::VectorView<float>(y.data(), 19), {1, path});
+        cpu::gemv(w, npft::VectorView<const float>(strided_x.data(), 64, 2), npft::VectorView<float>(y.data(), 19), {1, path, cpu::Activations::fp32});
         for (npft::index r = 0; r < 19; ++r) CHECK(y[static_cast<std::size_t>(r)] == one_token(0, r));
     }
 }

@@ -26,6 +26,7 @@
 #include "avx512.hpp"
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
+#include "int8_gemm.hpp"
 #include "portable.hpp"
 #include "problem.hpp"
 #include "sparse.hpp"
@@ -46,16 +47,20 @@ inline const char* path_name(Path p) {
     return "unknown";
 }
 
-/// Precision of the activations inside the kernel. int8 (opt-in) trades accuracy for speed: see int8_activations.hpp.
+/// Precision of the activations inside the kernel. int8 (the default) trades a bounded accuracy cost for 2-4x speed:
+/// each activation is replaced by x_hat, its value rounded to a step of max|x| / 127 over its block of 32, so that
+/// |y_int8 - y_exact| <= sum_j |w_j| max|x_block(j)| / 254 plus the fp32 rounding bound above (on LUT rows plus the
+/// 12-bit table's rounding: int8_activations.hpp). On the demo model this moved perplexity by at most 0.02%
+/// (docs/results.md). Activations::fp32 opts out: exact fp32 activations on every path.
 enum class Activations { fp32, int8 };
 
 struct MultiplyOptions {
     int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
     Path path = Path::best;
     /// int8 applies on the avx2/avx512 paths to uniform 2/3/4-bit matrices with group sizes that are multiples of 32
-    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else runs in fp32
-    /// whatever this says.
-    Activations activations = Activations::fp32;
+    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else (and the portable
+    /// path) runs in fp32 whatever this says.
+    Activations activations = Activations::int8;
 };
 
 /// Whether this CPU (and this build: x86 with GCC or Clang) can run path p.
@@ -144,8 +149,13 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         problem.x_sums = sums.data();
         problem.y = y;
         problem.last_row_padded = last_row.data();
-        parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
-            int8::multiply_rows(problem, begin, end);
+        const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
+        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](index begin, index end) {
+            if (gemm) {
+                int8_gemm::multiply_rows(problem, begin, end);
+            } else {
+                int8::multiply_rows(problem, begin, end);
+            }
             if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
         });
         return;
