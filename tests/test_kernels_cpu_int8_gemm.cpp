@@ -94,8 +94,10 @@ TEST_CASE("int8 GEMM (AVX-512 VNNI): uniform formats, odd shapes, threads and ba
         Index rows, cols, group;
     };
     // 23 / 37 / 70 rows: panel tails and 2-thread splits; 480 = 15 blocks (a half chunk at the end); group 32 and 160:
-    // odd numbers of blocks per group; 32 columns: one-block rows (the decoder reads into the next row or the padding).
-    const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480, 160}, {5, 32, 32}, {33, 192, 64}};
+    // odd numbers of blocks per group; 32 columns: one-block rows (the decoder reads into the next row or the padding);
+    // 1056 = 33 blocks and 640 per channel: K slices of 16 blocks, with groups that straddle two slices.
+    const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480, 160}, {5, 32, 32},
+                            {33, 192, 64}, {19, 1056, 96}, {40, 640, 640}};
     std::uint64_t seed = 700;
     for (const int bits : {2, 3, 4})
         for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})

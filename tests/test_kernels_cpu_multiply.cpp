@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -276,4 +277,29 @@ TEST_CASE("the SIMD paths this CPU has are exercised", "[kernels][cpu]") {
     if (!cpu::path_supported(cpu::Path::avx2)) WARN("no AVX2+FMA+F16C on this CPU: the avx2 path is compiled but not run (SKIPPED)");
     CHECK(cpu::resolve_path(cpu::Path::best) ==
           (f.has_avx512_path() ? cpu::Path::avx512 : f.has_avx2_path() ? cpu::Path::avx2 : cpu::Path::portable));
+}
+
+TEST_CASE("infinite and huge activations: every path returns what the portable path does", "[kernels][cpu]") {
+    // Symmetric 4-bit, small power-of-two scales: with x = 1e35 the exact products (|s (q - z) x| <= 2^-10 * 8 * 1e35
+    // per term) fit in fp32, but sum_j q x_j over 64 terms of the folded zero point would not stay far from FLT_MAX
+    // once scaled; +Inf must give +-Inf (not Inf - Inf = NaN).
+    for (const Case& c : {Case{Format::uniform_symmetric, 4, 32}, Case{Format::uniform_asymmetric, 3, 0}, Case{Format::lut, 4, 0}}) {
+        const QuantizedMatrix w = random_matrix(c, 9, 64, 77, true);
+        for (const float big : {std::numeric_limits<float>::infinity(), 1e35f, 3e38f}) {
+            Matrix x = random_activations(2, 64, 78, true);
+            x(0, 5) = big;
+            x(1, 7) = -big;
+            x(1, 9) = big;
+            const Matrix expected = run(w, x, cpu::Path::portable);
+            for (const cpu::Path path : supported_paths())
+                for (const cpu::Activations activations : {cpu::Activations::fp32, cpu::Activations::int8}) {
+                    INFO(describe(c, 9, 64, 2) << " x " << big << " path " << cpu::path_name(path));
+                    const Matrix y = cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {1, path, activations});
+                    CHECK(std::memcmp(y.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(y.size())) == 0);
+                }
+            if (big == 1e35f) CHECK(expected.allFinite());  // the exact products fit
+        }
+    }
+    // Just below the limit the SIMD paths run (and stay finite); the limit is far above real activations.
+    CHECK(cpu::detail::simd_activation_limit(4096) > 1e27f);
 }

@@ -45,11 +45,42 @@ namespace int8_gemm {
 #define NPFT_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 inline constexpr int panel_rows = 32;
-inline constexpr __mmask16 all_lanes16 = 0xffff;  ///< GCC 12 warns on the unmasked int-to-float conversion
+// GCC 12 warns inside the unmasked forms of some intrinsics (undefined-register idiom); the all-lanes maskz forms
+// compute the same thing.
+inline constexpr __mmask16 all_lanes16 = 0xffff;
+inline constexpr __mmask8 all_lanes8 = 0xff;
 inline constexpr index block_bytes = 8 * panel_rows * 4;  ///< one block of 32 codes for 32 rows
 
+/// In place: r[i] lane j <- r[j] lane i (16 x 16 int32; 64 shuffles, 4 per row instead of 16 scattered stores).
+NPFT_TARGET_VNNI inline void transpose16(__m512i (&r)[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; ++i) {  // within 128-bit lanes: [a0 b0 a1 b1], [a2 b2 a3 b3]
+        t[2 * i] = _mm512_maskz_unpacklo_epi32(all_lanes16, r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_maskz_unpackhi_epi32(all_lanes16, r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // u[4 i + e], 128-bit lane L: rows 4i..4i+3 of element 4 L + e
+        r[4 * i + 0] = _mm512_maskz_unpacklo_epi64(all_lanes8, t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_maskz_unpackhi_epi64(all_lanes8, t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_maskz_unpacklo_epi64(all_lanes8, t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_maskz_unpackhi_epi64(all_lanes8, t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int e = 0; e < 4; ++e) {  // transpose the 4 x 4 matrix of 128-bit blocks of registers e, 4 + e, 8 + e, 12 + e
+        const __m512i v0 = _mm512_maskz_shuffle_i32x4(all_lanes16, r[e], r[4 + e], 0x44);
+        const __m512i v1 = _mm512_maskz_shuffle_i32x4(all_lanes16, r[e], r[4 + e], 0xee);
+        const __m512i v2 = _mm512_maskz_shuffle_i32x4(all_lanes16, r[8 + e], r[12 + e], 0x44);
+        const __m512i v3 = _mm512_maskz_shuffle_i32x4(all_lanes16, r[8 + e], r[12 + e], 0xee);
+        t[e] = _mm512_maskz_shuffle_i32x4(all_lanes16, v0, v2, 0x88);
+        t[4 + e] = _mm512_maskz_shuffle_i32x4(all_lanes16, v0, v2, 0xdd);
+        t[8 + e] = _mm512_maskz_shuffle_i32x4(all_lanes16, v1, v3, 0x88);
+        t[12 + e] = _mm512_maskz_shuffle_i32x4(all_lanes16, v1, v3, 0xdd);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
 /// Rows [r0, r0 + 32) (rows from `limit` on are zero) decoded into `panel` (blocks * block_bytes bytes), with their
-/// group scales s and s * z (z = 2^(b-1) when symmetric) as [group][32] floats.
+/// group scales s and s * z (z = 2^(b-1) when symmetric) as [group][32] floats. Each chunk of 16 rows is decoded into
+/// 16 vectors of 16 quads (dword q = stored positions 4q..4q+3) and transposed, so that vector q holds quad q of the
+/// 16 rows: quad q belongs to block q / 4 % 2 of the chunk and is its quad (q / 8) * 4 + q % 4.
 template <int Bits>
 NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, std::uint8_t* panel, float* scale,
                                    float* scaled_zero) {
@@ -59,44 +90,62 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, 
     const index groups = w.groups();
     const int8::ChunkDecoder<Bits> decoder{};
     const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
-    for (int i = 0; i < panel_rows; ++i) {
-        const index r = r0 + i;
-        if (r >= limit) {
-            for (index b = 0; b < blocks; ++b)
-                for (int k = 0; k < 8; ++k) std::memset(panel + b * block_bytes + (k * panel_rows + i) * 4, 0, 4);
-            for (index g = 0; g < groups; ++g) scale[g * panel_rows + i] = scaled_zero[g * panel_rows + i] = 0.0f;
-            continue;
+    for (int half = 0; half < 2; ++half) {
+        const std::uint8_t* rows[16];
+        for (int i = 0; i < 16; ++i) {
+            const index r = r0 + 16 * half + i;
+            rows[i] = r < limit ? p.row_bytes(r) : nullptr;
         }
-        const std::uint8_t* row = p.row_bytes(r);
         for (index c = 0; c < chunks; ++c) {
-            alignas(32) std::uint8_t bytes[64];
-            __m256i v0, v1;
-            decoder.decode(row + c * int8::ChunkDecoder<Bits>::chunk_bytes, v0, v1);
-            _mm256_store_si256(reinterpret_cast<__m256i*>(bytes), v0);
-            _mm256_store_si256(reinterpret_cast<__m256i*>(bytes + 32), v1);
-            for (index half = 0; half < 2 && 2 * c + half < blocks; ++half) {
-                std::uint8_t* out = panel + (2 * c + half) * block_bytes + i * 4;
-                for (int k = 0; k < 8; ++k) std::memcpy(out + k * panel_rows * 4, bytes + (k / 4) * 32 + half * 16 + (k % 4) * 4, 4);
+            __m512i q[16];
+            for (int i = 0; i < 16; ++i) {
+                if (rows[i] == nullptr) {
+                    q[i] = _mm512_setzero_si512();
+                    continue;
+                }
+                __m256i v0, v1;
+                decoder.decode(rows[i] + c * int8::ChunkDecoder<Bits>::chunk_bytes, v0, v1);
+                const __m512i low = _mm512_maskz_inserti64x4(all_lanes8, _mm512_setzero_si512(), v0, 0);
+                q[i] = _mm512_maskz_inserti64x4(all_lanes8, low, v1, 1);
+            }
+            transpose16(q);
+            for (int quad = 0; quad < 16; ++quad) {
+                const index b = 2 * c + (quad / 4) % 2;
+                if (b >= blocks) continue;  // the missing second block of a last chunk
+                const int k = (quad / 8) * 4 + quad % 4;
+                _mm512_storeu_si512(panel + b * block_bytes + (k * panel_rows + 16 * half) * 4, q[quad]);
             }
         }
+    }
+    for (int i = 0; i < panel_rows; ++i) {
+        const index r = r0 + i;
         for (index g = 0; g < groups; ++g) {
-            const float s = _cvtsh_ss(w.scales()[static_cast<std::size_t>(r * groups + g)].bits);
-            const float z = asymmetric ? _cvtsh_ss(w.zeros()[static_cast<std::size_t>(r * groups + g)].bits)
-                                       : static_cast<float>(1 << (Bits - 1));
+            const float s = r < limit ? _cvtsh_ss(w.scales()[static_cast<std::size_t>(r * groups + g)].bits) : 0.0f;
+            const float z = r >= limit ? 0.0f
+                            : asymmetric ? _cvtsh_ss(w.zeros()[static_cast<std::size_t>(r * groups + g)].bits)
+                                         : static_cast<float>(1 << (Bits - 1));
             scale[g * panel_rows + i] = s;
             scaled_zero[g * panel_rows + i] = s * z;
         }
     }
 }
 
-/// Output rows r0..r0+31 (those below `rows`) for tokens m0..m0+T-1 from a decoded panel.
+/// Blocks of a K slice: the slice of a panel (16 KiB) stays in L1 while every token passes over it; a whole panel
+/// (32 K bytes) would stream from L2 once per 4 tokens, which measured at a third of the int8 peak.
+inline constexpr index slice_blocks = 16;
+
+/// Tokens per register tile: 2 x 6 int32 accumulators, enough independent vpdpbusd chains (latency 5) to issue two
+/// per cycle; with 4 tokens the chains were the limit.
+inline constexpr int tile_tokens = 6;
+
+/// out[t][0..32) += the products of blocks [b0, b1) of the panel with tokens m0..m0+T-1 (out: T x 32 floats).
+/// The weight scale is applied per group and per slice (sum_{b in g and slice} d_b * dot_b, times s_g), so the
+/// result depends on K's slicing, which is fixed, but not on the batch, the token tile or the thread count.
 template <int T>
-NPFT_TARGET_VNNI void panel_tile(const Int8Problem& p, const std::uint8_t* panel, const float* scale,
-                                 const float* scaled_zero, index r0, index rows, index m0) {
-    const quant::QuantizedMatrix& w = *p.weights;
+NPFT_TARGET_VNNI void panel_tile(const Int8Problem& p, const std::uint8_t* panel, const float* scale, index b0, index b1,
+                                 index m0, float* out) {
     const Int8Activations& a = *p.x;
-    const index groups = w.groups();
-    const index group_blocks = w.group_size() / Int8Activations::block;
+    const index group_blocks = p.weights->group_size() / Int8Activations::block;
     const index blocks = a.blocks();
     const std::int8_t* x[T];
     const float* d[T];
@@ -105,68 +154,69 @@ NPFT_UNROLL4
         x[t] = a.values.data() + (m0 + t) * a.padded_cols();
         d[t] = a.scales.data() + (m0 + t) * blocks;
     }
-    __m512 out[2][T];
-NPFT_UNROLL4
-    for (int t = 0; t < T; ++t) out[0][t] = out[1][t] = _mm512_setzero_ps();
-    for (index g = 0; g < groups; ++g) {
-        __m512 in_group[2][T];
-NPFT_UNROLL4
-        for (int t = 0; t < T; ++t) in_group[0][t] = in_group[1][t] = _mm512_setzero_ps();
-        for (index b = g * group_blocks; b < (g + 1) * group_blocks; ++b) {
-            const std::uint8_t* wb = panel + b * block_bytes;
-            const index x_offset = (b / 2) * 64 + (b % 2) * 16;
-            __m512i acc[2][T];
-NPFT_UNROLL4
-            for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_si512();
+    __m512 in_group[2][T];
+NPFT_UNROLL8
+    for (int t = 0; t < T; ++t) in_group[0][t] = in_group[1][t] = _mm512_setzero_ps();
+    for (index b = b0; b < b1; ++b) {
+        const std::uint8_t* wb = panel + b * block_bytes;
+        const index x_offset = (b / 2) * 64 + (b % 2) * 16;
+        __m512i acc[2][T];
+NPFT_UNROLL8
+        for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_si512();
 #if defined(__GNUC__) && !defined(__CUDACC__)
 #pragma GCC unroll 8
 #endif
-            for (int k = 0; k < 8; ++k) {
-                const __m512i w0 = _mm512_loadu_si512(wb + k * panel_rows * 4);
-                const __m512i w1 = _mm512_loadu_si512(wb + k * panel_rows * 4 + 64);
-                const index at = x_offset + (k / 4) * 32 + (k % 4) * 4;
-NPFT_UNROLL4
-                for (int t = 0; t < T; ++t) {
-                    std::int32_t quad;
-                    std::memcpy(&quad, x[t] + at, 4);
-                    const __m512i xq = _mm512_set1_epi32(quad);
-                    acc[0][t] = _mm512_dpbusd_epi32(acc[0][t], w0, xq);
-                    acc[1][t] = _mm512_dpbusd_epi32(acc[1][t], w1, xq);
-                }
-            }
-NPFT_UNROLL4
+        for (int k = 0; k < 8; ++k) {
+            const __m512i w0 = _mm512_loadu_si512(wb + k * panel_rows * 4);
+            const __m512i w1 = _mm512_loadu_si512(wb + k * panel_rows * 4 + 64);
+            const index at = x_offset + (k / 4) * 32 + (k % 4) * 4;
+NPFT_UNROLL8
             for (int t = 0; t < T; ++t) {
-                const __m512 db = _mm512_set1_ps(d[t][b]);
-                in_group[0][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[0][t]), db, in_group[0][t]);
-                in_group[1][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[1][t]), db, in_group[1][t]);
+                std::int32_t quad;
+                std::memcpy(&quad, x[t] + at, 4);
+                const __m512i xq = _mm512_set1_epi32(quad);
+                acc[0][t] = _mm512_dpbusd_epi32(acc[0][t], w0, xq);
+                acc[1][t] = _mm512_dpbusd_epi32(acc[1][t], w1, xq);
             }
         }
-        const __m512 s0 = _mm512_loadu_ps(scale + g * panel_rows);
-        const __m512 s1 = _mm512_loadu_ps(scale + g * panel_rows + 16);
-NPFT_UNROLL4
+NPFT_UNROLL8
         for (int t = 0; t < T; ++t) {
-            out[0][t] = _mm512_fmadd_ps(in_group[0][t], s0, out[0][t]);
-            out[1][t] = _mm512_fmadd_ps(in_group[1][t], s1, out[1][t]);
+            const __m512 db = _mm512_set1_ps(d[t][b]);
+            in_group[0][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[0][t]), db, in_group[0][t]);
+            in_group[1][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[1][t]), db, in_group[1][t]);
+        }
+        if ((b + 1) % group_blocks == 0 || b + 1 == b1) {  // the end of a group or of the slice
+            const index g = b / group_blocks;
+            const __m512 s0 = _mm512_loadu_ps(scale + g * panel_rows);
+            const __m512 s1 = _mm512_loadu_ps(scale + g * panel_rows + 16);
+NPFT_UNROLL8
+            for (int t = 0; t < T; ++t) {
+                float* o = out + t * panel_rows;
+                _mm512_storeu_ps(o, _mm512_fmadd_ps(in_group[0][t], s0, _mm512_loadu_ps(o)));
+                _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(in_group[1][t], s1, _mm512_loadu_ps(o + 16)));
+                in_group[0][t] = in_group[1][t] = _mm512_setzero_ps();
+            }
         }
     }
-    // The zero point folded out of the loop: minus sum_g s_g z_g X_g.
-    for (index g = 0; g < groups; ++g) {
-        const __m512 sz0 = _mm512_loadu_ps(scaled_zero + g * panel_rows);
-        const __m512 sz1 = _mm512_loadu_ps(scaled_zero + g * panel_rows + 16);
-NPFT_UNROLL4
-        for (int t = 0; t < T; ++t) {
-            const __m512 xs = _mm512_set1_ps(p.x_sums[(m0 + t) * groups + g]);
-            out[0][t] = _mm512_fnmadd_ps(sz0, xs, out[0][t]);
-            out[1][t] = _mm512_fnmadd_ps(sz1, xs, out[1][t]);
-        }
-    }
+}
+
+/// y(m, r0 + i) = out[m][i] - sum_g s_g z_g X_g (the zero point folded out of the loop) for rows below `rows`.
+NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out, const float* scaled_zero, index r0,
+                                         index rows) {
+    const index groups = p.weights->groups();
     const index valid = std::min<index>(panel_rows, rows - r0);
-NPFT_UNROLL4
-    for (int t = 0; t < T; ++t) {
+    for (index m = 0; m < p.x->batch; ++m) {
+        __m512 y0 = _mm512_loadu_ps(out + m * panel_rows);
+        __m512 y1 = _mm512_loadu_ps(out + m * panel_rows + 16);
+        for (index g = 0; g < groups; ++g) {
+            const __m512 xs = _mm512_set1_ps(p.x_sums[m * groups + g]);
+            y0 = _mm512_fnmadd_ps(_mm512_loadu_ps(scaled_zero + g * panel_rows), xs, y0);
+            y1 = _mm512_fnmadd_ps(_mm512_loadu_ps(scaled_zero + g * panel_rows + 16), xs, y1);
+        }
         alignas(64) float lanes[panel_rows];
-        _mm512_store_ps(lanes, out[0][t]);
-        _mm512_store_ps(lanes + 16, out[1][t]);
-        for (index i = 0; i < valid; ++i) p.y(m0 + t, r0 + i) = lanes[i];
+        _mm512_store_ps(lanes, y0);
+        _mm512_store_ps(lanes + 16, y1);
+        for (index i = 0; i < valid; ++i) p.y(m, r0 + i) = lanes[i];
     }
 }
 
@@ -178,16 +228,26 @@ NPFT_TARGET_VNNI void multiply_rows_bits(const Int8Problem& p, index row_begin, 
     std::vector<std::uint8_t> panel(static_cast<std::size_t>(blocks * block_bytes));
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
+    std::vector<float> out(static_cast<std::size_t>(batch * panel_rows));
     for (index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Bits>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
-        index m = 0;
-        for (; m + 4 <= batch; m += 4) panel_tile<4>(p, panel.data(), scale.data(), scaled_zero.data(), r0, row_end, m);
-        switch (batch - m) {
-            case 3: panel_tile<3>(p, panel.data(), scale.data(), scaled_zero.data(), r0, row_end, m); break;
-            case 2: panel_tile<2>(p, panel.data(), scale.data(), scaled_zero.data(), r0, row_end, m); break;
-            case 1: panel_tile<1>(p, panel.data(), scale.data(), scaled_zero.data(), r0, row_end, m); break;
-            default: break;
+        std::fill(out.begin(), out.end(), 0.0f);
+        for (index b0 = 0; b0 < blocks; b0 += slice_blocks) {
+            const index b1 = std::min(blocks, b0 + slice_blocks);
+            index m = 0;
+            for (; m + tile_tokens <= batch; m += tile_tokens)
+                panel_tile<tile_tokens>(p, panel.data(), scale.data(), b0, b1, m, out.data() + m * panel_rows);
+            float* tail = out.data() + m * panel_rows;
+            switch (batch - m) {
+                case 5: panel_tile<5>(p, panel.data(), scale.data(), b0, b1, m, tail); break;
+                case 4: panel_tile<4>(p, panel.data(), scale.data(), b0, b1, m, tail); break;
+                case 3: panel_tile<3>(p, panel.data(), scale.data(), b0, b1, m, tail); break;
+                case 2: panel_tile<2>(p, panel.data(), scale.data(), b0, b1, m, tail); break;
+                case 1: panel_tile<1>(p, panel.data(), scale.data(), b0, b1, m, tail); break;
+                default: break;
+            }
         }
+        store_panel(p, out.data(), scaled_zero.data(), r0, row_end);
     }
 }
 

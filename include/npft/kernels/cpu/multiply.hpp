@@ -9,11 +9,15 @@
 // Paths differ only in summation order (the SIMD paths also fold the zero point out: sum q x - z sum x), so each is
 // within gamma(n) * sum_j |s| (|q_j| + |z|) |x_j| of the exact product, n = 2 K + 2 groups + 32, gamma(n) = n u / (1 - n u),
 // u = 2^-24 (tests/test_kernels_cpu_multiply.cpp checks it). A path gives the same bits for any thread count; the SIMD
-// paths tile tokens, so a token's result can differ in the last bits between batch sizes.
+// paths tile tokens, so a token's result can differ in the last bits between batch sizes. Calls whose activations are
+// infinite, NaN or beyond simd_activation_limit(K) run the portable path, so that every path returns its +-Inf, NaN
+// or finite result.
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../../core/config.hpp"
@@ -96,6 +100,26 @@ inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
 
 namespace detail {
 
+/// The largest activation magnitude the SIMD paths take. They fold the zero point out (sum q x - z sum x) and sum
+/// scaled terms in other orders than the portable path, so +-Inf would give Inf - Inf = NaN and activations near
+/// FLT_MAX / (K |s| |q|) would overflow an intermediate sum although the exact product fits. Below this limit no
+/// intermediate can overflow (|s|, |level| <= 65504 in fp16, |q|, |z| <= 255, so every partial sum is at most
+/// 65504 * 2 * 255 * K * max|x|); calls with larger, infinite or NaN activations run the portable path, which every
+/// path then agrees with. Real activations are many orders of magnitude below it (2.5e27 at K = 4096).
+inline float simd_activation_limit(index cols) {
+    return std::numeric_limits<float>::max() / (65504.0f * 512.0f * static_cast<float>(cols + 32));
+}
+
+/// Whether every activation is finite and at most `limit` in magnitude.
+inline bool activations_within(const float* x, index row_stride, index batch, index cols, float limit) {
+    bool within = true;
+    for (index m = 0; m < batch; ++m) {
+        const float* xm = x + m * row_stride;
+        for (index j = 0; j < cols; ++j) within &= std::abs(xm[j]) <= limit;  // false for NaN
+    }
+    return within;
+}
+
 /// Structural checks only (sizes), so that a call costs nothing per weight; QuantizedMatrix::validate() checks values.
 inline void require_multipliable(const quant::QuantizedMatrix& w) {
     require(w.rows() > 0 && w.cols() > 0, "weights must be a non-empty quantized matrix, got ", w.rows(), " x ", w.cols());
@@ -119,7 +143,7 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     require(x.cols() == w.cols(), "x must have ", w.cols(), " columns (the weights' input dimension), got ", x.cols());
     require_shape(y, x.rows(), w.rows(), "y");
     require(options.threads >= 1, "threads must be at least 1, got ", options.threads);
-    const Path path = kernel_path(w, options.path);
+    Path path = kernel_path(w, options.path);
     const index batch = x.rows();
     const index cols = w.cols();
     if (batch == 0) return;
@@ -135,6 +159,8 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         x_rows = x_copy.data();
         x_row_stride = cols;
     }
+    if (path != Path::portable && !activations_within(x_rows, x_row_stride, batch, cols, simd_activation_limit(cols)))
+        path = Path::portable;
 
     if (options.activations == Activations::int8 && path != Path::portable && int8_kernel_applies(w)) {
 #if NPFT_CPU_X86
