@@ -60,9 +60,16 @@ def machine_line(context):
     parts = []
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+            lines = f.readlines()
+        model = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
         if model:
             parts.append(model)
+        flags = set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
+        # The extensions the kernels (or their absence) depend on.
+        isa = [f for f in ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                           "avx512vbmi", "avx512_fp16", "amx_int8"] if f in flags]
+        if isa:
+            parts.append("ISA " + " ".join(isa))
     except OSError:
         pass
     parts.append(f"{context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz (as reported)")
