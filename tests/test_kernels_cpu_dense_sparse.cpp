@@ -97,3 +97,21 @@ TEST_CASE("dense-and-sparse products reject inconsistent outliers", "[kernels][c
     view.columns = bad_columns.data();
     CHECK_THROWS_WITH(cpu::require_valid_csr(view, 8, 64), Catch::Contains("outside [0, 64)"));
 }
+
+TEST_CASE("dense-and-sparse products with int8 activations (the default) add the outliers to the int8 product",
+          "[kernels][cpu][sparse][int8]") {
+    const DenseSparseMatrix w = exact_matrix(37, 96, 6);
+    // Batch 1 takes the batch-1 int8 kernel, batch 9 the AVX-512 VNNI GEMM where the CPU has it.
+    for (const Index batch : {Index{1}, Index{9}}) {
+        INFO("batch " << batch);
+        const Matrix x = integer_activations(batch, 96, 10);
+        const MatrixView<const float> xv(npft::as_matrix_view(x));
+        const Matrix dense = cpu::multiply(w.dense, xv);
+        Matrix y(batch, 37);
+        cpu::multiply(w, xv, MatrixView<float>(npft::as_matrix_view(y)));
+        const Eigen::MatrixXd sparse_only = x.cast<double>() * (w.dequantize() - w.dense.dequantize()).cast<double>().transpose();
+        REQUIRE(sparse_only.cwiseAbs().maxCoeff() > 1.0);  // the outliers matter
+        const Eigen::MatrixXd expected = dense.cast<double>() + sparse_only;
+        CHECK(((y.cast<double>() - expected).cwiseAbs().array() <= 1e-5 * (1.0 + expected.cwiseAbs().array())).all());
+    }
+}
