@@ -169,7 +169,7 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, in
     if (f.int8_activations) {
         // The accuracy cost of int8 activations: relative RMS difference to the fp32-activation result.
         Matrix reference(batch, rows);
-        cpu::multiply(w.quantized[0], xv, MatrixView<float>(npft::as_matrix_view(reference)), {threads});
+        cpu::multiply(w.quantized[0], xv, MatrixView<float>(npft::as_matrix_view(reference)), {threads, cpu::Path::best, cpu::Activations::fp32});
         cpu::multiply(w.quantized[0], xv, yv, options);
         state.counters["rel_rms_err"] = static_cast<double>((y - reference).norm() / reference.norm());
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp) and writes docs/benchmarks.md and docs/benchmarks.png.
+# Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp, benchmarks/bench_prefill.cpp) and writes docs/benchmarks.md and docs/benchmarks.png.
 #
 #   scripts/bench.sh            full sweep: 3 shapes x 9 formats x batch 1/4/16/64 x threads 1/2 (6 minutes on the
 #                               2-core development machine, mostly the fp32 and batch-64 runs; plus the first build)
@@ -23,10 +23,15 @@ fi
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_BUILD_BENCHMARKS=ON -DNPFT_BUILD_TESTS=OFF \
     -DNPFT_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build" -j2 --target bench_gemv
+cmake --build "$build" -j2 --target bench_gemv bench_prefill
 
 json="$build/bench_gemv.json"
 "$build/benchmarks/bench_gemv" --benchmark_filter="$filter" --benchmark_min_time="$min_time" \
     --benchmark_format=json --benchmark_out="$json" --benchmark_out_format=json >/dev/null
-python3 scripts/bench_report.py "$json" docs/benchmarks.md docs/benchmarks.png
+# Prompt processing: the int8 peak loop first (the kernels' rows are rated against it), then the batched multiplies.
+prefill_json="$build/bench_prefill.json"
+if [[ "$mode" == quick ]]; then prefill_filter='peak/|/4096x4096/'; else prefill_filter='.'; fi
+"$build/benchmarks/bench_prefill" --benchmark_filter="$prefill_filter" --benchmark_min_time="$min_time" \
+    --benchmark_format=json --benchmark_out="$prefill_json" --benchmark_out_format=json >/dev/null
+python3 scripts/bench_report.py "$json" docs/benchmarks.md docs/benchmarks.png "$prefill_json"
 echo "wrote docs/benchmarks.md and docs/benchmarks.png from $json"

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Turns the JSON of bench_gemv into docs/benchmarks.md (tables, goal checks) and a PNG plot (gnuplot).
 
-usage: bench_report.py RESULTS.json OUT.md OUT.png
+usage: bench_report.py RESULTS.json OUT.md OUT.png [PREFILL.json]
+
+PREFILL.json (bench_prefill's JSON) adds the prompt-processing section: the int8-activation path against the int8
+multiply-add peak and fp32 Eigen built with -march=native, all from that one run.
 
 Everything in OUT.md below the line NOTES_MARKER is kept from the previous file (hand-written analysis).
 Python standard library only; the plot needs gnuplot (skipped with a message when it is missing).
@@ -57,9 +60,16 @@ def machine_line(context):
     parts = []
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+            lines = f.readlines()
+        model = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), None)
         if model:
             parts.append(model)
+        flags = set(next((l.split(":", 1)[1].split() for l in lines if l.startswith("flags")), []))
+        # The extensions the kernels (or their absence) depend on.
+        isa = [f for f in ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                           "avx512vbmi", "avx512_fp16", "amx_int8"] if f in flags]
+        if isa:
+            parts.append("ISA " + " ".join(isa))
     except OSError:
         pass
     parts.append(f"{context.get('num_cpus', '?')} CPUs at {context.get('mhz_per_cpu', '?')} MHz (as reported)")
@@ -72,7 +82,77 @@ def machine_line(context):
     return "; ".join(parts)
 
 
-def write_markdown(out_md, context, gemv, memory):
+PREFILL = re.compile(r"^prefill/(?P<format>[^/]+)/(?P<shape>\d+x\d+)/batch:(?P<batch>\d+)/threads:(?P<threads>\d+)")
+
+
+def load_prefill(path):
+    """(peaks {name: MACs/s}, rows {(format, shape, batch, threads): {...}}) from bench_prefill's JSON."""
+    with open(path) as f:
+        data = json.load(f)
+    peaks, rows = {}, {}
+    for b in data["benchmarks"]:
+        if b.get("run_type", "iteration") != "iteration":
+            continue
+        name = b["name"].replace("/real_time", "")
+        if name.startswith("peak/"):
+            peaks[name] = b["MACs/s"]
+            continue
+        m = PREFILL.match(name)
+        if m:
+            unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
+            rows[(m["format"], m["shape"], int(m["batch"]), int(m["threads"]))] = {
+                "seconds": (b["cpu_time"] if int(m["threads"]) == 1 else b["real_time"]) * unit,
+                "macs": b["MACs/s"], "of_peak": b.get("of_int8_peak"), "path": b.get("label", "")}
+    return peaks, rows
+
+
+def prefill_lines(peaks, rows):
+    int8_peak = next((v for k, v in peaks.items() if k.startswith("peak/int8/")), None)
+    lines = ["## Prompt processing (bench_prefill)", "",
+             "`benchmarks/bench_prefill.cpp`, one run: the int8-activation path (`Activations::int8`, the default) against",
+             "the int8 multiply-add peak of this CPU (a register-only loop of its widest int8 dot-product instruction, one",
+             "thread; the 2-thread rows are compared with twice it) and against fp32 Eigen built with `-march=native`. One",
+             "thread: CPU time of the process (what the core gave the run on a shared machine); two threads: wall time.", ""]
+    lines += [f"Peaks: " + ", ".join(f"{k.split('/', 1)[1]} {v / 1e9:.0f} G multiply-adds/s" for k, v in sorted(peaks.items())) + ".", ""]
+    shapes = sorted({k[1] for k in rows}, key=lambda s: [int(v) for v in s.split("x")])
+    fmts = sorted({k[0] for k in rows if k[0] != "fp32_eigen_native"})
+    lines += ["| goal | shape | threads | measured | verdict |", "|---|---|---|---|---|"]
+    for shape in shapes:
+        for t in (1, 2):
+            for fmt in fmts:
+                fracs = [rows[k]["of_peak"] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and 64 <= k[2] <= 512
+                         and rows[k]["of_peak"] is not None]
+                if fracs:
+                    lo = min(fracs)
+                    lines.append(f"| {fmt} 64-512 tokens >= 50% of the int8 peak | {shape} | {t} | {100 * lo:.0f}%-{100 * max(fracs):.0f}% | "
+                                 f"{'met' if lo >= 0.5 else 'missed'} |")
+                slower = [k[2] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and k[2] >= 2
+                          and ("fp32_eigen_native", shape, k[2], t) in rows
+                          and rows[k]["seconds"] >= rows[("fp32_eigen_native", shape, k[2], t)]["seconds"]]
+                batches = [k[2] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and k[2] >= 2]
+                if batches:
+                    lines.append(f"| {fmt} faster per token than fair Eigen at every batch >= 2 | {shape} | {t} | "
+                                 f"{'slower at ' + ', '.join(map(str, sorted(slower))) if slower else 'faster at all ' + str(len(batches))} | "
+                                 f"{'missed' if slower else 'met'} |")
+    lines.append("")
+    for shape in shapes:
+        lines += [f"### {shape} (N x K)", "", "| format | batch | threads | path | ms per call | G MACs/s | of int8 peak | vs Eigen native |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for fmt in ["fp32_eigen_native"] + fmts:
+            for batch in sorted({k[2] for k in rows}):
+                for t in (1, 2):
+                    r = rows.get((fmt, shape, batch, t))
+                    if not r:
+                        continue
+                    base = rows.get(("fp32_eigen_native", shape, batch, t))
+                    of_peak = f"{100 * r['of_peak']:.0f}%" if r["of_peak"] is not None else ""
+                    speed = f"{base['seconds'] / r['seconds']:.2f}x" if base and fmt != "fp32_eigen_native" else ""
+                    lines.append(f"| {fmt} | {batch} | {t} | {r['path']} | {1e3 * r['seconds']:.2f} | {r['macs'] / 1e9:.1f} | {of_peak} | {speed} |")
+        lines.append("")
+    return lines
+
+
+def write_markdown(out_md, context, gemv, memory, prefill=None):
     old_notes = ""
     if os.path.exists(out_md):
         with open(out_md) as f:
@@ -153,7 +233,10 @@ def write_markdown(out_md, context, gemv, memory):
                     lines.append(f"| {fmt} | {batch} | {t} | {path} | {1e6 * r['seconds']:.0f} | {1e6 * r['cpu_seconds']:.0f} | "
                                  f"{r['gbs']:.2f} | {frac} | {cpu_frac} | {speed} | {cpu_speed} |")
         lines.append("")
-    lines += ["![speedup over Eigen fp32 by batch size](benchmarks.png)", "", NOTES_MARKER]
+    lines += ["![speedup over Eigen fp32 by batch size](benchmarks.png)", ""]
+    if prefill:
+        lines += prefill_lines(*prefill)
+    lines.append(NOTES_MARKER)
     with open(out_md, "w") as f:
         f.write("\n".join(lines) + (old_notes if old_notes else "\n"))
 
@@ -187,10 +270,10 @@ def write_plot(out_png, gemv):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         sys.exit(__doc__)
     context, gemv, memory = load(sys.argv[1])
-    write_markdown(sys.argv[2], context, gemv, memory)
+    write_markdown(sys.argv[2], context, gemv, memory, load_prefill(sys.argv[4]) if len(sys.argv) == 5 else None)
     write_plot(sys.argv[3], gemv)
 
 

@@ -67,13 +67,13 @@ TEST_CASE("dense-and-sparse products equal dense + outliers exactly on represent
                 INFO("path " << cpu::path_name(path) << " threads " << threads << " batch " << batch);
                 Matrix y(batch, 37);
                 cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), MatrixView<float>(npft::as_matrix_view(y)),
-                              {threads, path});
+                              {threads, path, cpu::Activations::fp32});
                 CHECK(y.cast<double>() == expected);
             }
         }
         if (batch == 1) {
             Matrix y(1, 37);
-            cpu::gemv(w, npft::VectorView<const float>(x.data(), 96), npft::VectorView<float>(y.data(), 37));
+            cpu::gemv(w, npft::VectorView<const float>(x.data(), 96), npft::VectorView<float>(y.data(), 37), {.activations = cpu::Activations::fp32});
             CHECK(y.cast<double>() == expected);
         }
     }
@@ -96,4 +96,22 @@ TEST_CASE("dense-and-sparse products reject inconsistent outliers", "[kernels][c
     bad_columns.back() = 64;
     view.columns = bad_columns.data();
     CHECK_THROWS_WITH(cpu::require_valid_csr(view, 8, 64), Catch::Contains("outside [0, 64)"));
+}
+
+TEST_CASE("dense-and-sparse products with int8 activations (the default) add the outliers to the int8 product",
+          "[kernels][cpu][sparse][int8]") {
+    const DenseSparseMatrix w = exact_matrix(37, 96, 6);
+    // Batch 1 takes the batch-1 int8 kernel, batch 9 the AVX-512 VNNI GEMM where the CPU has it.
+    for (const Index batch : {Index{1}, Index{9}}) {
+        INFO("batch " << batch);
+        const Matrix x = integer_activations(batch, 96, 10);
+        const MatrixView<const float> xv(npft::as_matrix_view(x));
+        const Matrix dense = cpu::multiply(w.dense, xv);
+        Matrix y(batch, 37);
+        cpu::multiply(w, xv, MatrixView<float>(npft::as_matrix_view(y)));
+        const Eigen::MatrixXd sparse_only = x.cast<double>() * (w.dequantize() - w.dense.dequantize()).cast<double>().transpose();
+        REQUIRE(sparse_only.cwiseAbs().maxCoeff() > 1.0);  // the outliers matter
+        const Eigen::MatrixXd expected = dense.cast<double>() + sparse_only;
+        CHECK(((y.cast<double>() - expected).cwiseAbs().array() <= 1e-5 * (1.0 + expected.cwiseAbs().array())).all());
+    }
 }

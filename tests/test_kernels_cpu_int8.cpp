@@ -285,3 +285,21 @@ TEST_CASE("int8 activations leave formats the int8 kernel does not cover in fp32
         CHECK(std::memcmp(fp32.data(), int8.data(), sizeof(float) * static_cast<std::size_t>(fp32.size())) == 0);
     }
 }
+
+TEST_CASE("the default multiply uses int8 activations where they apply; Activations::fp32 opts out", "[kernels][cpu][int8]") {
+    const Matrix x = gaussian(3, 256, 11);
+    const QuantizedMatrix w = random_matrix(Format::uniform_symmetric, 4, 9, 256, 128, 12);
+    const Matrix by_default = cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)));
+    const Matrix fp32 = run(w, x, cpu::Activations::fp32);
+    const Matrix int8 = run(w, x, cpu::Activations::int8);
+    CHECK(std::memcmp(by_default.data(), int8.data(), sizeof(float) * static_cast<std::size_t>(int8.size())) == 0);
+    if (cpu::int8_kernel_applies(w)) {
+        // The two precisions differ (int8 moves each activation by up to half a step), so the default is not fp32.
+        CHECK(std::memcmp(fp32.data(), int8.data(), sizeof(float) * static_cast<std::size_t>(fp32.size())) != 0);
+        CHECK((fp32 - int8).norm() < 0.05 * fp32.norm());
+    }
+    // fp32 opt-out: the same bits as the fp32 kernel of the same path.
+    const Matrix portable = cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {1, cpu::Path::portable, cpu::Activations::fp32});
+    const Matrix portable_default = cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {1, cpu::Path::portable});
+    CHECK(std::memcmp(portable.data(), portable_default.data(), sizeof(float) * static_cast<std::size_t>(portable.size())) == 0);
+}

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -119,7 +120,7 @@ std::vector<cpu::Path> supported_paths() {
 }
 
 Matrix run(const QuantizedMatrix& w, const Matrix& x, cpu::Path path, int threads = 1) {
-    return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), cpu::MultiplyOptions{threads, path});
+    return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), cpu::MultiplyOptions{threads, path, cpu::Activations::fp32});
 }
 
 const std::vector<Case> all_formats = {
@@ -238,14 +239,14 @@ TEST_CASE("strided activations and outputs, gemv", "[kernels][cpu]") {
         Eigen::MatrixXf y_transposed(w.rows(), 3);
         const MatrixView<const float> xv = npft::as_matrix_view(x_col_major);
         const MatrixView<float> yv = npft::MatrixView<float>(npft::as_matrix_view(y_transposed)).transposed();
-        cpu::multiply(w, xv, yv, {1, path});
+        cpu::multiply(w, xv, yv, {1, path, cpu::Activations::fp32});
         CHECK(Matrix(y_transposed.transpose()) == expected);
         // gemv on a strided vector equals a one-token multiply (not row 1 of the 3-token product: the SIMD paths
         // tile tokens, and the tile width changes the summation order).
         const Matrix one_token = run(w, Matrix(x.row(1)), path);
         std::vector<float> strided_x(2 * 64), y(19);
         for (npft::index j = 0; j < 64; ++j) strided_x[static_cast<std::size_t>(2 * j)] = x(1, j);
-        cpu::gemv(w, npft::VectorView<const float>(strided_x.data(), 64, 2), npft::VectorView<float>(y.data(), 19), {1, path});
+        cpu::gemv(w, npft::VectorView<const float>(strided_x.data(), 64, 2), npft::VectorView<float>(y.data(), 19), {1, path, cpu::Activations::fp32});
         for (npft::index r = 0; r < 19; ++r) CHECK(y[static_cast<std::size_t>(r)] == one_token(0, r));
     }
 }
@@ -276,4 +277,29 @@ TEST_CASE("the SIMD paths this CPU has are exercised", "[kernels][cpu]") {
     if (!cpu::path_supported(cpu::Path::avx2)) WARN("no AVX2+FMA+F16C on this CPU: the avx2 path is compiled but not run (SKIPPED)");
     CHECK(cpu::resolve_path(cpu::Path::best) ==
           (f.has_avx512_path() ? cpu::Path::avx512 : f.has_avx2_path() ? cpu::Path::avx2 : cpu::Path::portable));
+}
+
+TEST_CASE("infinite and huge activations: every path returns what the portable path does", "[kernels][cpu]") {
+    // Symmetric 4-bit, small power-of-two scales: with x = 1e35 the exact products (|s (q - z) x| <= 2^-10 * 8 * 1e35
+    // per term) fit in fp32, but sum_j q x_j over 64 terms of the folded zero point would not stay far from FLT_MAX
+    // once scaled; +Inf must give +-Inf (not Inf - Inf = NaN).
+    for (const Case& c : {Case{Format::uniform_symmetric, 4, 32}, Case{Format::uniform_asymmetric, 3, 0}, Case{Format::lut, 4, 0}}) {
+        const QuantizedMatrix w = random_matrix(c, 9, 64, 77, true);
+        for (const float big : {std::numeric_limits<float>::infinity(), 1e35f, 3e38f}) {
+            Matrix x = random_activations(2, 64, 78, true);
+            x(0, 5) = big;
+            x(1, 7) = -big;
+            x(1, 9) = big;
+            const Matrix expected = run(w, x, cpu::Path::portable);
+            for (const cpu::Path path : supported_paths())
+                for (const cpu::Activations activations : {cpu::Activations::fp32, cpu::Activations::int8}) {
+                    INFO(describe(c, 9, 64, 2) << " x " << big << " path " << cpu::path_name(path));
+                    const Matrix y = cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {1, path, activations});
+                    CHECK(std::memcmp(y.data(), expected.data(), sizeof(float) * static_cast<std::size_t>(y.size())) == 0);
+                }
+            if (big == 1e35f) CHECK(expected.allFinite());  // the exact products fit
+        }
+    }
+    // Just below the limit the SIMD paths run (and stay finite); the limit is far above real activations.
+    CHECK(cpu::detail::simd_activation_limit(4096) > 1e27f);
 }

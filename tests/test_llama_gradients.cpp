@@ -164,6 +164,8 @@ TEST_CASE("tiny llama: the packed forward equals the fp32 forward on the dequant
         INFO(what);
         const npft::quant::Quantizer quantizer(grid);
         tiny_llama::QuantizedModel packed(model);
+        // fp32 activations: the packed model must compute what the dequantized one does (int8 would add its own error).
+        packed.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
         tiny_llama::Weights dequantized = model.weights();
         for (npft::index l = 0; l < c.layers; ++l) {
             for (const auto kind : tiny_llama::linear_kinds) {

@@ -239,6 +239,7 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
         }
         // The model's weights are what the packed matrices decode to, so the packed model computes the same loss.
         tiny_llama::QuantizedModel quantized(model);
+        quantized.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
         for (const auto& [name, q] : packed) quantized.set_linear(name, tiny_llama::PackedLinear(q));
         CHECK(quantized.loss(eval) == Approx(model.loss(eval)).epsilon(1e-4));
     };

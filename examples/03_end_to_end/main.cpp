@@ -175,6 +175,7 @@ Row quantized_row(const Model& model, const std::vector<Batch>& test, std::strin
     row.group = group;
     row.seconds = seconds_since(start) + extra_seconds;
     row.bits_per_weight = q.bits_per_weight();
+    q.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
     row.test_ppl = tiny_llama::perplexity(q, test);
     q.set_multiply_options({.activations = npft::kernels::cpu::Activations::int8});
     row.test_ppl_int8 = tiny_llama::perplexity(q, test);

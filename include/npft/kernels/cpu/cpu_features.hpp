@@ -14,8 +14,10 @@
 // nvcc's front end (this header is reachable from .cu files through npft.hpp) does not know the pragma.
 #if defined(__GNUC__) && !defined(__CUDACC__)
 #define NPFT_UNROLL4 _Pragma("GCC unroll 4")
+#define NPFT_UNROLL8 _Pragma("GCC unroll 8")
 #else
 #define NPFT_UNROLL4
+#define NPFT_UNROLL8
 #endif
 
 namespace npft::kernels::cpu {

@@ -1,5 +1,5 @@
 #pragma once
-// The int8-activation path (opt-in, as llama.cpp does): activations are quantized once per call to int8 in blocks of
+// The int8-activation path (the default of MultiplyOptions; Activations::fp32 opts out; as llama.cpp does): activations are quantized once per call to int8 in blocks of
 // 32 with one fp32 scale per block, and the weight dot products run in integers (vpmaddubsw: 32 products per
 // instruction instead of 8 FMAs). This is what reaches the memory-bandwidth limit at batch 1 on AVX2: the fp32 path
 // spends about 13 instructions per 8 weights on decoding and converting, which makes it compute-bound.

@@ -9,11 +9,15 @@
 // Paths differ only in summation order (the SIMD paths also fold the zero point out: sum q x - z sum x), so each is
 // within gamma(n) * sum_j |s| (|q_j| + |z|) |x_j| of the exact product, n = 2 K + 2 groups + 32, gamma(n) = n u / (1 - n u),
 // u = 2^-24 (tests/test_kernels_cpu_multiply.cpp checks it). A path gives the same bits for any thread count; the SIMD
-// paths tile tokens, so a token's result can differ in the last bits between batch sizes.
+// paths tile tokens, so a token's result can differ in the last bits between batch sizes. Calls whose activations are
+// infinite, NaN or beyond simd_activation_limit(K) run the portable path, so that every path returns its +-Inf, NaN
+// or finite result.
 #include <algorithm>
+#include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "../../core/config.hpp"
@@ -27,6 +31,7 @@
 #include "avx512.hpp"
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
+#include "int8_gemm.hpp"
 #include "portable.hpp"
 #include "problem.hpp"
 #include "sparse.hpp"
@@ -47,16 +52,20 @@ inline const char* path_name(Path p) {
     return "unknown";
 }
 
-/// Precision of the activations inside the kernel. int8 (opt-in) trades accuracy for speed: see int8_activations.hpp.
+/// Precision of the activations inside the kernel. int8 (the default) trades a bounded accuracy cost for 2-4x speed:
+/// each activation is replaced by x_hat, its value rounded to a step of max|x| / 127 over its block of 32, so that
+/// |y_int8 - y_exact| <= sum_j |w_j| max|x_block(j)| / 254 plus the fp32 rounding bound above (on LUT rows plus the
+/// 12-bit table's rounding: int8_activations.hpp). On the demo model this moved perplexity by at most 0.02%
+/// (docs/results.md). Activations::fp32 opts out: exact fp32 activations on every path.
 enum class Activations { fp32, int8 };
 
 struct MultiplyOptions {
     int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
     Path path = Path::best;
     /// int8 applies on the avx2/avx512 paths to uniform 2/3/4-bit matrices with group sizes that are multiples of 32
-    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else runs in fp32
-    /// whatever this says.
-    Activations activations = Activations::fp32;
+    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else (and the portable
+    /// path) runs in fp32 whatever this says.
+    Activations activations = Activations::int8;
 };
 
 /// Whether this CPU (and this build: x86 with GCC or Clang) can run path p.
@@ -92,6 +101,26 @@ inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
 
 namespace detail {
 
+/// The largest activation magnitude the SIMD paths take. They fold the zero point out (sum q x - z sum x) and sum
+/// scaled terms in other orders than the portable path, so +-Inf would give Inf - Inf = NaN and activations near
+/// FLT_MAX / (K |s| |q|) would overflow an intermediate sum although the exact product fits. Below this limit no
+/// intermediate can overflow (|s|, |level| <= 65504 in fp16, |q|, |z| <= 255, so every partial sum is at most
+/// 65504 * 2 * 255 * K * max|x|); calls with larger, infinite or NaN activations run the portable path, which every
+/// path then agrees with. Real activations are many orders of magnitude below it (2.5e27 at K = 4096).
+inline float simd_activation_limit(index cols) {
+    return std::numeric_limits<float>::max() / (65504.0f * 512.0f * static_cast<float>(cols + 32));
+}
+
+/// Whether every activation is finite and at most `limit` in magnitude.
+inline bool activations_within(const float* x, index row_stride, index batch, index cols, float limit) {
+    bool within = true;
+    for (index m = 0; m < batch; ++m) {
+        const float* xm = x + m * row_stride;
+        for (index j = 0; j < cols; ++j) within &= std::abs(xm[j]) <= limit;  // false for NaN
+    }
+    return within;
+}
+
 /// Structural checks only (sizes), so that a call costs nothing per weight; QuantizedMatrix::validate() checks values.
 inline void require_multipliable(const quant::QuantizedMatrix& w) {
     require(w.rows() > 0 && w.cols() > 0, "weights must be a non-empty quantized matrix, got ", w.rows(), " x ", w.cols());
@@ -116,7 +145,7 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     require(x.cols() == w.cols(), "x must have ", w.cols(), " columns (the weights' input dimension), got ", x.cols());
     require_shape(y, x.rows(), w.rows(), "y");
     require(options.threads >= 1, "threads must be at least 1, got ", options.threads);
-    const Path path = kernel_path(w, options.path);
+    Path path = kernel_path(w, options.path);
     const index batch = x.rows();
     const index cols = w.cols();
     if (batch == 0) return;
@@ -132,6 +161,8 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         x_rows = x_copy.data();
         x_row_stride = cols;
     }
+    if (path != Path::portable && !activations_within(x_rows, x_row_stride, batch, cols, simd_activation_limit(cols)))
+        path = Path::portable;
 
     if (options.activations == Activations::int8 && path != Path::portable && int8_kernel_applies(w)) {
 #if NPFT_CPU_X86
@@ -146,8 +177,13 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         problem.x_sums = sums.data();
         problem.y = y;
         problem.last_row_padded = last_row.data();
-        parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
-            int8::multiply_rows(problem, begin, end);
+        const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
+        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](index begin, index end) {
+            if (gemm) {
+                int8_gemm::multiply_rows(problem, begin, end);
+            } else {
+                int8::multiply_rows(problem, begin, end);
+            }
             if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
         });
         return;

@@ -1,0 +1,213 @@
+// Prompt processing (batched multiply) at the compute limit: npft's int8-activation path against this machine's int8
+// multiply-add peak, measured in the same run, and against fp32 Eigen built with -march=native (this target's flags:
+// benchmarks/CMakeLists.txt), so that Eigen gets every vector extension of the machine.
+//
+//   peak/int8/<isa>                                   a register-only loop of int8 dot-product instructions
+//   peak/fp32_fma/<isa>                               a register-only loop of fp32 FMAs (the fp32 compute limit)
+//   prefill/<format>/<N>x<K>/batch:<M>/threads:<T>    y (M x N) = x (M x K) W^T
+//
+// Timing: 1-thread rows are rated by process CPU time (what the core gave this run on a shared machine; equal to the
+// real time on an idle one), 2-thread rows by real time; the peaks by this thread's CPU time.
+// Counters: MACs/s (multiply-adds per second: M N K per call) and, for npft formats, of_int8_peak (MACs/s divided by
+// the peak of the widest int8 instruction on this CPU, measured first, 1 thread: the threads:2 rows divide by twice
+// that). Weights stay cache-resident between calls only as far as the cache holds them (4096 x 4096 4-bit: 8 MiB);
+// at batch >= 8 the kernels are compute-bound, so this does not change the picture.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include <npft/core/random.hpp>
+#include <npft/kernels/cpu/multiply.hpp>
+
+#include "test_matrices.hpp"
+
+#if NPFT_CPU_X86
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using npft::index;
+using npft::Matrix;
+using npft::MatrixView;
+using npft::quant::Format;
+using npft::quant::QuantizedMatrix;
+namespace cpu = npft::kernels::cpu;
+
+double int8_peak = 0.0;  ///< MACs/s of the widest int8 loop on one thread, set by the peak benchmarks (run first)
+
+#if NPFT_CPU_X86
+// Register-only loops: 12 independent accumulators (enough to hide a 4-5 cycle latency at 2 instructions per cycle),
+// written in assembly so that the compiler neither spills nor folds them.
+#define NPFT_ACC12(op) op " %[b], %[a], %[a0]\n\t" op " %[b], %[a], %[a1]\n\t" op " %[b], %[a], %[a2]\n\t" op " %[b], %[a], %[a3]\n\t" \
+    op " %[b], %[a], %[a4]\n\t" op " %[b], %[a], %[a5]\n\t" op " %[b], %[a], %[a6]\n\t" op " %[b], %[a], %[a7]\n\t"                \
+    op " %[b], %[a], %[a8]\n\t" op " %[b], %[a], %[a9]\n\t" op " %[b], %[a], %[a10]\n\t" op " %[b], %[a], %[a11]\n\t"
+#define ACC12_OPERANDS [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4), [a5] "+v"(a5), [a6] "+v"(a6), [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9), [a10] "+v"(a10), [a11] "+v"(a11)
+
+/// vpdpbusd zmm: 64 u8 x s8 multiply-adds per instruction.
+__attribute__((target("avx512f,avx512vnni"))) std::int32_t vnni_loop(std::int64_t iterations) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+            a10 = a0, a11 = a0;
+    const __m512i u = _mm512_set1_epi8(3);
+    const __m512i s = _mm512_set1_epi8(-2);
+    for (std::int64_t i = 0; i < iterations; ++i)
+        __asm__ volatile(NPFT_ACC12("vpdpbusd") : ACC12_OPERANDS : [a] "v"(u), [b] "v"(s));
+    const __m512i total = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                           _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    const __m512i rest = _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11));
+    alignas(64) std::int32_t lanes[16];
+    _mm512_store_si512(lanes, _mm512_add_epi32(total, rest));
+    return lanes[0];
+}
+
+/// AVX2 has no int8 dot product into int32: vpmaddubsw (u8 x s8 pairs into int16, 32 multiply-adds) is the kernels'
+/// int8 instruction there (followed by vpmaddwd and vpaddd once per two of them).
+__attribute__((target("avx2"))) std::int32_t maddubs_loop(std::int64_t iterations) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+            a10 = a0, a11 = a0;
+    const __m256i u = _mm256_set1_epi8(3);
+    const __m256i s = _mm256_set1_epi8(-2);
+    for (std::int64_t i = 0; i < iterations; ++i)
+        __asm__ volatile(NPFT_ACC12("vpmaddubsw") : ACC12_OPERANDS : [a] "x"(s), [b] "x"(u));
+    alignas(32) std::int32_t lanes[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi32(_mm256_add_epi32(a0, a7), _mm256_add_epi32(a9, a11)));
+    return lanes[0];
+}
+
+/// vfmadd231ps zmm: 16 fp32 multiply-adds per instruction.
+__attribute__((target("avx512f"))) float fma512_loop(std::int64_t iterations) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+           a10 = a0, a11 = a0;
+    const __m512 x = _mm512_set1_ps(1e-3f);
+    const __m512 y = _mm512_set1_ps(1e-3f);
+    for (std::int64_t i = 0; i < iterations; ++i)
+        __asm__ volatile(NPFT_ACC12("vfmadd231ps") : ACC12_OPERANDS : [a] "v"(x), [b] "v"(y));
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, _mm512_add_ps(_mm512_add_ps(a0, a5), _mm512_add_ps(a10, a11)));
+    return lanes[0];
+}
+#undef NPFT_ACC12
+#undef ACC12_OPERANDS
+#endif
+
+/// CPU time of this thread: on a shared machine, what the loop got of the core.
+double thread_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+/// Runs loop(iterations) per benchmark iteration; macs_per_iteration multiply-adds each time.
+template <class Loop>
+void peak_benchmark(benchmark::State& state, Loop loop, double macs_per_iteration, bool is_int8) {
+    constexpr std::int64_t iterations = 1 << 20;
+    const double start = thread_seconds();
+    for (auto _ : state) benchmark::DoNotOptimize(loop(iterations));
+    const double seconds = thread_seconds() - start;
+    const double macs = macs_per_iteration * static_cast<double>(iterations) * static_cast<double>(state.iterations());
+    state.counters["MACs/s"] = benchmark::Counter(macs, benchmark::Counter::kIsRate);
+    if (is_int8) int8_peak = macs / seconds;
+}
+
+QuantizedMatrix random_weights(Format format, int bits, index rows, index cols, index group) {
+    QuantizedMatrix w(format, bits, rows, cols, group == 0 ? cols : group);
+    const npft::RandomKey key{1, npft::make_stream(1)};
+    for (index r = 0; r < rows; ++r)
+        for (index j = 0; j < cols; j += 2) {
+            const std::uint32_t word = npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0];
+            w.codes().set(r, j, word % (1u << bits));
+            w.codes().set(r, j + 1, (word >> 8) % (1u << bits));
+        }
+    for (index r = 0; r < rows; ++r)
+        for (index g = 0; g < w.groups(); ++g)
+            w.set_group(r, g, {bits, 0.01f, format == Format::uniform_asymmetric ? 3.0f : static_cast<float>(1 << (bits - 1))});
+    return w;
+}
+
+struct FormatSpec {
+    const char* name;
+    Format format;
+    int bits;  ///< 0: dense fp32 Eigen
+    index group;
+};
+
+const FormatSpec formats[] = {
+    {"fp32_eigen_native", Format::uniform_symmetric, 0, 0},
+    {"u4g128_int8", Format::uniform_asymmetric, 4, 128},
+    {"u3g128_int8", Format::uniform_asymmetric, 3, 128},
+    {"u2g128_int8", Format::uniform_asymmetric, 2, 128},
+    {"u4_int8", Format::uniform_symmetric, 4, 0},
+};
+
+void prefill_benchmark(benchmark::State& state, const FormatSpec& f, index rows, index cols, index batch, int threads) {
+    const Matrix x = npft_test::gaussian_matrix(batch, cols, 2, 4);
+    Matrix y(batch, rows);
+    if (f.bits == 0) {
+        const Matrix w = npft_test::gaussian_matrix(rows, cols, 3, 5);
+        for (auto _ : state) {
+            cpu::parallel_rows(rows, threads, 64, [&](index begin, index end) {
+                y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
+            });
+            benchmark::DoNotOptimize(y.data());
+        }
+        state.SetLabel("eigen -march=native");
+    } else {
+        const QuantizedMatrix w = random_weights(f.format, f.bits, rows, cols, f.group);
+        const cpu::MultiplyOptions options{threads, cpu::Path::best, cpu::Activations::int8};
+        for (auto _ : state) {
+            cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), MatrixView<float>(npft::as_matrix_view(y)), options);
+            benchmark::DoNotOptimize(y.data());
+        }
+        const bool gemm = batch >= cpu::int8_gemm_min_batch && cpu::int8_gemm_applies(w);
+        state.SetLabel(gemm ? "int8 gemm (vnni)" : "int8 kernel");
+    }
+    const double macs = static_cast<double>(batch) * static_cast<double>(rows) * static_cast<double>(cols);
+    state.counters["MACs/s"] = benchmark::Counter(macs * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+    state.counters["us/token"] = benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(batch),
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    if (int8_peak > 0.0) {
+        // A rate counter: divided by the measured real time, this is (MACs/s) / (peak x threads).
+        state.counters["of_int8_peak"] = benchmark::Counter(macs * static_cast<double>(state.iterations()) / (int8_peak * threads),
+                                                            benchmark::Counter::kIsRate);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+#if NPFT_CPU_X86
+    const auto& features = cpu::cpu_features();
+    if (features.avx512f && features.avx512vnni) {
+        benchmark::RegisterBenchmark("peak/int8/avx512_vnni", [](benchmark::State& s) {
+            peak_benchmark(s, vnni_loop, 12.0 * 64.0, true);
+        });
+    } else if (features.avx2) {
+        benchmark::RegisterBenchmark("peak/int8/avx2_maddubs", [](benchmark::State& s) {
+            peak_benchmark(s, maddubs_loop, 12.0 * 32.0, true);
+        });
+    }
+    if (features.avx512f)
+        benchmark::RegisterBenchmark("peak/fp32_fma/avx512", [](benchmark::State& s) { peak_benchmark(s, fma512_loop, 12.0 * 16.0, false); });
+#endif
+    const std::pair<npft::index, npft::index> shapes[] = {{4096, 4096}, {4096, 14336}};
+    for (const auto& [rows, cols] : shapes)
+        for (const FormatSpec& f : formats)
+            for (const npft::index batch : {1, 2, 4, 8, 16, 64, 256, 512})
+                for (const int threads : {1, 2}) {
+                    const std::string name = std::string("prefill/") + f.name + "/" + std::to_string(rows) + "x" + std::to_string(cols) +
+                                             "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);
+                    auto* b = benchmark::RegisterBenchmark(name.c_str(), [&f, rows = rows, cols = cols, batch, threads](benchmark::State& s) {
+                        prefill_benchmark(s, f, rows, cols, batch, threads);
+                    });
+                    b->Unit(benchmark::kMillisecond);
+                    if (threads > 1) b->UseRealTime();
+                }
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

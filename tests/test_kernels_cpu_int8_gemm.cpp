@@ -1,0 +1,129 @@
+// The prompt-processing GEMM of the int8-activation path (AVX-512 VNNI, int8_gemm.hpp), taken by batches of
+// int8_gemm_min_batch tokens and more: against dequantize-then-Eigen (double) on the quantized activations with the
+// fp32 rounding bound, on odd shapes (panel tails, one-block rows, groups of an odd number of blocks, per channel);
+// 1 vs 2 threads bit for bit; a token's result the same in any batch that takes the GEMM; and close to the batch-1
+// kernel. On a CPU without AVX-512 VNNI the test case says SKIPPED (tag [vnni]: run or exclude it by tag).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+
+#include <npft/core/random.hpp>
+#include <npft/kernels/cpu/multiply.hpp>
+
+#include "test_matrices.hpp"
+
+namespace {
+
+using npft::Matrix;
+using npft::MatrixView;
+using npft::quant::Format;
+using npft::quant::QuantizedMatrix;
+namespace cpu = npft::kernels::cpu;
+using Index = npft::index;
+
+QuantizedMatrix random_uniform(Format format, int bits, Index rows, Index cols, Index group, std::uint64_t seed) {
+    QuantizedMatrix w(format, bits, rows, cols, group);
+    const npft::RandomKey key{seed, npft::make_stream(1)};
+    for (Index r = 0; r < rows; ++r)
+        for (Index j = 0; j < cols; ++j)
+            w.codes().set(r, j, npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0] % (1u << bits));
+    for (Index r = 0; r < rows; ++r)
+        for (Index g = 0; g < w.groups(); ++g) {
+            const auto words = npft::random_words(npft::RandomKey{seed, npft::make_stream(2)}, static_cast<std::uint64_t>(r * w.groups() + g));
+            npft::quant::UniformParams p;
+            p.bits = bits;
+            p.scale = npft::quant::round_to_half(0.001f + 0.1f * npft::bits_to_unit_float(words[0]));
+            p.zero = format == Format::uniform_asymmetric ? static_cast<float>(words[1] % (1u << bits)) : static_cast<float>(1u << (bits - 1));
+            w.set_group(r, g, p);
+        }
+    return w;
+}
+
+Matrix run(const QuantizedMatrix& w, const Matrix& x, int threads = 1) {
+    return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {threads, cpu::Path::best, cpu::Activations::int8});
+}
+
+bool same_bits(const Matrix& a, const Matrix& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
+}
+
+void check_gemm(const QuantizedMatrix& w, Index batch, std::uint64_t seed) {
+    const Index cols = w.cols();
+    INFO(npft::quant::format_name(w.format()) << " " << w.bits() << " bit, " << w.rows() << " x " << cols << ", group "
+                                              << w.group_size() << ", batch " << batch);
+    Matrix x = npft_test::gaussian_matrix(batch, cols, seed, 3);
+    x.row(0) *= 30.0f;                                                 // large activations: int32 sums must not overflow
+    x.row(batch - 1) = x.row(batch - 1).cwiseAbs().array() + 1.0f;  // all positive: a biased sum cannot cancel
+    const Matrix y = run(w, x);
+    const cpu::Int8Activations a = cpu::quantize_activations_int8(x.data(), cols, batch, cols, w.bits());
+    const Matrix x_hat = a.dequantize();
+    const Eigen::MatrixXd exact = x_hat.cast<double>() * w.dequantize().cast<double>().transpose();
+    Eigen::MatrixXd terms(w.rows(), cols);  // every summand the kernel forms is bounded by |s| (q + z) |x_hat|
+    for (Index r = 0; r < w.rows(); ++r)
+        for (Index j = 0; j < cols; ++j) {
+            const auto p = w.uniform_params(r, j / w.group_size());
+            terms(r, j) = p.scale * (static_cast<double>(w.codes().get(r, j)) + p.zero);
+        }
+    const double n = static_cast<double>(2 * cols + 2 * w.groups() + 64);
+    const double gamma = n * std::ldexp(1.0, -24) / (1.0 - n * std::ldexp(1.0, -24));
+    const Eigen::MatrixXd bound = gamma * (x_hat.cast<double>().cwiseAbs() * terms.transpose());
+    CHECK(((y.cast<double>() - exact).cwiseAbs().array() <= bound.array()).all());
+
+    CHECK(same_bits(run(w, x, 2), y));
+    // The first int8_gemm_min_batch tokens alone: the same bits as inside the larger batch.
+    const Matrix head = x.topRows(cpu::int8_gemm_min_batch);
+    CHECK(same_bits(run(w, head), y.topRows(cpu::int8_gemm_min_batch)));
+    // The last token alone takes the batch-1 kernel: the same terms, another order, so within twice the bound.
+    const Matrix alone = run(w, Matrix(x.row(batch - 1)));
+    CHECK(((alone.cast<double>() - y.row(batch - 1).cast<double>()).cwiseAbs().array() <= 2.0 * bound.row(batch - 1).array()).all());
+}
+
+bool vnni_available() {
+    if (cpu::path_supported(cpu::Path::avx512) && cpu::cpu_features().avx512vnni) return true;
+    WARN("SKIPPED: this CPU has no AVX-512 VNNI, the int8 GEMM is not run");
+    return false;
+}
+
+}  // namespace
+
+TEST_CASE("int8 GEMM (AVX-512 VNNI): uniform formats, odd shapes, threads and batches", "[kernels][cpu][int8][vnni]") {
+    if (!vnni_available()) return;
+    struct Shape {
+        Index rows, cols, group;
+    };
+    // 23 / 37 / 70 rows: panel tails and 2-thread splits; 480 = 15 blocks (a half chunk at the end); group 32 and 160:
+    // odd numbers of blocks per group; 32 columns: one-block rows (the decoder reads into the next row or the padding);
+    // 1056 = 33 blocks and 640 per channel: K slices of 16 blocks, with groups that straddle two slices.
+    const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480, 160}, {5, 32, 32},
+                            {33, 192, 64}, {19, 1056, 96}, {40, 640, 640}};
+    std::uint64_t seed = 700;
+    for (const int bits : {2, 3, 4})
+        for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})
+            for (const Shape& s : shapes) {
+                const QuantizedMatrix w = random_uniform(format, bits, s.rows, s.cols, s.group, ++seed);
+                REQUIRE(cpu::int8_gemm_applies(w));
+                for (const Index batch : {cpu::int8_gemm_min_batch, cpu::int8_gemm_min_batch + 3}) check_gemm(w, batch, seed);
+            }
+}
+
+TEST_CASE("int8 GEMM (AVX-512 VNNI): a hand-computed product", "[kernels][cpu][int8][vnni]") {
+    if (!vnni_available()) return;
+    // Symmetric 4-bit, one group of 32: w_j = 0.5 (q_j - 8) with q_j = j % 16. Token m has x_j = m + 1 for j < 16 and
+    // -127 at j = 31 (max|x| = 127: the int8 step is 1, so x_hat = x exactly).
+    // y = 0.5 (sum_{j<16} (j - 8) (m + 1) + (15 - 8) (-127)) = 0.5 ((120 - 128)(m + 1) - 889).
+    QuantizedMatrix w(Format::uniform_symmetric, 4, 3, 32, 32);
+    for (Index r = 0; r < 3; ++r) {
+        for (Index j = 0; j < 32; ++j) w.codes().set(r, j, static_cast<std::uint32_t>(j % 16));
+        w.set_group(r, 0, {4, 0.5f, 8.0f});
+    }
+    Matrix x = Matrix::Zero(cpu::int8_gemm_min_batch + 1, 32);
+    for (Index m = 0; m < x.rows(); ++m) {
+        for (Index j = 0; j < 16; ++j) x(m, j) = static_cast<float>(m + 1);
+        x(m, 31) = -127.0f;
+    }
+    const Matrix y = run(w, x);
+    for (Index m = 0; m < x.rows(); ++m)
+        for (Index r = 0; r < 3; ++r) CHECK(y(m, r) == 0.5f * (-8.0f * static_cast<float>(m + 1) - 889.0f));
+}
