@@ -7,7 +7,12 @@
 #include <string>
 #include <vector>
 
-#include <npft/npft.hpp>
+#include <npft/core/random.hpp>
+#include <npft/io/quantized.hpp>
+#include <npft/io/safetensors.hpp>
+#include <npft/quant/nonuniform.hpp>
+#include <npft/quant/quantizer.hpp>
+#include <npft/quant/uniform.hpp>
 
 namespace {
 
