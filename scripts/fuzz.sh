@@ -6,7 +6,7 @@
 # once fixed, so that every later run replays it). Exit status 1 if any target failed.
 # Usage: scripts/fuzz.sh [seconds per target, default 60]      NPFT_WERROR=ON: warnings are errors (CI)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 seconds=${1:-60}
 build=build/fuzz
 jobs=${NPFT_JOBS:-$(nproc)}

@@ -12,7 +12,7 @@
 #   4. The libFuzzer harnesses, NPFT_FUZZ_SECONDS (default 60) seconds each: scripts/fuzz.sh
 # NPFT_JOBS sets the build parallelism (default: nproc).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 jobs=${NPFT_JOBS:-$(nproc)}
 fast=0
 werror=OFF
