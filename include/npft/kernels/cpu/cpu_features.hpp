@@ -37,32 +37,52 @@ struct CpuFeatures {
     bool has_avx512_path() const { return has_avx2_path() && avx512f && avx512bw && avx512vl; }
 };
 
+#if NPFT_CPU_X86
+namespace detail {
+
+struct CpuidRegisters {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+};
+
+inline CpuidRegisters cpuid(unsigned leaf) {
+    CpuidRegisters r;
+    __cpuid_count(leaf, 0, r.eax, r.ebx, r.ecx, r.edx);
+    return r;
+}
+
+/// XCR0: which register states the OS saves on a context switch. XGETBV written as an instruction, so that it needs
+/// no target attribute; only valid when CPUID reports OSXSAVE.
+inline unsigned long long xcr0() {
+    unsigned low = 0, high = 0;
+    __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0u));
+    return (static_cast<unsigned long long>(high) << 32) | low;
+}
+
+inline bool bit(unsigned word, int position) { return (word >> position) & 1u; }
+
+}  // namespace detail
+#endif
+
 /// Probes the CPU once with the CPUID instruction, and XGETBV for what the OS saves on a context switch: a feature is
 /// usable only when the CPU has it and the OS preserves its registers (YMM for AVX2, ZMM and mask registers for
 /// AVX-512). CPUID rather than __builtin_cpu_supports: clang 14 and 16 reject __builtin_cpu_supports("f16c").
 inline CpuFeatures detect_cpu_features() {
     CpuFeatures f;
 #if NPFT_CPU_X86
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     if (__get_cpuid_max(0, nullptr) < 7) return f;
-    __cpuid_count(1, 0, eax, ebx, ecx, edx);
-    const bool osxsave = (ecx >> 27) & 1u;
-    const bool cpu_fma = (ecx >> 12) & 1u;
-    const bool cpu_f16c = (ecx >> 29) & 1u;
-    if (!osxsave) return f;
-    unsigned xcr0_low = 0, xcr0_high = 0;
-    // XGETBV with ECX = 0 reads XCR0. Written as an instruction so that no target attribute is needed.
-    __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0u));
-    const bool os_ymm = (xcr0_low & 0x6u) == 0x6u;    // SSE and AVX state
-    const bool os_zmm = (xcr0_low & 0xE6u) == 0xE6u;  // plus opmask, upper ZMM0-15 and ZMM16-31
-    __cpuid_count(7, 0, eax, ebx, ecx, edx);
-    f.avx2 = os_ymm && ((ebx >> 5) & 1u);
-    f.fma = os_ymm && cpu_fma;
-    f.f16c = os_ymm && cpu_f16c;
-    f.avx512f = os_zmm && ((ebx >> 16) & 1u);
-    f.avx512bw = os_zmm && ((ebx >> 30) & 1u);
-    f.avx512vl = os_zmm && ((ebx >> 31) & 1u);
-    f.avx512vnni = os_zmm && ((ecx >> 11) & 1u);
+    const detail::CpuidRegisters leaf1 = detail::cpuid(1);
+    if (!detail::bit(leaf1.ecx, 27)) return f;  // no OSXSAVE: the OS enables no AVX state
+    const unsigned long long state = detail::xcr0();
+    const bool os_ymm = (state & 0x6u) == 0x6u;    // SSE and AVX state
+    const bool os_zmm = (state & 0xE6u) == 0xE6u;  // plus opmask, upper ZMM0-15 and ZMM16-31
+    const detail::CpuidRegisters leaf7 = detail::cpuid(7);
+    f.avx2 = os_ymm && detail::bit(leaf7.ebx, 5);
+    f.fma = os_ymm && detail::bit(leaf1.ecx, 12);
+    f.f16c = os_ymm && detail::bit(leaf1.ecx, 29);
+    f.avx512f = os_zmm && detail::bit(leaf7.ebx, 16);
+    f.avx512bw = os_zmm && detail::bit(leaf7.ebx, 30);
+    f.avx512vl = os_zmm && detail::bit(leaf7.ebx, 31);
+    f.avx512vnni = os_zmm && detail::bit(leaf7.ecx, 11);
 #endif
     return f;
 }
