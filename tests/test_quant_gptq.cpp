@@ -63,9 +63,15 @@ double output_error(const Matrix& w, const Matrix& q, const Matrix& x) {
 
 /// GPTQ as the paper states it, without any of the fast paths: columns one at a time in canonical indexing, each error
 /// (w_j - q_j) / [H_F^-1]_jj times row j of H_F^-1 subtracted from the remaining columns F, then column j eliminated
-/// from the inverse: H_F^-1 <- H_F^-1 - H_F^-1[:, j] H_F^-1[j, :] / H_F^-1[j, j]. All in double. Returns Q.
+/// from the inverse: H_F^-1 <- H_F^-1 - H_F^-1[:, j] H_F^-1[j, :] / H_F^-1[j, j]. All in double.
+struct ReferenceGptq {
+    Matrix q;                  ///< the quantized weights
+    Eigen::MatrixXd rounded;   ///< the updated value each weight had when it was rounded
+    std::vector<index> order;  ///< the column order
+};
+
 template <class G>
-Matrix reference_gptq(const G& grid, const Matrix& weights, Eigen::MatrixXd h, const GptqOptions& options) {
+ReferenceGptq reference_gptq(const G& grid, const Matrix& weights, Eigen::MatrixXd h, const GptqOptions& options) {
     const index rows = weights.rows(), cols = weights.cols();
     const index group = grid.group_size(cols);
     Eigen::MatrixXd w = weights.cast<double>();
@@ -96,12 +102,14 @@ Matrix reference_gptq(const G& grid, const Matrix& weights, Eigen::MatrixXd h, c
         for (index g = 0; g < cols / group; ++g) fit(g);
 
     Matrix q(rows, cols);
+    Eigen::MatrixXd rounded(rows, cols);
     for (const index j : order) {
         const index g = j / group;
         if (!fitted[static_cast<std::size_t>(g)]) fit(g);
         Eigen::VectorXd err(rows);
         for (index r = 0; r < rows; ++r) {
             const P& p = params[static_cast<std::size_t>(r * (cols / group) + g)];
+            rounded(r, j) = w(r, j);
             q(r, j) = p.decode(p.encode(static_cast<float>(w(r, j))));
             err(r) = w(r, j) - q(r, j);
         }
@@ -112,7 +120,7 @@ Matrix reference_gptq(const G& grid, const Matrix& weights, Eigen::MatrixXd h, c
         const Eigen::VectorXd column = hinv.col(j);
         hinv -= column * column.transpose() / d;
     }
-    return q;
+    return {q, rounded, order};
 }
 
 MatrixView<const float> view(const Matrix& m) { return npft::as_matrix_view(m); }
@@ -143,11 +151,29 @@ void check_against_reference(const G& grid, const GptqOptions& options, std::uin
     const QuantizedMatrix packed = Gptq<G>{grid, options}.quantize(view(w), h);
     require_codes_round_trip(packed);
     const Matrix q = packed.dequantize();
-    const Matrix expected = reference_gptq(grid, w, h, options);
-    // Float updates against a double reference: an occasional weight within rounding of a decision boundary may go
-    // the other way; everything else is the same grid point, and the objective agrees to fp tolerance.
-    const index same = ((q - expected).array() == 0.0f).count();
-    CHECK(same >= q.size() - 2);
+    const ReferenceGptq reference = reference_gptq(grid, w, h, options);
+    const Matrix& expected = reference.q;
+    // The library updates in float, the reference in double, so a weight whose updated value lies within rounding of a
+    // decision boundary may round the other way. Only such near ties may differ first: in each row, the first column
+    // (in GPTQ's order) with another code must be one where the reference's value is within 1e-4 level spacings of
+    // the midpoint between the two levels. Later codes of that row see a different error feedback, so they may differ
+    // too; over all cases at most 2 of the 384 codes differ (docs/baselines.md).
+    index differing = 0;
+    for (index r = 0; r < rows; ++r) {
+        bool first = true;
+        for (const index j : reference.order) {
+            if (q(r, j) == expected(r, j)) continue;
+            ++differing;
+            if (!first) continue;
+            first = false;
+            const double mid = 0.5 * (static_cast<double>(q(r, j)) + expected(r, j));
+            const double spacing = std::abs(static_cast<double>(q(r, j)) - expected(r, j));
+            INFO("row " << r << ", column " << j << ": reference value " << reference.rounded(r, j) << " -> "
+                        << expected(r, j) << ", library " << q(r, j));
+            CHECK(std::abs(reference.rounded(r, j) - mid) <= 1e-4 * spacing);
+        }
+    }
+    CHECK(differing <= 2);
     CHECK(output_error(w, q, x) == Approx(output_error(w, expected, x)).epsilon(1e-3));
 }
 
@@ -267,7 +293,7 @@ TEST_CASE("gptq: dead inputs (zero diagonal) are zeroed and do not disturb the o
         // Zero is always a level of the uniform grids, so a zeroed column decodes to exactly 0.
         CHECK(d.col(3).isZero(0.0f));
         CHECK(d.col(10).isZero(0.0f));
-        const Matrix expected = reference_gptq(Uniform<4, 8>{}, w, h, options);
+        const Matrix expected = reference_gptq(Uniform<4, 8>{}, w, h, options).q;
         CHECK(output_error(w, d, x) == Approx(output_error(w, expected, x)).epsilon(1e-3));
     }
 }

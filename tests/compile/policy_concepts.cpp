@@ -8,8 +8,9 @@ namespace o = npft::outliers;
 namespace n = npft::noise;
 namespace h = npft::hessian;
 
-// Test types live in an anonymous namespace so that other compile-only suites may reuse their names.
-namespace {
+// Test types live in a namespace of their own so that other compile-only suites may reuse their names (not an anonymous
+// one: clang 14 reports the unused flag constants of internal-linkage types).
+namespace npft_policy_concepts_test {
 
 // ---- OutlierSelector --------------------------------------------------------------------------------------------
 static_assert(o::OutlierSelector<o::TopFisher>);
@@ -178,4 +179,4 @@ struct NotAProbe {
 };
 static_assert(!h::TraceProbe<NotAProbe>);
 
-}  // namespace
+}  // namespace npft_policy_concepts_test

@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "config.hpp"
+
 namespace npft {
 
 /// Thrown for every precondition failure and every corrupt input. what() names the argument and the expected value.

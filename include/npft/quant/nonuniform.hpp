@@ -152,7 +152,67 @@ inline double objective_of(const SortedWeightedValues& data, const std::vector<d
     return total;
 }
 
-/// Lloyd iterations from the blended-quantile start (see weighted_kmeans_1d).
+/// Whether some cluster [ends[i-1], ends[i]) carries no weight (lloyd_step re-seeds its centroid).
+inline bool has_weightless_cluster(const SortedWeightedValues& data, const std::vector<index>& ends) {
+    index begin = 0;
+    for (const index end : ends) {
+        if (!(data.weight(begin, end) > 0.0)) return true;
+        begin = end;
+    }
+    return false;
+}
+
+/// One raw Lloyd iterate from ascending `centroids`: each centroid moves to its cluster's weighted mean, and centroids
+/// of weightless clusters are re-seeded on the points farthest from their own centroid. The result is sorted; its
+/// objective is never above that of `centroids` (tests/test_quant_nonuniform.cpp checks it without the early stop).
+inline std::vector<double> lloyd_step(const SortedWeightedValues& data, const std::vector<double>& centroids) {
+    const std::size_t kk = centroids.size();
+    const std::vector<index> ends = assign_sorted(data, centroids);
+    std::vector<double> next = centroids;
+    std::vector<std::size_t> weightless;
+    index begin = 0;
+    for (std::size_t i = 0; i < kk; ++i) {
+        if (data.weight(begin, ends[i]) > 0.0) {
+            next[i] = data.mean(begin, ends[i]);
+        } else {
+            weightless.push_back(i);
+        }
+        begin = ends[i];
+    }
+    // Re-seed: the farthest point of a contiguous cluster is one of its two ends. Putting a spare centroid on a point
+    // can only lower every point's distance to its nearest centroid, so the objective still cannot rise.
+    if (!weightless.empty()) {
+        std::vector<std::pair<double, float>> candidates;  // (squared distance to own centroid, value)
+        begin = 0;
+        for (std::size_t i = 0; i < kk; ++i) {
+            if (ends[i] > begin) {
+                for (const index at : {begin, ends[i] - 1}) {
+                    const double d = static_cast<double>(data.value(at)) - next[i];
+                    if (d != 0.0) candidates.push_back({d * d, data.value(at)});
+                }
+            }
+            begin = ends[i];
+        }
+        std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+            return a.first != b.first ? a.first > b.first : a.second < b.second;
+        });
+        std::vector<float> used;
+        std::size_t next_candidate = 0;
+        for (const std::size_t i : weightless) {
+            while (next_candidate < candidates.size() &&
+                   std::find(used.begin(), used.end(), candidates[next_candidate].second) != used.end())
+                ++next_candidate;
+            if (next_candidate == candidates.size()) break;
+            next[i] = candidates[next_candidate].second;
+            used.push_back(candidates[next_candidate].second);
+        }
+    }
+    std::sort(next.begin(), next.end());
+    return next;
+}
+
+/// Lloyd iterations from the blended-quantile start (see weighted_kmeans_1d). Stops before accepting an iterate that
+/// does not lower the objective (rounding noise near convergence), so the history never rises.
 inline KMeansResult lloyd(const SortedWeightedValues& data, int k, double blend, const KMeans& options, bool keep_history) {
     const std::size_t kk = static_cast<std::size_t>(k);
     KMeansResult result;
@@ -165,58 +225,19 @@ inline KMeansResult lloyd(const SortedWeightedValues& data, int k, double blend,
     if (keep_history) result.history.push_back({result.centroids, result.objective});
 
     for (int iteration = 0; iteration < options.max_iterations && result.objective > 0.0; ++iteration) {
-        // Update: each centroid moves to its cluster's weighted mean; weightless clusters are collected for re-seeding.
-        std::vector<double> next = result.centroids;
-        std::vector<std::size_t> weightless;
-        index begin = 0;
-        for (std::size_t i = 0; i < kk; ++i) {
-            if (data.weight(begin, ends[i]) > 0.0) {
-                next[i] = data.mean(begin, ends[i]);
-            } else {
-                weightless.push_back(i);
-            }
-            begin = ends[i];
-        }
-        // Re-seed: the farthest point of a contiguous cluster is one of its two ends. Putting a spare centroid on a point
-        // can only lower every point's distance to its nearest centroid, so the objective still cannot rise.
-        if (!weightless.empty()) {
-            std::vector<std::pair<double, float>> candidates;  // (squared distance to own centroid, value)
-            begin = 0;
-            for (std::size_t i = 0; i < kk; ++i) {
-                if (ends[i] > begin) {
-                    for (const index at : {begin, ends[i] - 1}) {
-                        const double d = static_cast<double>(data.value(at)) - next[i];
-                        if (d != 0.0) candidates.push_back({d * d, data.value(at)});
-                    }
-                }
-                begin = ends[i];
-            }
-            std::sort(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
-                return a.first != b.first ? a.first > b.first : a.second < b.second;
-            });
-            std::vector<float> used;
-            std::size_t next_candidate = 0;
-            for (const std::size_t i : weightless) {
-                while (next_candidate < candidates.size() &&
-                       std::find(used.begin(), used.end(), candidates[next_candidate].second) != used.end())
-                    ++next_candidate;
-                if (next_candidate == candidates.size()) break;
-                next[i] = candidates[next_candidate].second;
-                used.push_back(candidates[next_candidate].second);
-            }
-        }
-        std::sort(next.begin(), next.end());
+        std::vector<double> next = lloyd_step(data, result.centroids);
         std::vector<index> next_ends = detail::assign_sorted(data, next);
         const double next_objective = detail::objective_of(data, next, next_ends);
         if (!(next_objective < result.objective)) break;  // no progress (or only rounding noise): keep the better iterate
         const double decrease = result.objective - next_objective;
         const bool same_assignment = next_ends == ends;
+        const bool reseeded = has_weightless_cluster(data, ends);
         result.centroids = std::move(next);
         ends = std::move(next_ends);
         result.objective = next_objective;
         result.iterations = iteration + 1;
         if (keep_history) result.history.push_back({result.centroids, result.objective});
-        if (same_assignment && weightless.empty()) break;
+        if (same_assignment && !reseeded) break;
         if (decrease <= options.tolerance * (result.objective + decrease)) break;
     }
     return result;

@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/config.hpp"
+
 namespace npft::train {
 
 /// True when `name` matches `pattern` in full; '*' matches any (possibly empty) run of characters.

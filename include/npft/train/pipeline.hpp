@@ -414,7 +414,10 @@ private:
         require(any_adapted, "no parameter matches the adapted patterns ", options_.adapted.describe(),
                 " (nothing would train); the model's parameters are: ", all_names);
         if (!uses_lora()) {
-            for (const auto& [name, mask] : std::get<MaskedWeights>(options_.peft).masks) {
+            for (const auto& entry : std::get<MaskedWeights>(options_.peft).masks) {
+                // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+                const auto& name = entry.first;
+                const auto& mask = entry.second;
                 const auto it = std::find_if(tensors_.begin(), tensors_.end(),
                                              [&](const TensorState& t) { return t.name == name && t.adapted; });
                 require(it != tensors_.end(), "MaskedWeights has a mask for '", name,

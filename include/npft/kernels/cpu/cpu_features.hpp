@@ -6,6 +6,7 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define NPFT_CPU_X86 1
+#include <cpuid.h>
 #else
 #define NPFT_CPU_X86 0
 #endif
@@ -38,18 +39,52 @@ struct CpuFeatures {
     bool has_avx512_path() const { return has_avx2_path() && avx512f && avx512bw && avx512vl; }
 };
 
-/// Probes the CPU once. GCC and Clang's __builtin_cpu_supports also check that the OS saves the wide registers.
+#if NPFT_CPU_X86
+namespace detail {
+
+struct CpuidRegisters {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+};
+
+inline CpuidRegisters cpuid(unsigned leaf) {
+    CpuidRegisters r;
+    __cpuid_count(leaf, 0, r.eax, r.ebx, r.ecx, r.edx);
+    return r;
+}
+
+/// XCR0: which register states the OS saves on a context switch. XGETBV written as an instruction, so that it needs
+/// no target attribute; only valid when CPUID reports OSXSAVE.
+inline unsigned long long xcr0() {
+    unsigned low = 0, high = 0;
+    __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0u));
+    return (static_cast<unsigned long long>(high) << 32) | low;
+}
+
+inline bool bit(unsigned word, int position) { return (word >> position) & 1u; }
+
+}  // namespace detail
+#endif
+
+/// Probes the CPU once with the CPUID instruction, and XGETBV for what the OS saves on a context switch: a feature is
+/// usable only when the CPU has it and the OS preserves its registers (YMM for AVX2, ZMM and mask registers for
+/// AVX-512). CPUID rather than __builtin_cpu_supports: clang 14 and 16 reject __builtin_cpu_supports("f16c").
 inline CpuFeatures detect_cpu_features() {
     CpuFeatures f;
 #if NPFT_CPU_X86
-    __builtin_cpu_init();
-    f.avx2 = __builtin_cpu_supports("avx2");
-    f.fma = __builtin_cpu_supports("fma");
-    f.f16c = __builtin_cpu_supports("f16c");
-    f.avx512f = __builtin_cpu_supports("avx512f");
-    f.avx512bw = __builtin_cpu_supports("avx512bw");
-    f.avx512vl = __builtin_cpu_supports("avx512vl");
-    f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+    if (__get_cpuid_max(0, nullptr) < 7) return f;
+    const detail::CpuidRegisters leaf1 = detail::cpuid(1);
+    if (!detail::bit(leaf1.ecx, 27)) return f;  // no OSXSAVE: the OS enables no AVX state
+    const unsigned long long state = detail::xcr0();
+    const bool os_ymm = (state & 0x6u) == 0x6u;    // SSE and AVX state
+    const bool os_zmm = (state & 0xE6u) == 0xE6u;  // plus opmask, upper ZMM0-15 and ZMM16-31
+    const detail::CpuidRegisters leaf7 = detail::cpuid(7);
+    f.avx2 = os_ymm && detail::bit(leaf7.ebx, 5);
+    f.fma = os_ymm && detail::bit(leaf1.ecx, 12);
+    f.f16c = os_ymm && detail::bit(leaf1.ecx, 29);
+    f.avx512f = os_zmm && detail::bit(leaf7.ebx, 16);
+    f.avx512bw = os_zmm && detail::bit(leaf7.ebx, 30);
+    f.avx512vl = os_zmm && detail::bit(leaf7.ebx, 31);
+    f.avx512vnni = os_zmm && detail::bit(leaf7.ecx, 11);
 #endif
     return f;
 }
