@@ -116,6 +116,7 @@ tiny_llama::Config config_from_description(const std::string& text) {
     c.context = std::stoll(field("context"));
     c.rope_theta = std::stof(field("rope_theta"));
     c.norm_eps = std::stof(field("norm_eps"));
+    if (fields.contains("kv_heads")) c.kv_heads = std::stoll(field("kv_heads"));
     npft::require(c.describe() == text, "checkpoint config '", text, "' does not read back as the same config");
     return c;
 }
@@ -149,9 +150,10 @@ int export_model(const Settings& s) {
         }
     }
     const auto start = Clock::now();
-    tiny_llama::save_gguf(s.out, config, weights, s.types, "npft tiny_llama", [](const std::string& name, std::size_t done, std::size_t total) {
-        std::fprintf(stderr, "\r[export] %zu/%zu %-28s", done, total, name.c_str());
-        if (done == total) std::fputc('\n', stderr);
+    const bool tty = ::isatty(2);
+    tiny_llama::save_gguf(s.out, config, weights, s.types, "npft tiny_llama", [tty](const std::string& name, std::size_t done, std::size_t total) {
+        if (tty) std::fprintf(stderr, "\r[export] %zu/%zu %-28s", done, total, name.c_str());
+        if (tty && done == total) std::fputc('\n', stderr);
     });
     // Sizes as the file stores them: bits per weight of each class over its weights.
     const auto file = tiny_llama::gguf::File::load(s.out);

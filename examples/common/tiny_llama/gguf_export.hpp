@@ -74,7 +74,7 @@ inline void add_llama_metadata(gguf::Writer& out, const Config& c, const GgufTyp
     out.set("llama.block_count", u32(c.layers));
     out.set("llama.feed_forward_length", u32(c.hidden));
     out.set("llama.attention.head_count", u32(c.heads));
-    out.set("llama.attention.head_count_kv", u32(c.heads));
+    out.set("llama.attention.head_count_kv", u32(c.kv_head_count()));
     out.set("llama.attention.layer_norm_rms_epsilon", Value::f32(c.norm_eps));
     out.set("llama.rope.freq_base", Value::f32(c.rope_theta));
     out.set("llama.rope.dimension_count", u32(c.head_dim()));
@@ -156,8 +156,8 @@ inline Config config_from_gguf(const gguf::File& f) {
     c.norm_eps = static_cast<float>(f.get("llama.attention.layer_norm_rms_epsilon").as_real());
     c.rope_theta = f.has("llama.rope.freq_base") ? static_cast<float>(f.get("llama.rope.freq_base").as_real()) : 10000.0f;
     c.vocab = static_cast<npft::index>(f.tensor("token_embd.weight").rows());
-    npft::require(!f.has("llama.attention.head_count_kv") || count("llama.attention.head_count_kv") == c.heads, f.source(),
-                  ": grouped-query attention (head_count_kv != head_count) is not supported by this model");
+    if (f.has("llama.attention.head_count_kv") && count("llama.attention.head_count_kv") != c.heads)
+        c.kv_heads = count("llama.attention.head_count_kv");
     c.validate();
     return c;
 }
