@@ -1,10 +1,12 @@
 // npft-export: a tiny-LLaMA checkpoint in, a GGUF file for llama.cpp out; and the other way, a GGUF file evaluated
 // by npft, for comparing npft's numbers with llama.cpp's on the same weights (scripts/interop.sh).
 //
-//   npft-export --out FILE.gguf [--checkpoint FILE.safetensors | --demo] [--type T] [--embedding T] [--output T]
+//   npft-export --out FILE.gguf [--checkpoint FILE.safetensors | --hf DIR | --demo] [--type T] [--embedding T] [--output T]
 //   npft-export --evaluate FILE.gguf [--windows FILE]
 //
 // T is F32, F16, BF16, Q8_0 or Q4_0 (Q4_0 and Q8_0 quantize with ggml's own rule: npft::quant::GgmlQ4_0Grid).
+// --hf DIR exports a Hugging Face LLaMA checkpoint folder (tiny_llama/hf_checkpoint.hpp; the vocabulary is written
+// only for the byte-level 256-token model, so a SentencePiece model's file lacks its tokenizer keys).
 // --demo exports the demos' fp32 model (the cached checkpoint of end_to_end's settings, trained here when absent).
 // --evaluate prints npft's test perplexity of the file's weights (decoded as llama.cpp decodes them) and, with
 // --windows, writes the test windows as lines of token ids.
@@ -19,6 +21,7 @@
 #include "demo_setup.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/gguf_export.hpp"
+#include "tiny_llama/hf_checkpoint.hpp"
 
 namespace fs = std::filesystem;
 using namespace demo;
@@ -27,7 +30,7 @@ using tiny_llama::gguf::TensorType;
 namespace {
 
 struct Settings {
-    fs::path out, checkpoint, evaluate, windows, text_file;
+    fs::path out, checkpoint, hf, evaluate, windows, text_file;
     fs::path out_dir = program_dir();
     bool demo = false, large = false;
     std::uint64_t seed = 1;
@@ -37,10 +40,11 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " --out FILE.gguf [--checkpoint FILE.safetensors | --demo] [--type T] [--embedding T] [--output T]\n"
+    " --out FILE.gguf [--checkpoint FILE.safetensors | --hf DIR | --demo] [--type T] [--embedding T] [--output T]\n"
     "       | --evaluate FILE.gguf [--windows FILE]\n"
     "  --out FILE          the GGUF file to write\n"
     "  --checkpoint FILE   a tiny_llama safetensors checkpoint (as the demos save it)\n"
+    "  --hf DIR            a Hugging Face LLaMA checkpoint folder (config.json, model.safetensors or shards)\n"
     "  --demo              the demos' fp32 model (cached under --dir, trained when absent; with --large, --seed,\n"
     "                      --train-steps N as end_to_end takes them)\n"
     "  --type T            GGUF type of the attention and MLP matrices: F32 (default), F16, BF16, Q8_0, Q4_0\n"
@@ -69,6 +73,7 @@ Settings parse_settings(int argc, char** argv) {
         if (cl.is("--out")) s.out = cl.value();
         else if (cl.is("--checkpoint")) s.checkpoint = cl.value();
         else if (cl.is("--demo")) s.demo = true;
+        else if (cl.is("--hf")) s.hf = cl.value();
         else if (cl.is("--large")) s.large = true;
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
@@ -86,8 +91,8 @@ Settings parse_settings(int argc, char** argv) {
         std::fprintf(stderr, "give exactly one of --out and --evaluate\n");
         cl.usage(2);
     }
-    if (!s.out.empty() && s.demo == !s.checkpoint.empty()) {
-        std::fprintf(stderr, "--out needs exactly one of --checkpoint and --demo\n");
+    if (!s.out.empty() && int{s.demo} + int{!s.checkpoint.empty()} + int{!s.hf.empty()} != 1) {
+        std::fprintf(stderr, "--out needs exactly one of --checkpoint, --hf and --demo\n");
         cl.usage(2);
     }
     return s;
@@ -128,7 +133,12 @@ kjv::Corpus load_corpus(const Settings& s) {
 int export_model(const Settings& s) {
     tiny_llama::Config config = s.large ? tiny_llama::Config::large() : tiny_llama::Config::small();
     tiny_llama::Weights weights;
-    if (!s.checkpoint.empty()) {
+    if (!s.hf.empty()) {
+        tiny_llama::HfCheckpoint hf = tiny_llama::load_hf_checkpoint(s.hf);
+        config = hf.config;
+        weights = std::move(hf.weights);
+        std::printf("Hugging Face checkpoint %s: %s\n", s.hf.string().c_str(), config.describe().c_str());
+    } else if (!s.checkpoint.empty()) {
         const auto file = npft::io::SafetensorsFile::load(s.checkpoint);
         config = config_from_description(file.metadata("config"));
         weights = tiny_llama::load_weights(s.checkpoint, config);

@@ -137,7 +137,7 @@ inline void save_gguf(const std::filesystem::path& path, const Config& c, const 
                       const std::function<void(const std::string&, std::size_t, std::size_t)>& progress = {}) {
     gguf::Writer out;
     add_llama_metadata(out, c, types, name);
-    add_byte_vocabulary(out, c);
+    if (c.vocab == 256) add_byte_vocabulary(out, c);
     add_llama_weights(out, w, types, progress);
     out.save(path);
 }
