@@ -11,13 +11,14 @@
 # not installed yet and PyPI cannot be reached. It never passes without having run the checks.
 #
 # Environment: NPFT_INTEROP_DIR (work folder, default build/interop), NPFT_INTEROP_TRAIN_STEPS (the demo model's
-# pre-training steps, default 200; the checkpoint is cached in the work folder), NPFT_INTEROP_WINDOWS (test windows, 32).
+# pre-training steps, default 200; the checkpoint is cached in the work folder), NPFT_INTEROP_WINDOWS (test windows, 32),
+# NPFT_INTEROP_BUILD (an npft build folder to reuse; default: its own Release build in the work folder).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${NPFT_INTEROP_DIR:-$root/build/interop}
 venv=$root/build/interop-venv
-build=$work/npft-build
+build=${NPFT_INTEROP_BUILD:-$work/npft-build}
 steps=${NPFT_INTEROP_TRAIN_STEPS:-200}
 windows=${NPFT_INTEROP_WINDOWS:-32}
 llama_cpp_python_version=0.3.36

@@ -114,6 +114,9 @@ inline void add_llama_weights(gguf::Writer& out, const Weights& w, const GgufTyp
             out.add_vector(target, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
         } else {
             const gguf::TensorType type = name == "embedding" ? types.embedding : name == "head" ? types.output : types.linear;
+            npft::require(m.cols() % static_cast<npft::index>(gguf::block_size(type)) == 0, "tensor '", name, "' has ", m.cols(),
+                          " inputs, not a multiple of ", gguf::type_name(type), "'s block of ", gguf::block_size(type),
+                          ": choose F16 or F32 for its class");
             switch (type) {
                 case gguf::TensorType::q4_0:
                     out.add_quantized(target, npft::quant::Quantizer<npft::quant::GgmlQ4_0Grid>().quantize(m), type);
