@@ -12,7 +12,23 @@ import os
 import sys
 
 import numpy as np
+import llama_cpp.llama as llama_module
 from llama_cpp import Llama
+
+# No "extra" buffer types (weight repacking for AMX and friends): llama.cpp's plain CPU kernels. On this project's Xeon
+# the CPU reports AMX, and the AMX path of a GGML_NATIVE build dies with SIGILL on quantized weights; the plain path is
+# what every CPU runs.
+_default_params = llama_module.llama_cpp.llama_model_default_params
+
+
+def _plain_cpu_params():
+    params = _default_params()
+    if hasattr(params, "use_extra_bufts"):
+        params.use_extra_bufts = False
+    return params
+
+
+llama_module.llama_cpp.llama_model_default_params = _plain_cpu_params
 
 
 def main(argv):
