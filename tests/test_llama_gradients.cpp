@@ -78,8 +78,10 @@ double directional_fd(Model& model, npft::Matrix& tensor, const npft::Matrix& di
 }  // namespace
 
 TEST_CASE("tiny llama: every parameter's gradient matches finite differences", "[llama][gradients]") {
-    const Config c = tiny_config();
+    // Seed 1 with one key/value head per query head, seed 2 with grouped-query attention (4 query heads share 2).
     for (const std::uint64_t seed : {1u, 2u}) {
+        Config c = tiny_config();
+        if (seed == 2) c.heads = 4, c.kv_heads = 2;
         Model model(c, spread_weights(c, seed));
         const Batch batch = random_batch(c, 3, c.context + 1, seed);
         const double loss = model.loss_and_gradient(batch);

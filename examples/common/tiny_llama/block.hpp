@@ -49,8 +49,8 @@ void block_forward(const Config& config, const LayerWeights& lw, const layers::R
     const index tokens = x.rows();
     layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn);
     a.q.resize(tokens, config.dim);
-    a.k.resize(tokens, config.dim);
-    a.v.resize(tokens, config.dim);
+    a.k.resize(tokens, config.kv_dim());
+    a.v.resize(tokens, config.kv_dim());
     linear(layer, LinearKind::q, a.h_attn, a.q);
     linear(layer, LinearKind::k, a.h_attn, a.k);
     linear(layer, LinearKind::v, a.h_attn, a.v);
@@ -108,31 +108,32 @@ inline void block_backward(const Config& config, const LayerWeights& lw, const l
     layers::rmsnorm_backward(a.x_in, lw.attn_norm, a.inv_rms_attn, dh, dx, lg.attn_norm);
 }
 
-/// The block's pre-activations for input x: [q | k | v] of norm(x) (tokens x 3 dim), before the rotation.
+/// The block's pre-activations for input x: [q | k | v] of norm(x) (tokens x (dim + 2 kv_dim)), before the rotation.
 inline Matrix preactivation_forward(const Config& config, const LayerWeights& lw, const Matrix& x) {
     npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
     Matrix h;
     Vector inv_rms;
     layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, h, inv_rms);
-    Matrix out(x.rows(), 3 * config.dim);
+    Matrix out(x.rows(), config.dim + 2 * config.kv_dim());
     out.leftCols(config.dim).noalias() = h * lw.q.transpose();
-    out.middleCols(config.dim, config.dim).noalias() = h * lw.k.transpose();
-    out.rightCols(config.dim).noalias() = h * lw.v.transpose();
+    out.middleCols(config.dim, config.kv_dim()).noalias() = h * lw.k.transpose();
+    out.rightCols(config.kv_dim()).noalias() = h * lw.v.transpose();
     return out;
 }
 
-/// dL/dx for a gradient dp (tokens x 3 dim) on preactivation_forward's output.
+/// dL/dx for a gradient dp (tokens x (dim + 2 kv_dim)) on preactivation_forward's output.
 inline Matrix preactivation_backward(const Config& config, const LayerWeights& lw, const Matrix& x, const Matrix& dp) {
     npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
-    npft::require(dp.rows() == x.rows() && dp.cols() == 3 * config.dim, "pre-activation gradient must be ", x.rows(),
-                  " x ", 3 * config.dim, ", got ", dp.rows(), " x ", dp.cols());
+    const index width = config.dim + 2 * config.kv_dim();
+    npft::require(dp.rows() == x.rows() && dp.cols() == width, "pre-activation gradient must be ", x.rows(), " x ", width,
+                  ", got ", dp.rows(), " x ", dp.cols());
     Matrix h;
     Vector inv_rms;
     layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, h, inv_rms);
     Matrix dh(x.rows(), config.dim);
     dh.noalias() = dp.leftCols(config.dim) * lw.q;
-    dh.noalias() += dp.middleCols(config.dim, config.dim) * lw.k;
-    dh.noalias() += dp.rightCols(config.dim) * lw.v;
+    dh.noalias() += dp.middleCols(config.dim, config.kv_dim()) * lw.k;
+    dh.noalias() += dp.rightCols(config.kv_dim()) * lw.v;
     Matrix dx = Matrix::Zero(x.rows(), x.cols());
     Matrix unused_gain = Matrix::Zero(1, config.dim);
     layers::rmsnorm_backward(x, lw.attn_norm, inv_rms, dh, dx, unused_gain);

@@ -17,12 +17,16 @@ struct Config {
     index layers = 4;
     index dim = 128;
     index heads = 4;
+    index kv_heads = 0;  ///< key/value heads for grouped-query attention; 0 means one per query head
     index hidden = 384;   ///< SwiGLU inner width
     index context = 128;  ///< longest sequence (RoPE table size)
     float rope_theta = 10000.0f;
     float norm_eps = 1e-5f;
 
     index head_dim() const { return dim / heads; }
+    index kv_head_count() const { return kv_heads == 0 ? heads : kv_heads; }
+    /// Width of k and v: kv heads x head dim (dim itself without grouped-query attention).
+    index kv_dim() const { return kv_head_count() * head_dim(); }
 
     /// The default: trains in a few minutes on 2 cores. Every linear input width (128, 384) is a multiple of 128,
     /// so group-128 quantization applies to every layer.
@@ -41,6 +45,8 @@ struct Config {
                       "model config sizes must be positive");
         npft::require(dim % heads == 0, "model dim ", dim, " must be a multiple of the head count ", heads);
         npft::require(head_dim() % 2 == 0, "head dim ", head_dim(), " must be even for rotary embeddings");
+        npft::require(kv_heads >= 0 && heads % kv_head_count() == 0, "the head count ", heads,
+                      " must be a multiple of the key/value head count ", kv_head_count());
     }
 
     /// A stable text form (used to key checkpoints and logs).
@@ -48,7 +54,9 @@ struct Config {
         return "vocab=" + std::to_string(vocab) + " layers=" + std::to_string(layers) + " dim=" + std::to_string(dim) +
                " heads=" + std::to_string(heads) + " hidden=" + std::to_string(hidden) +
                " context=" + std::to_string(context) + " rope_theta=" + std::to_string(rope_theta) +
-               " norm_eps=" + std::to_string(norm_eps);
+               " norm_eps=" + std::to_string(norm_eps) +
+               // Only grouped-query models say so, so that earlier checkpoints keep their keys.
+               (kv_head_count() != heads ? " kv_heads=" + std::to_string(kv_heads) : std::string());
     }
 };
 

@@ -81,11 +81,14 @@ inline void rope_rotate(Matrix& x, index length, index head_dim, const RopeTable
 }
 
 // ---- Causal multi-head attention: softmax(q k^T / sqrt(d) + mask) v, per sequence and head --------------------------
+// Grouped-query attention: k and v may have fewer heads than q (k.cols() / head_dim of them); query head h then reads
+// key/value head h / (heads / kv_heads), as Hugging Face's LLaMA and llama.cpp group them.
 
 /// Writes out (tokens x dim) and, when `probs` is given, keeps each (sequence, head) probability matrix for backward.
 inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v, index length, index heads, Matrix& out,
                               std::vector<Matrix>* probs) {
     const index dim = q.cols(), head_dim = dim / heads, sequences = q.rows() / length;
+    const index group = heads / (k.cols() / head_dim);  // query heads per key/value head
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     out.resize(q.rows(), dim);
     if (probs) probs->resize(static_cast<std::size_t>(sequences * heads));
@@ -93,8 +96,8 @@ inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v,
     for (index s = 0; s < sequences; ++s) {
         for (index h = 0; h < heads; ++h) {
             const auto qh = q.block(s * length, h * head_dim, length, head_dim);
-            const auto kh = k.block(s * length, h * head_dim, length, head_dim);
-            const auto vh = v.block(s * length, h * head_dim, length, head_dim);
+            const auto kh = k.block(s * length, (h / group) * head_dim, length, head_dim);
+            const auto vh = v.block(s * length, (h / group) * head_dim, length, head_dim);
             p.noalias() = (qh * kh.transpose()) * scale;
             for (index t = 0; t < length; ++t) {
                 // Causal: token t sees positions 0..t; the masked tail gets probability exactly 0.
@@ -116,29 +119,32 @@ inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v,
 
 /// Given dL/dout: writes dL/dq, dL/dk, dL/dv.
 ///   dv = P^T dO;  dP = dO v^T;  dS = P (dP - rowsum(P dP));  dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
+/// A key/value head shared by several query heads sums their contributions.
 inline void attention_backward(const Matrix& q, const Matrix& k, const Matrix& v, const std::vector<Matrix>& probs,
                                const Matrix& dout, index length, index heads, Matrix& dq, Matrix& dk, Matrix& dv) {
     const index dim = q.cols(), head_dim = dim / heads, sequences = q.rows() / length;
+    const index group = heads / (k.cols() / head_dim);
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     dq.resize(q.rows(), dim);
-    dk.resize(q.rows(), dim);
-    dv.resize(q.rows(), dim);
+    dk.setZero(k.rows(), k.cols());
+    dv.setZero(v.rows(), v.cols());
     Matrix dp;
     for (index s = 0; s < sequences; ++s) {
         for (index h = 0; h < heads; ++h) {
             const Matrix& p = probs[static_cast<std::size_t>(s * heads + h)];
+            const index kv = (h / group) * head_dim;
             const auto qh = q.block(s * length, h * head_dim, length, head_dim);
-            const auto kh = k.block(s * length, h * head_dim, length, head_dim);
-            const auto vh = v.block(s * length, h * head_dim, length, head_dim);
+            const auto kh = k.block(s * length, kv, length, head_dim);
+            const auto vh = v.block(s * length, kv, length, head_dim);
             const auto doh = dout.block(s * length, h * head_dim, length, head_dim);
-            dv.block(s * length, h * head_dim, length, head_dim).noalias() = p.transpose() * doh;
+            dv.block(s * length, kv, length, head_dim).noalias() += p.transpose() * doh;
             dp.noalias() = doh * vh.transpose();
             for (index t = 0; t < length; ++t) {
                 const float inner = p.row(t).dot(dp.row(t));
                 dp.row(t) = p.row(t).cwiseProduct((dp.row(t).array() - inner).matrix()) * scale;
             }
             dq.block(s * length, h * head_dim, length, head_dim).noalias() = dp * kh;
-            dk.block(s * length, h * head_dim, length, head_dim).noalias() = dp.transpose() * qh;
+            dk.block(s * length, kv, length, head_dim).noalias() += dp.transpose() * qh;
         }
     }
 }

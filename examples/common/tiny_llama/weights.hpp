@@ -41,7 +41,8 @@ inline std::string linear_name(index layer, LinearKind kind) {
 
 struct LayerWeights {
     Matrix attn_norm;  // 1 x dim
-    Matrix q, k, v, o;  // dim x dim
+    Matrix q, o;        // dim x dim
+    Matrix k, v;        // kv_dim x dim (kv_dim = dim without grouped-query attention)
     Matrix mlp_norm;    // 1 x dim
     Matrix gate, up;    // hidden x dim
     Matrix down;        // dim x hidden
@@ -74,7 +75,8 @@ struct Weights {
         w.layers.resize(static_cast<std::size_t>(c.layers));
         for (auto& l : w.layers) {
             l.attn_norm = Matrix::Zero(1, c.dim);
-            l.q = l.k = l.v = l.o = Matrix::Zero(c.dim, c.dim);
+            l.q = l.o = Matrix::Zero(c.dim, c.dim);
+            l.k = l.v = Matrix::Zero(c.kv_dim(), c.dim);
             l.mlp_norm = Matrix::Zero(1, c.dim);
             l.gate = l.up = Matrix::Zero(c.hidden, c.dim);
             l.down = Matrix::Zero(c.dim, c.hidden);

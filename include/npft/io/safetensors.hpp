@@ -11,7 +11,7 @@
 // the shape, begin == end) and scalars (shape []) are allowed.
 //
 // The reader trusts nothing: every length, offset, shape and dtype is checked before a byte is touched, and a corrupt
-// file gives an npft::Error that names the file and the problem. The reader loads the whole file into memory.
+// file gives an npft::Error that names the file and the problem. load() reads the whole file into memory; map() maps it.
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -40,6 +40,7 @@
 #include "../core/tensor_view.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
+#include "mapped_file.hpp"
 
 namespace npft::io {
 
@@ -433,11 +434,23 @@ public:
         return from_bytes(std::move(bytes), source);
     }
 
+    /// Maps the file at `path` instead of reading it (io/mapped_file.hpp): tensors are read from the page cache one by
+    /// one, so a model larger than half the memory still loads. Same checks as load().
+    static SafetensorsFile map(const std::filesystem::path& path) {
+        SafetensorsFile f;
+        f.source_ = "file '" + path.string() + "'";
+        f.mapped_ = MappedFile(path, "safetensors");
+        f.view_ = f.mapped_.bytes();
+        f.parse();
+        return f;
+    }
+
     /// Parses and checks a whole file held in memory; `source` names it in error messages.
     static SafetensorsFile from_bytes(std::vector<std::byte> bytes, std::string source = "buffer") {
         SafetensorsFile f;
         f.source_ = std::move(source);
         f.file_ = std::move(bytes);
+        f.view_ = f.file_;
         f.parse();
         return f;
     }
@@ -471,7 +484,7 @@ public:
     /// The tensor's bytes as stored (little-endian, row-major).
     std::span<const std::byte> raw(std::string_view name) const {
         const TensorInfo& t = info(name);
-        return std::span<const std::byte>(file_).subspan(data_start_ + t.begin, t.bytes());
+        return view_.subspan(data_start_ + t.begin, t.bytes());
     }
 
     /// The tensor's elements, row-major. Throws unless its dtype is exactly T's (no silent conversion).
@@ -534,7 +547,9 @@ public:
 
 private:
     std::string source_;
-    std::vector<std::byte> file_;
+    std::vector<std::byte> file_;  // the file's bytes when loaded whole (from_bytes, load)
+    MappedFile mapped_;            // or mapped (map)
+    std::span<const std::byte> view_;
     std::size_t data_start_ = 0;
     std::map<std::string, TensorInfo, std::less<>> tensors_;
     std::map<std::string, std::string, std::less<>> metadata_;
@@ -568,15 +583,15 @@ private:
     }
 
     void parse() {
-        const std::size_t size = file_.size();
+        const std::size_t size = view_.size();
         if (size < 8) error("file is truncated: ", size, " bytes, too short for the 8-byte header length");
-        const std::uint64_t header_length = detail::load_u64_le(file_.data());
+        const std::uint64_t header_length = detail::load_u64_le(view_.data());
         if (header_length > size - 8)
             error("file is truncated or corrupt: header length ", header_length, " is larger than the ", size - 8,
                   " bytes that follow it");
         if (header_length > detail::max_header_bytes)
             error("header length ", header_length, " exceeds the limit of ", detail::max_header_bytes, " bytes");
-        const std::string_view header(reinterpret_cast<const char*>(file_.data()) + 8, static_cast<std::size_t>(header_length));
+        const std::string_view header(reinterpret_cast<const char*>(view_.data()) + 8, static_cast<std::size_t>(header_length));
         if (header.empty() || header.front() != '{') error("header must be a JSON object starting with '{'");
         data_start_ = 8 + static_cast<std::size_t>(header_length);
         const std::size_t buffer_size = size - data_start_;

@@ -40,7 +40,10 @@ NPFT_HOST_DEVICE inline float dequantize_uniform(std::uint32_t code, float scale
 /// Affine parameters of one (row, group): w ~ scale * (q - zero), q in [0, 2^bits - 1].
 struct UniformParams {
     int bits = 4;
-    float scale = 0.0f;  ///< fp16-representable, >= 0; 0 only for an all-(near-)zero group (everything decodes to 0)
+    /// fp16-representable; 0 only for an all-(near-)zero group (everything decodes to 0). >= 0 for the asymmetric
+    /// format; the symmetric format allows a negative scale (llama.cpp's Q4_0 scale carries the sign of the block's
+    /// largest-magnitude weight, quant/ggml_grids.hpp).
+    float scale = 0.0f;
     float zero = 0.0f;   ///< integer in [0, 2^bits - 1]; 2^(bits-1) for the symmetric format
 
     std::uint32_t max_code() const { return (1u << bits) - 1u; }
@@ -53,7 +56,7 @@ struct UniformParams {
     }
     float decode(std::uint32_t code) const { return dequantize_uniform(code, scale, zero); }
     /// Distance between adjacent levels around w (the quantization step, for noise models).
-    float step(float /*w*/) const { return scale; }
+    float step(float /*w*/) const { return std::abs(scale); }
 };
 
 /// A lookup table of one row: 2^bits ascending fp16-representable levels.

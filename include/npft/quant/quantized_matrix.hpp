@@ -158,9 +158,11 @@ public:
             require(zeros_.size() == (format_ == Format::uniform_asymmetric ? metadata : 0u), "zero-point count must be ",
                     format_ == Format::uniform_asymmetric ? metadata : 0u, ", got ", zeros_.size());
         }
+        // Symmetric scales may be negative (llama.cpp's Q4_0 convention, quant/ggml_grids.hpp); asymmetric ones may not.
         for (const half h : scales_) {
             const float s = static_cast<float>(h);
-            require(s - s == 0.0f && s >= 0.0f, "scale ", s, " is not a finite non-negative number");
+            if (format_ == Format::uniform_symmetric) require(s - s == 0.0f, "scale ", s, " is not a finite number");
+            else require(s - s == 0.0f && s >= 0.0f, "scale ", s, " is not a finite non-negative number");
         }
         for (const half h : zeros_) {
             const float z = static_cast<float>(h);

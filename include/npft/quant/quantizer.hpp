@@ -111,7 +111,9 @@ public:
                 // Codes stay below 2^p.bits, so matching bit widths is all the packer needs.
                 require(p.bits == grid_.bits(), "grid fitted ", p.bits, "-bit parameters but declares bits() = ", grid_.bits());
                 detail::store_params(out, r, g, p);
-                detail::encode_group(p, values, codes.data() + first);
+                // A grid may define its own encoding (ggml_grids.hpp: llama.cpp's codes come from the fp32 scale).
+                if constexpr (requires { grid_.encode(values, p, codes.data()); }) grid_.encode(values, p, codes.data() + first);
+                else detail::encode_group(p, values, codes.data() + first);
             }
             pack_row(codes.data(), cols, grid_.bits(), out.codes().row_words(r));
         }
