@@ -12,17 +12,20 @@
 #
 # Environment: NPFT_INTEROP_DIR (work folder, default build/interop), NPFT_INTEROP_TRAIN_STEPS (the demo model's
 # pre-training steps, default 200; the checkpoint is cached in the work folder), NPFT_INTEROP_WINDOWS (test windows, 32),
-# NPFT_INTEROP_BUILD (an npft build folder to reuse; default: its own Release build in the work folder).
+# NPFT_INTEROP_BUILD (an already configured npft build folder to reuse as it is; default: its own Release build in the
+# work folder), NPFT_INTEROP_VENV (the Python environment; default ~/.cache/npft/interop-venv-<llama-cpp-python version>).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${NPFT_INTEROP_DIR:-$root/build/interop}
-venv=$root/build/interop-venv
 build=${NPFT_INTEROP_BUILD:-$work/npft-build}
 steps=${NPFT_INTEROP_TRAIN_STEPS:-200}
 windows=${NPFT_INTEROP_WINDOWS:-32}
 llama_cpp_python_version=0.3.36
 gguf_version=0.19.0
+# The environment lives outside the checkout so that later runs on the same machine (CI after a session, a developer's
+# second run) reuse the llama.cpp build; a fresh machine builds it once.
+venv=${NPFT_INTEROP_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/npft/interop-venv-$llama_cpp_python_version}
 mkdir -p "$work"
 start=$(date +%s)
 elapsed() { echo "$(( $(date +%s) - start )) s"; }
@@ -35,6 +38,7 @@ if ! have_packages; then
     exit 0
   fi
   echo "[interop] creating $venv and building llama-cpp-python $llama_cpp_python_version (llama.cpp from source, CPU only)"
+  mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
   # One CPU configuration for this machine; nothing but the library the Python binding loads.
   export CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF \
@@ -48,7 +52,9 @@ python=$venv/bin/python
 
 # ---- npft's programs ------------------------------------------------------------------------------------------------
 echo "[interop] building npft-export and gguf_fixture in $build ($(elapsed))"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_WERROR=OFF -DNPFT_BUILD_BENCHMARKS=OFF >/dev/null
+if [ ! -f "$build/CMakeCache.txt" ]; then
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_WERROR=OFF -DNPFT_BUILD_BENCHMARKS=OFF >/dev/null
+fi
 cmake --build "$build" -j"$(nproc)" --target npft-export gguf_fixture >/dev/null
 export_tool=$build/examples/npft-export
 
