@@ -94,6 +94,7 @@ void compare(const Matrix& seen, const Matrix& expected, const std::string& name
 }
 
 Tally run_spy(train::PipelineOptions options, bool every_step, bool up_only_adapted) {
+    options.check_draw_cancellation = false;  // its two extra calls are checked in test_train_presets.cpp
     const auto batches = npft_test::teacher_batches(3, 0);
     const auto calibration = npft_test::teacher_batches(2, 50);
     LoggingNoise noise;
@@ -131,10 +132,13 @@ train::PipelineOptions spy_options() {
 }  // namespace
 
 TEST_CASE("spy model: noise lands exactly on the outliers, on top of clean + adapter, bit for bit", "[train][pipeline][spy]") {
+    for (const auto policy : {train::AdapterAcrossStages::restart, train::AdapterAcrossStages::continue_training})
     for (const bool every_step : {true, false}) {
         for (const bool up_only : {false, true}) {
-            INFO("noise redrawn every step: " << every_step << ", only mlp.up adapted: " << up_only);
-            const auto options = spy_options();
+            INFO("noise redrawn every step: " << every_step << ", only mlp.up adapted: " << up_only
+                 << ", adapter continued across stages: " << (policy == train::AdapterAcrossStages::continue_training));
+            auto options = spy_options();
+            options.adapter_across_stages = policy;
             const Tally t = run_spy(options, every_step, up_only);
             INFO("first mismatch: " << t.first_mismatch);
             CHECK(t.mismatches == 0);
