@@ -313,3 +313,20 @@ TEST_CASE("a full fit gives the same bits on 1 and 2 threads", "[train][pipeline
     options.threads = 0;
     CHECK_THROWS_WITH(Pipe(options), Catch::Contains("threads must be at least 1, got 0"));
 }
+
+TEST_CASE("policies can be given by name, without placeholders for the others", "[train][pipeline]") {
+    using BalancedPipe = npft::Pipeline<npft::outliers::TopFisher, StepNoise, npft::hessian::Hutchinson<>, Grid,
+                                        train::AdamW, train::Balanced>;
+    const auto batches = npft_test::teacher_batches(3, 0);
+    const auto options = small_options(train::AdapterAcrossStages::restart);
+    BalancedPipe named(options, {.selector = {.fraction = 0.1}, .loss = train::Balanced{0.5f}});
+    BalancedPipe positional(options, {.fraction = 0.1}, {}, {}, {}, {}, train::Balanced{0.5f});
+    TinyMlp a = npft_test::small_mlp(1), b = npft_test::small_mlp(1), c = npft_test::small_mlp(1);
+    named.fit(a, batches);
+    positional.fit(b, batches);
+    CHECK(a.w1 == b.w1);
+    CHECK(a.calls == 2 * 12 + 3 * 3);  // two calls per step with b < 1, plus the Fisher pass at each stage start
+    BalancedPipe perturbed_only(options, {.selector = {.fraction = 0.1}, .loss = train::Balanced{1.0f}});
+    perturbed_only.fit(c, batches);
+    CHECK(!(c.w1 == a.w1));
+}

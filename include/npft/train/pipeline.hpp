@@ -196,6 +196,22 @@ public:
     using optimizer_type = Opt;
     using loss_type = Loss;
 
+    /// Every policy object by name, for the constructor below: `Pipe(options, {.noise = ..., .loss = Balanced{0.5f}})`
+    /// sets the ones you name and defaults the rest (designated initializers, in this order).
+    struct Policies {
+        Selector selector{};
+        Noise noise{};
+        Trace trace{};
+        quantizer_type quantizer{};
+        Opt optimizer{};
+        Loss loss{};
+    };
+
+    /// Options and the named policies (any subset, in declaration order).
+    Pipeline(PipelineOptions options, Policies policies)
+        : Pipeline(std::move(options), std::move(policies.selector), std::move(policies.noise), std::move(policies.trace),
+                   std::move(policies.quantizer), std::move(policies.optimizer), std::move(policies.loss)) {}
+
     explicit Pipeline(PipelineOptions options = {}, Selector selector = {}, Noise noise = {}, Trace trace = {},
                       quantizer_type quantizer = {}, Opt optimizer = {}, Loss loss = {})
         : options_(std::move(options)),
