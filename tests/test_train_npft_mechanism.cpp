@@ -1,11 +1,13 @@
-// The paper's claim in miniature, on a two-layer tanh MLP whose Hessian diagonal is known in closed form: fine-tuning
-// with noise on the Fisher-selected outliers lowers their Hessian trace and lowers the loss after 3-bit RTN, compared
-// with the same fine-tuning (same data, steps, seeds, adapters) without noise. Set NPFT_PRINT_FIGURES=1 to print the
-// per-seed figures (docs/pipeline.md reports them).
+// The paper's mechanism in miniature, on a two-layer tanh MLP whose Hessian diagonal is known in closed form: fine-tuning
+// with noise on the Fisher-selected outliers lowers their Hessian trace compared with the same fine-tuning (same data,
+// steps, seeds, adapters) without noise, over many seeds, judged against the spread of the paired differences.
+// NPFT_PRINT_FIGURES=1 prints the per-seed figures (docs/pipeline.md reports the summary).
 #include <catch2/catch.hpp>
 
 #include <cstdio>
+#include <cmath>
 #include <cstdlib>
+#include <vector>
 
 #include <npft/npft.hpp>
 
@@ -120,29 +122,39 @@ using WithNoise = npft::noise::Schedule<npft::noise::QuantStepUniform, npft::noi
 
 }  // namespace
 
-TEST_CASE("NPFT lowers the outliers' Hessian trace and the loss after RTN, over several seeds", "[train][npft]") {
+TEST_CASE("NPFT lowers the outliers' Hessian trace against a matched noise-free control, over 32 seeds", "[train][npft]") {
+    // Paired design: per seed, one pretrained model, fine-tuned twice with everything equal except the noise scale.
+    // The claim tested is the robust one (second-order argument: training under noise on the outliers lowers their
+    // Hessian trace), on every seed 1..32 taken in order, with a threshold from the spread of the paired differences:
+    // the one-sided 95% lower confidence bound of the mean relative reduction must be above zero (Student t, 31 degrees
+    // of freedom), and the sign test must reject "no effect" (at least 22 of 32 lower: P = 0.025 under a fair coin).
+    // The loss after RTN is printed, not asserted: it does not improve robustly in this miniature (docs/pipeline.md).
     const bool print = std::getenv("NPFT_PRINT_FIGURES") != nullptr;
-    const int seeds = 8;
+    constexpr int seeds = 32;
+    constexpr double t95_one_sided_31 = 1.696;
+    std::vector<double> reduction;  // (plain - npft) / plain per seed
     int trace_wins = 0, rtn_wins = 0;
-    double trace_ratio = 0.0, rtn_ratio = 0.0;
     for (int s = 1; s <= seeds; ++s) {
         const auto seed = static_cast<std::uint64_t>(s);
         const Problem problem = make_problem(seed);
         const Outcome plain = fine_tune(problem, seed, WithNoise{.scaling = {.value = 0.0f}});
         const Outcome npft = fine_tune(problem, seed, WithNoise{.scaling = {.value = 2.0f}});
+        reduction.push_back((plain.trace - npft.trace) / plain.trace);
         trace_wins += npft.trace < plain.trace;
         rtn_wins += npft.rtn_loss < plain.rtn_loss;
-        trace_ratio += npft.trace / plain.trace / seeds;
-        rtn_ratio += npft.rtn_loss / plain.rtn_loss / seeds;
         if (print) {
-            std::printf("seed %d  Tr(H_outliers) %.5g -> %.5g  clean loss %.5g -> %.5g  3-bit RTN loss %.5g -> %.5g\n", s, plain.trace, npft.trace,
-                        plain.clean_loss, npft.clean_loss, plain.rtn_loss, npft.rtn_loss);
+            std::printf("seed %2d  Tr(H_outliers) %.5g -> %.5g  clean loss %.5g -> %.5g  3-bit RTN loss %.5g -> %.5g\n", s,
+                        plain.trace, npft.trace, plain.clean_loss, npft.clean_loss, plain.rtn_loss, npft.rtn_loss);
         }
     }
-    if (print) std::printf("mean ratio npft/plain: trace %.3f  rtn3 loss %.3f\n", trace_ratio, rtn_ratio);
-    // The trace falls on every seed; RTN's loss (one deterministic rounding, so noisier) falls on most and on average.
-    CHECK(trace_wins == seeds);
-    CHECK(trace_ratio < 0.85);
-    CHECK(rtn_wins >= 6);
-    CHECK(rtn_ratio < 0.85);
+    double mean = 0.0, var = 0.0;
+    for (const double r : reduction) mean += r / seeds;
+    for (const double r : reduction) var += (r - mean) * (r - mean) / (seeds - 1);
+    const double standard_error = std::sqrt(var / seeds);
+    const double lower = mean - t95_one_sided_31 * standard_error;
+    std::printf("NPFT vs noise-free control over %d seeds: trace lower on %d; relative reduction mean %.3f, sd %.3f, "
+                "se %.3f, one-sided 95%% lower bound %.3f; 3-bit RTN loss lower on %d (not asserted)\n",
+                seeds, trace_wins, mean, std::sqrt(var), standard_error, lower, rtn_wins);
+    CHECK(lower > 0.0);
+    CHECK(trace_wins >= 22);
 }

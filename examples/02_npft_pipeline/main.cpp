@@ -2,8 +2,8 @@
 //
 // The model below is "yours": a two-layer tanh network with a hand-written forward and backward. The only npft-facing
 // code is parameters() (named views of its weights and gradients) and loss_and_gradient(batch), plus, optionally,
-// set_lora_adapter for LoRA dropout. The pipeline selects the outliers by Fisher, fine-tunes LoRA adapters (with
-// dropout) with quantization-step noise on them, reports progress, and quantizes to 3 bits. Copy this file and replace
+// set_lora_adapter for LoRA dropout. The pipeline (the quantization-step preset) selects the outliers by Fisher,
+// fine-tunes LoRA adapters (with dropout) with quantization-step noise on them, reports progress, and quantizes to 3 bits. Copy this file and replace
 // the model with yours.
 #include <cstdio>
 #include <string>
@@ -119,17 +119,20 @@ int main() {
                   {params[1].grad.data(), static_cast<std::size_t>(params[1].grad.size())}, 3e-3f);
     }
 
-    // ---- the pipeline: four policies chosen at compile time --------------------------------------------------------
-    using Selector = npft::outliers::TopFisher;  // top p of each matrix by diagonal Fisher
-    using Noise = npft::noise::Schedule<npft::noise::QuantStepUniform, npft::noise::LinearDecay>;  // U(+-s*delta/2)
+    // ---- the pipeline: start from a preset, change what this model needs ----------------------------------------------
+    // presets::quantization_step(): method.md's recipe (Fisher outliers, LoRA on the projections, the same adapter
+    // across stages, AdamW with linear decay) with noise of one quantization step on each outlier, redrawn every step.
+    // presets::reference() is the same with the reference code's noise (per-row range, one draw per stage).
     using Trace = npft::hessian::Hutchinson<npft::hessian::Rademacher>;
     using Grid = npft::quant::Uniform<3>;  // 3-bit, asymmetric, one scale per output channel
-
-    npft::Pipeline<Selector, Noise, Trace, Grid> pipe(
-        {.stages = 3, .steps_per_stage = 100, .learning_rate = 1e-2f, .seed = 7,
-         .peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f, .dropout = 0.05f}, .trace_every = 100},
-        Selector{.fraction = 0.02}, Noise{.scaling = {.start = 2.0f, .end = 1.0f}},
-        Trace({.min_probes = 16, .max_probes = 64, .target_relative_standard_error = 0.05}));
+    auto options = npft::presets::reference_options();
+    options.steps_per_stage = 100;     // a small model: more steps and a higher rate than an LLM's recipe
+    options.learning_rate = 1e-2f;
+    options.seed = 7;
+    options.peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f, .dropout = 0.05f};
+    options.trace_every = 100;         // each trace estimate costs up to 2 x max_probes model calls
+    auto pipe = npft::presets::quantization_step<Grid>(
+        options, /*outlier_fraction=*/0.02, Trace({.min_probes = 16, .max_probes = 64, .target_relative_standard_error = 0.05}));
 
     // Baseline figures before fine-tuning: fp32 and 3-bit RTN held-out loss, the outliers' Hessian trace.
     const double fp32_before = mean_loss(model, held_out);

@@ -370,6 +370,15 @@ int run(int argc, char** argv) {
                 }
                 std::fprintf(stderr, "[npft] %td outliers, %td of them in rows with more than one (the others get no noise)\n",
                              outliers, noised);
+                // How much of RTN's damage the outliers cause: the most NPFT can recover (docs/pipeline.md).
+                for (const int bits : {4, 3}) {
+                    const auto share = npft::outlier_attribution(model, calibration, npft::quant::UniformGrid(bits, 0), masks);
+                    std::fprintf(stderr, "[npft] outlier attribution, %d-bit per-channel RTN, calibration loss: fp32 %.4f, all "
+                                 "quantized %.4f, outliers kept exact %.4f, only outliers quantized %.4f: the outliers cause "
+                                 "%.0f%% of RTN's damage\n",
+                                 bits, share.fp32, share.all_quantized, share.outliers_exact, share.only_outliers_quantized,
+                                 100.0 * share.outlier_share());
+                }
                 trace_before = outlier_trace(model, trace_batch, masks);
                 std::fprintf(stderr, "[npft] Tr(H_outliers) before: %.4g +- %.2g (%td probes)\n", trace_before.value,
                              trace_before.standard_error, trace_before.probes);

@@ -226,23 +226,26 @@ struct NpftRecipe {
     double outlier_fraction = 0.005;  // of every linear weight, by Fisher
 };
 
-/// The demos' NPFT policies: Fisher outliers, the reference noise (uniform over each row's outlier range, redrawn every
-/// step), the Hutchinson trace for the progress log, and a 4-bit per-channel grid as the pipeline's quantizer (the
-/// demos quantize with their own methods afterwards).
+/// The demos' NPFT policies: Fisher outliers, the reference noise (uniform over each row's outlier range, zero-mean per
+/// row) but redrawn every step rather than once per stage (the fixed draw can be learned away, docs/pipeline.md), the
+/// Hutchinson trace for the progress log, and a 4-bit per-channel grid as the pipeline's quantizer (the demos quantize
+/// with their own methods afterwards).
 using NpftPipeline =
     npft::Pipeline<npft::outliers::TopFisher,
                    npft::noise::Schedule<npft::noise::RowRangeUniform, npft::noise::Constant, npft::noise::EveryStep>,
                    npft::hessian::Hutchinson<>, npft::quant::UniformGrid>;
 
-/// NPFT with `recipe`: LoRA on every attention and MLP matrix. `noise_scale` 0 gives the control run, the same LoRA
-/// fine-tuning without noise, which separates what the noise does from what the extra training does.
+/// NPFT with `recipe`: the reference preset's options (LoRA rank 16 / alpha 32, the same adapter across stages, AdamW
+/// with linear decay) scaled to this model, LoRA on every attention and MLP matrix. `noise_scale` 0 gives the control
+/// run, the same LoRA fine-tuning without noise, which separates what the noise does from what the extra training does.
 inline NpftPipeline npft_pipeline(const NpftRecipe& recipe, std::uint64_t seed, float noise_scale = 1.0f) {
-    npft::PipelineOptions options;
+    npft::PipelineOptions options = npft::presets::reference_options();
     options.stages = recipe.stages;
     options.steps_per_stage = recipe.steps;
     options.learning_rate = recipe.lr;
     options.seed = seed;
     options.perturbed = npft::train::NameFilter{"layers.*.attn.*", "layers.*.mlp.*"};
+    options.peft = npft::train::LoraOptions{.rank = 16, .alpha = 32.0f, .dropout = 0.0f};  // the model applies no adapters
     NpftPipeline::noise_type noise;
     noise.scaling = npft::noise::Constant{noise_scale};
     return NpftPipeline(options, npft::outliers::TopFisher{recipe.outlier_fraction}, noise,

@@ -5,6 +5,7 @@
 #include <concepts>
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -34,6 +35,10 @@ struct TraceEstimate {
     /// Standard error of `value`: the sample standard deviation of the per-probe estimates over sqrt(probes).
     double standard_error = 0.0;
     index probes = 0;
+    /// The per-probe values v^T H v, in probe order. Probe k is the same vector in every estimate with the same seed and
+    /// mask, so two estimates (before and after training) can be paired probe by probe for a difference with its own
+    /// standard error.
+    std::vector<double> samples{};
 };
 
 struct HutchinsonOptions {
@@ -79,6 +84,7 @@ public:
         // Welford's running mean and sum of squared deviations of the per-probe estimates v^T H v.
         double mean = 0.0, squares = 0.0;
         index k = 0;
+        std::vector<double> samples;
         while (k < options_.max_probes) {
             const RandomKey key{options_.seed, make_stream(k, kStreamTag)};
             for (std::size_t i = 0; i < v.size(); ++i) {
@@ -89,6 +95,7 @@ public:
             double sample = 0.0;
             for (std::size_t i = 0; i < v.size(); ++i) sample += static_cast<double>(v[i]) * hv[i];
             require(std::isfinite(sample), "Hutchinson: probe ", k, " gave a non-finite v^T H v (", sample, ")");
+            samples.push_back(sample);
             ++k;
             const double delta = sample - mean;
             mean += delta / static_cast<double>(k);
@@ -97,7 +104,7 @@ public:
                 standard_error(squares, k) <= options_.target_relative_standard_error * std::abs(mean))
                 break;
         }
-        return TraceEstimate{mean, standard_error(squares, k), k};
+        return TraceEstimate{mean, standard_error(squares, k), k, std::move(samples)};
     }
 
 private:

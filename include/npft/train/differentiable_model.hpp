@@ -32,6 +32,15 @@ concept ModelWithLoss = DifferentiableModel<M, Batch> && requires(M& model, cons
     { model.loss(batch) } -> std::convertible_to<double>;
 };
 
+/// Optional: split a batch into one batch per sequence (sample). The diagonal Fisher is the mean of squared
+/// *per-sequence* gradients; loss_and_gradient on a batch of several sequences gives the gradient of their mean, whose
+/// square is something else. With this member the pipeline's Fisher pass splits every calibration batch, so its meaning
+/// does not depend on how the data is batched. Without it, each calibration batch must hold one sequence.
+template <class M, class Batch>
+concept SequenceSplittingModel = requires(M& model, const Batch& batch) {
+    { model.split_sequences(batch) } -> std::convertible_to<std::vector<Batch>>;
+};
+
 /// The loss on a batch: forward-only when the model offers it, otherwise through loss_and_gradient.
 template <class M, class Batch>
     requires DifferentiableModel<M, Batch>

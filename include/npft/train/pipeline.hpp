@@ -4,6 +4,7 @@
 // Policies are chosen at compile time; everything else (steps, learning rate, which tensors) is a run-time option.
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -22,6 +23,7 @@
 #include "../hessian/fisher.hpp"
 #include "../hessian/hutchinson.hpp"
 #include "../hessian/hvp.hpp"
+#include "../kernels/cpu/threading.hpp"
 #include "../noise/schedule.hpp"
 #include "../outliers/selector.hpp"
 #include "../quant/grid.hpp"
@@ -47,8 +49,19 @@ struct MaskedWeights {
 /// Which parameters train: LoRA adapters (default) or a masked subset of the weights.
 using Peft = std::variant<LoraOptions, MaskedWeights>;
 
-/// Run-time options. Defaults follow method.md (the reference recipe: 3 stages of 64 steps, lr 5e-5 with linear decay
-/// within each stage, LoRA rank 16 / alpha 32 on q, k, v, o, up, down, selection refreshed on the merged weights).
+/// What happens to the LoRA adapters between stages.
+///   restart           : merge the adapters into the clean weights at every stage end and start new ones (A keyed by the
+///                       stage, B = 0); the next stage's noise and selection are taken from the merged weights.
+///   continue_training : the reference code's behaviour. The clean weights stay the original W0 for the whole run; each
+///                       stage computes Fisher and outliers on the merged weights W0 + (alpha/r) B A, draws fresh noise
+///                       on W0, and keeps training the same adapter. The adapter is merged into W0 once, after the last
+///                       stage. (Both reset the optimizer state and the learning-rate schedule at every stage start.)
+enum class AdapterAcrossStages { restart, continue_training };
+
+/// Run-time options. Defaults follow method.md's recipe where a default can (3 stages of 64 steps, lr 5e-5 with linear
+/// decay within each stage, LoRA rank 16 / alpha 32 on q, k, v, o, up, down, selection refreshed at every stage), with
+/// two exceptions: adapters restart at every stage (presets::reference() continues them, as the reference code does)
+/// and LoRA dropout is 0 (it needs the model's cooperation, see LoraActivationModel).
 struct PipelineOptions {
     index stages = 3;                        ///< epochs; each ends by merging the adapters into the clean weights
     index steps_per_stage = 64;              ///< optimizer steps per stage; step k uses batch k mod batches.size()
@@ -56,13 +69,25 @@ struct PipelineOptions {
     std::vector<float> stage_learning_rates{};///< optional: one peak per stage (overrides learning_rate)
     float warmup_fraction = 0.0f;            ///< linear warmup over this share of a stage, then linear decay to 0
     std::uint64_t seed = 0;                  ///< keys every random draw (noise, adapter init, trace probes)
-    NameFilter perturbed = NameFilter::all();             ///< tensors that get outliers selected and noised
+    NameFilter perturbed = NameFilter::all();  ///< tensors that get outliers selected and noised (weight matrices only:
+                                               ///< a parameter with one row or one column is left out, see perturb_vectors)
+    bool perturb_vectors = false;              ///< also perturb parameters with one row or one column (biases, norms)
     NameFilter adapted = default_adapted_tensors();       ///< tensors that train (through LoRA or their own weights)
     Peft peft = LoraOptions{};
     bool refresh_selection = true;  ///< re-run Fisher and selection on the merged weights at every stage start
+    AdapterAcrossStages adapter_across_stages = AdapterAcrossStages::restart;  ///< LoRA only
+    /// At the end of a stage whose steps all saw one draw, compare the loss with and without that draw (two extra model
+    /// calls on the stage's last batch); when removing the draw makes the loss worse, the adapter has learned to cancel
+    /// the draw, and FitSummary::warnings and the Report say so.
+    bool check_draw_cancellation = true;
     index trace_every = 0;          ///< estimate the outliers' Hessian trace every N steps (0: never)
     std::string checkpoint_path{};  ///< where save_checkpoint writes during fit
     index checkpoint_every = 0;     ///< write a checkpoint every N steps (0: never)
+    /// Threads for npft's own per-step work (noise draws, writing the effective weights, adapter gradients, optimizer
+    /// steps, merges), split by tensor over the worker pool (kernels/cpu/threading.hpp). Same bits on any count. The
+    /// model is always called from the calling thread; with threads > 1 the policies' const members (noise draw,
+    /// optimizer step) run concurrently for different tensors.
+    int threads = 1;
 };
 
 /// What fit() or resume() did.
@@ -70,6 +95,7 @@ struct FitSummary {
     index steps_done = 0;  ///< global steps completed so far
     bool finished = false; ///< all stages ran (false when the progress callback asked to stop)
     double last_loss = std::numeric_limits<double>::quiet_NaN();
+    std::vector<std::string> warnings{};  ///< e.g. the adapter learned to cancel a fixed draw (check_draw_cancellation)
 };
 
 namespace detail {
@@ -170,6 +196,22 @@ public:
     using optimizer_type = Opt;
     using loss_type = Loss;
 
+    /// Every policy object by name, for the constructor below: `Pipe(options, {.noise = ..., .loss = Balanced{0.5f}})`
+    /// sets the ones you name and defaults the rest (designated initializers, in this order).
+    struct Policies {
+        Selector selector{};
+        Noise noise{};
+        Trace trace{};
+        quantizer_type quantizer{};
+        Opt optimizer{};
+        Loss loss{};
+    };
+
+    /// Options and the named policies (any subset, in declaration order).
+    Pipeline(PipelineOptions options, Policies policies)
+        : Pipeline(std::move(options), std::move(policies.selector), std::move(policies.noise), std::move(policies.trace),
+                   std::move(policies.quantizer), std::move(policies.optimizer), std::move(policies.loss)) {}
+
     explicit Pipeline(PipelineOptions options = {}, Selector selector = {}, Noise noise = {}, Trace trace = {},
                       quantizer_type quantizer = {}, Opt optimizer = {}, Loss loss = {})
         : options_(std::move(options)),
@@ -197,7 +239,15 @@ public:
     }
     /// The current outlier selection of a perturbed tensor.
     const outliers::OutlierMask& selection(const std::string& name) const { return find(name).selection; }
-    /// The clean weights (adapters merged at stage ends, never noise) of a managed tensor.
+    /// Every perturbed tensor's current outliers, by name (e.g. for train::outlier_attribution).
+    std::map<std::string, outliers::OutlierMask> selections() const {
+        std::map<std::string, outliers::OutlierMask> out;
+        for (const auto& t : tensors_)
+            if (t.perturbed) out.emplace(t.name, t.selection);
+        return out;
+    }
+    /// The clean weights of a managed tensor, never with noise: with AdapterAcrossStages::restart the adapters are merged
+    /// in at every stage end; with continue_training they stay W0 until the merge after the last stage.
     const Matrix& clean_weights(const std::string& name) const { return find(name).clean; }
     /// The LoRA adapter of an adapted tensor (LoRA mode only).
     const LoraAdapter& adapter(const std::string& name) const {
@@ -210,7 +260,7 @@ public:
     /// `calibration` feeds the Fisher pass and the trace estimate; `progress` is called after every step with a Report
     /// and may return Control::stop. After a complete run the model's values hold the merged clean weights.
     template <class Model, std::ranges::random_access_range Batches, std::ranges::random_access_range Calibration,
-              class Progress = decltype(progress::quiet())>
+              std::invocable<const Report&> Progress = decltype(progress::quiet())>
     FitSummary fit(Model& model, const Batches& batches, const Calibration& calibration, Progress&& report = progress::quiet()) {
         check_model<Model, Batches, Calibration>();
         bind(model);
@@ -221,7 +271,8 @@ public:
     }
 
     /// fit() with the training batches also used for calibration.
-    template <class Model, std::ranges::random_access_range Batches, class Progress = decltype(progress::quiet())>
+    template <class Model, std::ranges::random_access_range Batches,
+              std::invocable<const Report&> Progress = decltype(progress::quiet())>
     FitSummary fit(Model& model, const Batches& batches, Progress&& report = progress::quiet()) {
         return fit(model, batches, batches, std::forward<Progress>(report));
     }
@@ -229,7 +280,7 @@ public:
     /// Continues a run from a checkpoint written by save_checkpoint (same options, policies and model shapes). The
     /// resumed run ends bit-identical to one that was never interrupted.
     template <class Model, std::ranges::random_access_range Batches, std::ranges::random_access_range Calibration,
-              class Progress = decltype(progress::quiet())>
+              std::invocable<const Report&> Progress = decltype(progress::quiet())>
     FitSummary resume(const std::string& checkpoint, Model& model, const Batches& batches, const Calibration& calibration,
                       Progress&& report = progress::quiet()) {
         check_model<Model, Batches, Calibration>();
@@ -268,8 +319,12 @@ public:
     std::map<std::string, quant::QuantizedMatrix> quantize(Model& model) const {
         std::map<std::string, quant::QuantizedMatrix> out;
         for (const Parameter& p : model.parameters()) {
-            if (!options_.perturbed.matches(p.name)) continue;
-            out.emplace(p.name, quantizer_.quantize(MatrixView<const float>(p.value)));
+            if (!is_perturbed(p)) continue;
+            try {
+                out.emplace(p.name, quantizer_.quantize(MatrixView<const float>(p.value)));
+            } catch (const Error& e) {
+                fail("quantize: tensor '", p.name, "' (", p.value.rows(), " x ", p.value.cols(), "): ", e.what());
+            }
         }
         require(!out.empty(), "quantize: no parameter of the model matches the perturbed patterns ",
                 options_.perturbed.describe());
@@ -285,7 +340,7 @@ public:
         w.i64(options_.stages);
         w.i64(options_.steps_per_stage);
         w.u64(options_.seed);
-        w.u64(uses_lora() ? 0 : 1);
+        w.u64(checkpoint_mode());
         w.i64(step_);
         w.u64(draw_);
         w.f32(noise_scale_);
@@ -335,6 +390,39 @@ private:
 
     bool uses_lora() const { return std::holds_alternative<LoraOptions>(options_.peft); }
 
+    /// Runs f(t) for every managed tensor, spread over PipelineOptions::threads threads of the worker pool. Each
+    /// tensor's work is done by one thread with the same arithmetic, so the results do not depend on the thread count.
+    template <class F>
+    void each_tensor(F&& f) {
+        kernels::cpu::parallel_rows(static_cast<index>(tensors_.size()), options_.threads, 1, [&](index begin, index end) {
+            for (index i = begin; i < end; ++i) f(tensors_[static_cast<std::size_t>(i)]);
+        });
+    }
+    template <class F>
+    void each_tensor(F&& f) const {
+        kernels::cpu::parallel_rows(static_cast<index>(tensors_.size()), options_.threads, 1, [&](index begin, index end) {
+            for (index i = begin; i < end; ++i) f(tensors_[static_cast<std::size_t>(i)]);
+        });
+    }
+    bool is_perturbed(const Parameter& p) const {
+        const bool matrix = p.value.rows() > 1 && p.value.cols() > 1;
+        return options_.perturbed.matches(p.name) && (matrix || options_.perturb_vectors);
+    }
+    /// Fails, naming the tensor, when the quantizer cannot quantize a perturbed tensor (say, a group size that does not
+    /// divide its columns): found when fit starts rather than in quantize() after the whole fine-tuning.
+    void require_fits_grid(const TensorState& t) const {
+        try {
+            (void)quantizer_.grid().group_size(t.clean.cols());
+        } catch (const Error& e) {
+            fail("perturbed tensor '", t.name, "' (", t.clean.rows(), " x ", t.clean.cols(), ") does not fit the quantizer: ",
+                 e.what(), "; leave it out of PipelineOptions::perturbed or choose another group size");
+        }
+    }
+    bool continues_adapter() const {
+        return uses_lora() && options_.adapter_across_stages == AdapterAcrossStages::continue_training;
+    }
+    std::uint64_t checkpoint_mode() const { return !uses_lora() ? 1 : continues_adapter() ? 2 : 0; }
+
     const TensorState& find(const std::string& name) const {
         for (const auto& t : tensors_)
             if (t.name == name) return t;
@@ -365,11 +453,15 @@ private:
                     ", expected finite non-negative rates");
         require(o.warmup_fraction >= 0.0f && o.warmup_fraction < 1.0f,
                 "PipelineOptions::warmup_fraction must be in [0, 1), got ", o.warmup_fraction);
+        require(o.threads >= 1, "PipelineOptions::threads must be at least 1, got ", o.threads);
         require(o.trace_every >= 0, "PipelineOptions::trace_every must be non-negative, got ", o.trace_every);
         require(o.checkpoint_every >= 0, "PipelineOptions::checkpoint_every must be non-negative, got ", o.checkpoint_every);
         require(o.checkpoint_every == 0 || !o.checkpoint_path.empty(),
                 "PipelineOptions::checkpoint_every is ", o.checkpoint_every, " but checkpoint_path is empty");
         if (uses_lora()) (void)LoraAdapter(1, 1, std::get<LoraOptions>(o.peft));  // rank and alpha checks
+        require(uses_lora() || o.adapter_across_stages == AdapterAcrossStages::restart,
+                "PipelineOptions::adapter_across_stages = continue_training needs LoRA (peft = LoraOptions{...}); masked "
+                "weights train the clean weights themselves");
         (void)loss_.perturbed_weight();                                           // range check
     }
 
@@ -392,7 +484,7 @@ private:
         bool any_perturbed = false, any_adapted = false;
         for (std::size_t i = 0; i < parameters_.size(); ++i) {
             const Parameter& p = parameters_[i];
-            const bool perturbed = options_.perturbed.matches(p.name);
+            const bool perturbed = is_perturbed(p);
             const bool adapted = options_.adapted.matches(p.name);
             if (!perturbed && !adapted) continue;
             TensorState t;
@@ -410,7 +502,11 @@ private:
             any_adapted |= adapted;
         }
         require(any_perturbed, "no parameter matches the perturbed patterns ", options_.perturbed.describe(),
+                options_.perturb_vectors ? "" : " among the weight matrices (parameters with one row or column are left out "
+                                                "unless PipelineOptions::perturb_vectors is set)",
                 "; the model's parameters are: ", all_names);
+        for (const auto& t : tensors_)
+            if (t.perturbed) require_fits_grid(t);
         require(any_adapted, "no parameter matches the adapted patterns ", options_.adapted.describe(),
                 " (nothing would train); the model's parameters are: ", all_names);
         if (!uses_lora()) {
@@ -444,7 +540,7 @@ private:
     /// trainable positions the values of a tensor without LoRA already equal `clean` (copied at each stage start), so
     /// only those positions are written; restoring after a draw is a copy of the saved clean values, never a subtraction.
     void write_effective(bool with_noise) const {
-        for (const auto& t : tensors_) {
+        each_tensor([&](const TensorState& t) {
             const MatrixView<float> v = value_of(t);
             const index cols = t.clean.cols();
             if (t.adapted && uses_lora()) {
@@ -459,7 +555,7 @@ private:
                         v(p / cols, p % cols) += t.noise[i];
                     }
                 }
-                continue;
+                return;
             }
             for (const index q : t.trainable) v(q / cols, q % cols) = t.clean.data()[q];
             for (std::size_t i = 0; i < t.selection.positions.size(); ++i) {
@@ -467,10 +563,19 @@ private:
                 const float w = t.clean.data()[p];
                 v(p / cols, p % cols) = (with_noise && i < t.noise.size()) ? w + t.noise[i] : w;
             }
-        }
+        });
     }
 
     // ---- selection --------------------------------------------------------------------------------------------------
+    /// The weights selection and quantization steps are computed on: the clean weights, or with a continuing adapter
+    /// the merged W0 + (alpha/r) B A (the same arithmetic as the values written into the model).
+    Matrix selection_basis(const TensorState& t) const {
+        if (!(continues_adapter() && t.adapted)) return t.clean;
+        Matrix merged(t.clean.rows(), t.clean.cols());
+        t.lora.write_effective(t.clean, as_matrix_view(merged));
+        return merged;
+    }
+
     template <class Model, class Calibration>
     void select_outliers(Model& model, const Calibration& calibration) {
         constexpr bool needs_fisher = Selector::needs_fisher;
@@ -482,14 +587,27 @@ private:
             std::vector<std::string> names;
             for (const auto& t : tensors_)
                 if (t.perturbed) names.push_back(t.name);
-            fisher = hessian::DiagonalFisher::compute(model, calibration, std::move(names));
+            using CalibrationBatch = std::ranges::range_value_t<Calibration>;
+            if constexpr (SequenceSplittingModel<Model, CalibrationBatch>) {
+                // Mean of squared per-sequence gradients, however the calibration data is batched.
+                std::vector<CalibrationBatch> sequences;
+                for (const auto& batch : calibration) {
+                    std::vector<CalibrationBatch> parts = model.split_sequences(batch);
+                    require(!parts.empty(), "the model's split_sequences returned no sequence for a calibration batch");
+                    for (auto& part : parts) sequences.push_back(std::move(part));
+                }
+                fisher = hessian::DiagonalFisher::compute(model, sequences, std::move(names));
+            } else {
+                fisher = hessian::DiagonalFisher::compute(model, calibration, std::move(names));
+            }
         }
         for (auto& t : tensors_) {
             if (!t.perturbed) continue;
+            const Matrix basis = selection_basis(t);
             if constexpr (needs_steps) {
-                t.quant_steps = quant::quantization_steps(quantizer_.grid(), view_of(t.clean));
+                t.quant_steps = quant::quantization_steps(quantizer_.grid(), view_of(basis));
             }
-            outliers::SelectionInputs in{view_of(t.clean), needs_fisher ? view_of(fisher.at(t.name)) : MatrixView<const float>(),
+            outliers::SelectionInputs in{view_of(basis), needs_fisher ? view_of(fisher.at(t.name)) : MatrixView<const float>(),
                                          Selector::needs_quant_steps ? view_of(t.quant_steps) : MatrixView<const float>()};
             outliers::OutlierMask mask = selector_.select(in);
             require(mask.rows == t.clean.rows() && mask.cols == t.clean.cols(), "the selector returned a ", mask.rows,
@@ -503,15 +621,21 @@ private:
     template <class Model, class Calibration>
     void begin_stage(Model& model, const Calibration& calibration, index stage) {
         copy_clean_into_model();
+        if (continues_adapter()) write_effective(false);  // the Fisher pass sees the merged W0 + (alpha/r) B A, no noise
         if (stage == 0 || options_.refresh_selection) {
             select_outliers(model, calibration);
         } else if constexpr (Noise::needs_quant_steps) {
             for (auto& t : tensors_)
-                if (t.perturbed) t.quant_steps = quant::quantization_steps(quantizer_.grid(), view_of(t.clean));
+                if (t.perturbed) t.quant_steps = quant::quantization_steps(quantizer_.grid(), view_of(selection_basis(t)));
         }
+        const bool new_adapters = stage == 0 || !continues_adapter();
         for (auto& t : tensors_) {
             if (!t.adapted) continue;
-            if (uses_lora()) {
+            if (uses_lora() && !new_adapters) {
+                // The reference trains the same adapter on; a new trainer per stage means a fresh optimizer state.
+                t.state_a = optimizer_.make_state(t.lora.a().size());
+                t.state_b = optimizer_.make_state(t.lora.b().size());
+            } else if (uses_lora()) {
                 t.lora = LoraAdapter(t.clean.rows(), t.clean.cols(), std::get<LoraOptions>(options_.peft));
                 t.lora.initialize(RandomKey{options_.seed, make_stream(static_cast<std::uint64_t>(stage),
                                                                        static_cast<std::uint64_t>(t.parameter),
@@ -541,28 +665,29 @@ private:
         return out;
     }
 
-    void end_stage() {
-        for (auto& t : tensors_) {
+    void end_stage(index stage) {
+        if (continues_adapter() && stage + 1 < options_.stages) return;  // merged once, after the last stage
+        each_tensor([&](TensorState& t) {
             if (t.adapted && uses_lora()) {
                 t.lora.merge_into(t.clean);
                 t.lora.b().setZero();  // the merged update now lives in `clean`; W_eff = clean until the next stage
             }
-        }
+        });
     }
 
     // ---- noise ------------------------------------------------------------------------------------------------------
     void draw_noise(index step) {
         ++draw_;
         noise_scale_ = static_cast<float>(noise_.scale(step, total_steps()));
-        for (auto& t : tensors_) {
-            if (!t.perturbed) continue;
+        each_tensor([&](TensorState& t) {
+            if (!t.perturbed) return;
             t.noise.assign(t.selection.positions.size(), 0.0f);
-            if (t.noise.empty()) continue;
+            if (t.noise.empty()) return;
             noise::NoiseRequest request{&t.selection, view_of(t.clean), view_of(t.quant_steps), noise_scale_,
                                         RandomKey{options_.seed, make_stream(draw_, static_cast<std::uint64_t>(t.parameter),
                                                                              detail::noise_stream)}};
             noise_.draw(request, std::span<float>(t.noise));
-        }
+        });
     }
 
     // ---- one training step ------------------------------------------------------------------------------------------
@@ -578,8 +703,8 @@ private:
 
     /// PEFT gradients from the model's current grads, times `weight`; added to the previous call's when `accumulate`.
     void collect_peft_gradients(float weight, bool accumulate) {
-        for (auto& t : tensors_) {
-            if (!t.adapted) continue;
+        each_tensor([&](TensorState& t) {
+            if (!t.adapted) return;
             if (uses_lora() && t.activation_lora) {
                 const ActivationLora& a = t.activation;
                 require(a.forward_calls() > 0 && a.backward_calls() > 0, "the model took the activation LoRA adapter of '",
@@ -615,7 +740,7 @@ private:
                     t.grad_masked[j] = accumulate ? t.grad_masked[j] + v : v;
                 }
             }
-        }
+        });
     }
 
     void require_finite_step(double loss, index step) const {
@@ -632,8 +757,8 @@ private:
     }
 
     void optimizer_step(float lr) {
-        for (auto& t : tensors_) {
-            if (!t.adapted) continue;
+        each_tensor([&](TensorState& t) {
+            if (!t.adapted) return;
             if (uses_lora()) {
                 optimizer_.step(t.state_a, std::span<float>(t.lora.a().data(), static_cast<std::size_t>(t.lora.a().size())),
                                 std::span<const float>(t.grad_a.data(), static_cast<std::size_t>(t.grad_a.size())), lr);
@@ -645,7 +770,7 @@ private:
                 optimizer_.step(t.state_masked, std::span<float>(t.gathered), std::span<const float>(t.grad_masked), lr);
                 for (std::size_t j = 0; j < t.trainable.size(); ++j) t.clean.data()[t.trainable[j]] = t.gathered[j];
             }
-        }
+        });
     }
 
     template <class Model, class Batches, class Calibration, class Progress>
@@ -669,7 +794,11 @@ private:
             const bool stage_start = local == 0;
             prepare_adapters(false);  // Fisher pass and trace: no dropout
             if (stage_start) begin_stage(model, calibration, stage);
-            if (stage_start || noise_.redraw_at(step_, n)) draw_noise(step_);
+            if (stage_start) draws_in_stage_ = 0;
+            if (stage_start || noise_.redraw_at(step_, n)) {
+                draw_noise(step_);
+                ++draws_in_stage_;
+            }
 
             const auto& batch = std::ranges::begin(batches)[step_ % batch_count];
             double loss = 0.0;
@@ -708,7 +837,13 @@ private:
                 r.trace = estimate.value;
                 r.trace_standard_error = estimate.standard_error;
             }
-            if (local == n - 1) end_stage();
+            if (local == n - 1) {
+                if (options_.check_draw_cancellation && draws_in_stage_ == 1 && n > 1) {
+                    r.warning = check_draw_cancellation(model, batch, stage);
+                    if (!r.warning.empty()) summary.warnings.push_back(r.warning);
+                }
+                end_stage(stage);
+            }
             if (options_.checkpoint_every > 0 && step_ % options_.checkpoint_every == 0) save_checkpoint(options_.checkpoint_path);
             summary.last_loss = loss;
             summary.steps_done = step_;
@@ -727,6 +862,27 @@ private:
         copy_clean_into_model();
         summary.finished = true;
         return summary;
+    }
+
+    /// The failure mode of one draw kept for a whole stage at a high learning rate: the adapter learns -noise, so the
+    /// model is good only with that draw in it. Detected by the loss on the stage's last batch with and without the
+    /// draw (adapters as they are now, no dropout); a warning (empty when fine) names both losses.
+    template <class Model, class Batch>
+    std::string check_draw_cancellation(Model& model, const Batch& batch, index stage) {
+        bool any_noise = false;
+        for (const auto& t : tensors_)
+            for (const float d : t.noise) any_noise |= d != 0.0f;
+        if (!any_noise) return {};
+        prepare_adapters(false);
+        write_effective(true);
+        const double with_draw = static_cast<double>(model.loss_and_gradient(batch));
+        write_effective(false);
+        const double without_draw = static_cast<double>(model.loss_and_gradient(batch));
+        if (!(without_draw > with_draw)) return {};
+        return "stage " + std::to_string(stage + 1) + ": the loss without the stage's noise draw (" +
+               std::to_string(without_draw) + ") is higher than with it (" + std::to_string(with_draw) +
+               "): the adapter has learned to cancel the one fixed draw. Redraw more often (e.g. noise::EveryStep, "
+               "presets::quantization_step()) or lower the learning rate";
     }
 
     // ---- activation-space LoRA (LoraActivationModel, dropout > 0) ----------------------------------------------------
@@ -816,9 +972,9 @@ private:
         const auto stages = r.i64(), steps = r.i64();
         const auto seed = r.u64(), mode = r.u64();
         require(stages == options_.stages && steps == options_.steps_per_stage && seed == options_.seed &&
-                    mode == (uses_lora() ? 0u : 1u),
+                    mode == checkpoint_mode(),
                 "checkpoint '", path, "' was written with other options (stages ", stages, ", steps per stage ", steps,
-                ", seed ", seed, ", ", mode == 0 ? "LoRA" : "masked weights", ")");
+                ", seed ", seed, ", ", mode == 0 ? "LoRA restarted per stage" : mode == 1 ? "masked weights" : "LoRA continued across stages", ")");
         step_ = r.i64();
         draw_ = r.u64();
         noise_scale_ = r.f32();
@@ -872,6 +1028,7 @@ private:
     std::vector<TensorState> tensors_;
     index step_ = 0;
     std::uint64_t draw_ = 0;
+    index draws_in_stage_ = 0;  // draws made since the current stage began (not checkpointed: only gates a warning)
     float noise_scale_ = 0.0f;
 };
 
@@ -880,4 +1037,5 @@ private:
 namespace npft {
 using train::Pipeline;
 using train::PipelineOptions;
+using train::AdapterAcrossStages;
 }  // namespace npft

@@ -32,6 +32,8 @@ struct Report {
     double trace = std::numeric_limits<double>::quiet_NaN();
     double trace_standard_error = std::numeric_limits<double>::quiet_NaN();
     bool has_trace() const { return !std::isnan(trace); }
+    /// A warning raised at this step (e.g. the adapter learned to cancel a fixed draw); empty when none.
+    std::string warning{};
 };
 
 namespace progress {
@@ -46,7 +48,9 @@ inline std::string format_line(const Report& r) {
         std::snprintf(buffer + n, sizeof buffer - static_cast<std::size_t>(n), "  Tr(H_outliers) %.4g +- %.2g", r.trace,
                       r.trace_standard_error);
     }
-    return buffer;
+    std::string line = buffer;
+    if (!r.warning.empty()) line += "\n  warning: " + r.warning;
+    return line;
 }
 }  // namespace detail
 
@@ -58,7 +62,7 @@ inline auto quiet() {
 /// One plain line on stderr every `every` steps (and on the last step and every step with a trace): for logs and CI.
 inline auto lines(index every = 10) {
     return [every](const Report& r) {
-        if (every > 0 && (r.step % every == 0 || r.step == r.total_steps || r.has_trace())) {
+        if (every > 0 && (r.step % every == 0 || r.step == r.total_steps || r.has_trace() || !r.warning.empty())) {
             std::fprintf(stderr, "%s\n", detail::format_line(r).c_str());
         }
     };
@@ -78,6 +82,7 @@ inline auto bar(int width = 30) {
         cells.resize(static_cast<std::size_t>(width), '.');
         std::fprintf(stderr, "\r[%s] %td/%td loss %.5g noise %.3g%s", cells.c_str(), r.step, r.total_steps, r.loss,
                      static_cast<double>(r.noise_scale), trace.c_str());
+        if (!r.warning.empty()) std::fprintf(stderr, "\n  warning: %s\n", r.warning.c_str());
         if (r.step == r.total_steps) std::fprintf(stderr, "\n");
         std::fflush(stderr);
     };
