@@ -112,21 +112,6 @@ void peak_benchmark(benchmark::State& state, Loop loop, double macs_per_iteratio
     if (is_int8) int8_peak = macs / seconds;
 }
 
-QuantizedMatrix random_weights(Format format, int bits, index rows, index cols, index group) {
-    QuantizedMatrix w(format, bits, rows, cols, group == 0 ? cols : group);
-    const npft::RandomKey key{1, npft::make_stream(1)};
-    for (index r = 0; r < rows; ++r)
-        for (index j = 0; j < cols; j += 2) {
-            const std::uint32_t word = npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0];
-            w.codes().set(r, j, word % (1u << bits));
-            w.codes().set(r, j + 1, (word >> 8) % (1u << bits));
-        }
-    for (index r = 0; r < rows; ++r)
-        for (index g = 0; g < w.groups(); ++g)
-            w.set_group(r, g, {bits, 0.01f, format == Format::uniform_asymmetric ? 3.0f : static_cast<float>(1 << (bits - 1))});
-    return w;
-}
-
 struct FormatSpec {
     const char* name;
     Format format;
@@ -155,7 +140,7 @@ void prefill_benchmark(benchmark::State& state, const FormatSpec& f, index rows,
         }
         state.SetLabel("eigen -march=native");
     } else {
-        const QuantizedMatrix w = random_weights(f.format, f.bits, rows, cols, f.group);
+        const QuantizedMatrix w = npft_test::random_quantized(f.format, f.bits, rows, cols, f.group, 1);
         const cpu::MultiplyOptions options{threads, cpu::Path::best, cpu::Activations::int8};
         for (auto _ : state) {
             cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), MatrixView<float>(npft::as_matrix_view(y)), options);
