@@ -22,6 +22,8 @@
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "test_matrices.hpp"
+
 #if NPFT_CPU_X86
 #include <immintrin.h>
 #endif
@@ -75,33 +77,6 @@ struct Csr {
     }
 };
 
-/// Random weights of a format: random code words (every bit pattern is a valid code stream when K % 32 == 0).
-QuantizedMatrix random_quantized(const FormatSpec& f, index rows, index cols) {
-    QuantizedMatrix w(f.format, f.bits, rows, cols, f.group == 0 ? cols : f.group);
-    const npft::RandomKey key{1, npft::make_stream(1)};
-    auto& words = w.codes().words();
-    for (std::size_t i = 0; i < words.size(); ++i) words[i] = npft::random_words(key, i / 4)[i % 4];
-    const npft::RandomKey meta{1, npft::make_stream(2)};
-    if (f.format == Format::lut) {
-        for (index r = 0; r < rows; ++r) {
-            npft::quant::LutParams p;
-            p.bits = f.bits;
-            for (index q = 0; q < p.size(); ++q) p.levels[static_cast<std::size_t>(q)] = npft::quant::round_to_half(-0.05f + 0.01f * static_cast<float>(q));
-            w.set_lut(r, p);
-        }
-    } else {
-        for (index r = 0; r < rows; ++r)
-            for (index g = 0; g < w.groups(); ++g) {
-                npft::quant::UniformParams p;
-                p.bits = f.bits;
-                p.scale = npft::quant::round_to_half(npft::uniform(meta, static_cast<std::uint64_t>(r * w.groups() + g), 0.001f, 0.01f));
-                p.zero = static_cast<float>(1u << (f.bits - 1));
-                w.set_group(r, g, p);
-            }
-    }
-    return w;
-}
-
 Csr random_outliers(index rows, index cols, double percent) {
     Csr s;
     const index per_row = static_cast<index>(std::lround(static_cast<double>(cols) * percent / 100.0));
@@ -138,12 +113,12 @@ Workload& workload(const FormatSpec& f, index rows, index cols) {
     auto w = std::make_unique<Workload>();
     w->key = key;
     if (f.dense_fp32) {
-        Matrix original = Matrix::Random(rows, cols);
+        Matrix original = npft_test::gaussian_matrix(rows, cols, 1, 1);
         w->bytes_per_copy = static_cast<std::size_t>(original.size()) * sizeof(float);
         const std::size_t copies = std::max<std::size_t>(2, (rotation_bytes + w->bytes_per_copy - 1) / w->bytes_per_copy);
         for (std::size_t c = 0; c < copies; ++c) w->dense.push_back(original);
     } else {
-        const QuantizedMatrix original = random_quantized(f, rows, cols);
+        const QuantizedMatrix original = npft_test::random_quantized(f.format, f.bits, rows, cols, f.group, 1);
         Csr sparse;
         if (f.outlier_percent > 0) sparse = random_outliers(rows, cols, f.outlier_percent);
         w->bytes_per_copy = original.bytes() + (f.outlier_percent > 0 ? sparse.bytes() : 0);

@@ -20,6 +20,8 @@
 #include <npft/quant/nonuniform.hpp>
 #include <npft/quant/uniform.hpp>
 
+#include "test_matrices.hpp"
+
 namespace {
 
 using npft::index;
@@ -29,11 +31,7 @@ namespace q = npft::quant;
 constexpr index batch_tokens = 2048;  // one calibration sequence
 constexpr index sequences = 128;
 
-Matrix gaussian_matrix(index rows, index cols, std::uint64_t stream) {
-    Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = npft::gaussian({1, stream}, static_cast<std::uint64_t>(i));
-    return m;
-}
+Matrix gaussian_matrix(index rows, index cols, std::uint64_t stream) { return npft_test::gaussian_matrix(rows, cols, 1, stream); }
 
 /// One batch of calibration inputs with correlated features (a few shared factors plus noise), cached per width.
 const Matrix& calibration_batch(index features) {

@@ -11,14 +11,14 @@
 
 #include <npft/npft.hpp>
 
+#include "test_matrices.hpp"
+
 namespace {
 
 constexpr npft::index width = 1024, tokens = 1024, steps = 64;
 
 npft::Matrix keyed(npft::index rows, npft::index cols, float scale, std::uint64_t stream) {
-    npft::Matrix m(rows, cols);
-    for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian({1, stream}, static_cast<std::uint64_t>(i));
-    return m;
+    return scale * npft_test::gaussian_matrix(rows, cols, 1, stream);
 }
 
 struct Batch {

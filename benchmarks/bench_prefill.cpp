@@ -1,6 +1,8 @@
 // Prompt processing (batched multiply) at the compute limit: npft's int8-activation path against this machine's int8
-// multiply-add peak, measured in the same run, and against fp32 Eigen built with -march=native (this target's flags:
-// benchmarks/CMakeLists.txt), so that Eigen gets every vector extension of the machine.
+// multiply-add peak, measured in the same run, and against two fp32 baselines: Eigen built with -march=native (this
+// target's flags: benchmarks/CMakeLists.txt), so that Eigen gets every vector extension of the machine, and OpenBLAS
+// cblas_sgemm with its own threads (when CMake found OpenBLAS, Debian libopenblas-dev; otherwise the program says so
+// and runs without those rows).
 //
 //   peak/int8/<isa>                                   a register-only loop of int8 dot-product instructions
 //   peak/fp32_fma/<isa>                               a register-only loop of fp32 FMAs (the fp32 compute limit)
@@ -15,12 +17,17 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 #include <string>
 #include <vector>
 
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
+
+#if NPFT_BENCH_OPENBLAS
+#include <cblas.h>
+#endif
 
 #include "test_matrices.hpp"
 
@@ -112,30 +119,18 @@ void peak_benchmark(benchmark::State& state, Loop loop, double macs_per_iteratio
     if (is_int8) int8_peak = macs / seconds;
 }
 
-QuantizedMatrix random_weights(Format format, int bits, index rows, index cols, index group) {
-    QuantizedMatrix w(format, bits, rows, cols, group == 0 ? cols : group);
-    const npft::RandomKey key{1, npft::make_stream(1)};
-    for (index r = 0; r < rows; ++r)
-        for (index j = 0; j < cols; j += 2) {
-            const std::uint32_t word = npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0];
-            w.codes().set(r, j, word % (1u << bits));
-            w.codes().set(r, j + 1, (word >> 8) % (1u << bits));
-        }
-    for (index r = 0; r < rows; ++r)
-        for (index g = 0; g < w.groups(); ++g)
-            w.set_group(r, g, {bits, 0.01f, format == Format::uniform_asymmetric ? 3.0f : static_cast<float>(1 << (bits - 1))});
-    return w;
-}
-
 struct FormatSpec {
     const char* name;
     Format format;
-    int bits;  ///< 0: dense fp32 Eigen
+    int bits;  ///< 0: dense fp32 Eigen; -1: dense fp32 OpenBLAS
     index group;
 };
 
 const FormatSpec formats[] = {
     {"fp32_eigen_native", Format::uniform_symmetric, 0, 0},
+#if NPFT_BENCH_OPENBLAS
+    {"fp32_openblas", Format::uniform_symmetric, -1, 0},
+#endif
     {"u4g128_int8", Format::uniform_asymmetric, 4, 128},
     {"u3g128_int8", Format::uniform_asymmetric, 3, 128},
     {"u2g128_int8", Format::uniform_asymmetric, 2, 128},
@@ -154,8 +149,20 @@ void prefill_benchmark(benchmark::State& state, const FormatSpec& f, index rows,
             benchmark::DoNotOptimize(y.data());
         }
         state.SetLabel("eigen -march=native");
+    } else if (f.bits < 0) {
+#if NPFT_BENCH_OPENBLAS
+        // y = x W^T with x (M x K) and W (N x K) row-major: the same product as the Eigen row.
+        const Matrix w = npft_test::gaussian_matrix(rows, cols, 3, 5);
+        openblas_set_num_threads(threads);
+        for (auto _ : state) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(batch), static_cast<int>(rows), static_cast<int>(cols),
+                        1.0f, x.data(), static_cast<int>(cols), w.data(), static_cast<int>(cols), 0.0f, y.data(), static_cast<int>(rows));
+            benchmark::DoNotOptimize(y.data());
+        }
+        state.SetLabel("openblas sgemm");
+#endif
     } else {
-        const QuantizedMatrix w = random_weights(f.format, f.bits, rows, cols, f.group);
+        const QuantizedMatrix w = npft_test::random_quantized(f.format, f.bits, rows, cols, f.group, 1);
         const cpu::MultiplyOptions options{threads, cpu::Path::best, cpu::Activations::int8};
         for (auto _ : state) {
             cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), MatrixView<float>(npft::as_matrix_view(y)), options);
@@ -205,6 +212,9 @@ int main(int argc, char** argv) {
                     b->Unit(benchmark::kMillisecond);
                     if (threads > 1) b->UseRealTime();
                 }
+#if !NPFT_BENCH_OPENBLAS
+    std::fprintf(stderr, "bench_prefill: built without OpenBLAS (Debian: libopenblas-dev), no fp32_openblas rows\n");
+#endif
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

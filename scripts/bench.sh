@@ -21,6 +21,8 @@ else
     min_time="${MIN_TIME:-0.5}"
 fi
 
+# OpenBLAS is bench_prefill's second fp32 baseline (optional for the build, not a test dependency).
+scripts/install-deps.sh libopenblas-dev
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_BUILD_BENCHMARKS=ON -DNPFT_BUILD_TESTS=OFF \
     -DNPFT_BUILD_EXAMPLES=OFF >/dev/null
 cmake --build "$build" -j2 --target bench_gemv bench_prefill

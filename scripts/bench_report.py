@@ -4,7 +4,7 @@
 usage: bench_report.py RESULTS.json OUT.md OUT.png [PREFILL.json]
 
 PREFILL.json (bench_prefill's JSON) adds the prompt-processing section: the int8-activation path against the int8
-multiply-add peak and fp32 Eigen built with -march=native, all from that one run.
+multiply-add peak, fp32 Eigen built with -march=native and OpenBLAS sgemm (when built with it), all from that one run.
 
 Everything in OUT.md below the line NOTES_MARKER is kept from the previous file (hand-written analysis).
 Python standard library only; the plot needs gnuplot (skipped with a message when it is missing).
@@ -82,6 +82,9 @@ def machine_line(context):
     return "; ".join(parts)
 
 
+# fp32 baselines of bench_prefill, with the name the goals use: Eigen with -march=native, and OpenBLAS sgemm (when
+# the benchmark was built with it).
+PREFILL_BASELINES = [("fp32_eigen_native", "fair Eigen"), ("fp32_openblas", "OpenBLAS")]
 PREFILL = re.compile(r"^prefill/(?P<format>[^/]+)/(?P<shape>\d+x\d+)/batch:(?P<batch>\d+)/threads:(?P<threads>\d+)")
 
 
@@ -111,11 +114,13 @@ def prefill_lines(peaks, rows):
     lines = ["## Prompt processing (bench_prefill)", "",
              "`benchmarks/bench_prefill.cpp`, one run: the int8-activation path (`Activations::int8`, the default) against",
              "the int8 multiply-add peak of this CPU (a register-only loop of its widest int8 dot-product instruction, one",
-             "thread; the 2-thread rows are compared with twice it) and against fp32 Eigen built with `-march=native`. One",
-             "thread: CPU time of the process (what the core gave the run on a shared machine); two threads: wall time.", ""]
+             "thread; the 2-thread rows are compared with twice it) and against fp32 Eigen built with `-march=native` and",
+             "OpenBLAS `cblas_sgemm` (its own threads; absent when the benchmark was built without OpenBLAS). One thread:",
+             "CPU time of the process (what the core gave the run on a shared machine); two threads: wall time.", ""]
     lines += [f"Peaks: " + ", ".join(f"{k.split('/', 1)[1]} {v / 1e9:.0f} G multiply-adds/s" for k, v in sorted(peaks.items())) + ".", ""]
     shapes = sorted({k[1] for k in rows}, key=lambda s: [int(v) for v in s.split("x")])
-    fmts = sorted({k[0] for k in rows if k[0] != "fp32_eigen_native"})
+    baselines = [b for b in PREFILL_BASELINES if any(k[0] == b[0] for k in rows)]
+    fmts = sorted({k[0] for k in rows if k[0] not in {b[0] for b in PREFILL_BASELINES}})
     lines += ["| goal | shape | threads | measured | verdict |", "|---|---|---|---|---|"]
     for shape in shapes:
         for t in (1, 2):
@@ -126,28 +131,31 @@ def prefill_lines(peaks, rows):
                     lo = min(fracs)
                     lines.append(f"| {fmt} 64-512 tokens >= 50% of the int8 peak | {shape} | {t} | {100 * lo:.0f}%-{100 * max(fracs):.0f}% | "
                                  f"{'met' if lo >= 0.5 else 'missed'} |")
-                slower = [k[2] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and k[2] >= 2
-                          and ("fp32_eigen_native", shape, k[2], t) in rows
-                          and rows[k]["seconds"] >= rows[("fp32_eigen_native", shape, k[2], t)]["seconds"]]
-                batches = [k[2] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and k[2] >= 2]
-                if batches:
-                    lines.append(f"| {fmt} faster per token than fair Eigen at every batch >= 2 | {shape} | {t} | "
-                                 f"{'slower at ' + ', '.join(map(str, sorted(slower))) if slower else 'faster at all ' + str(len(batches))} | "
-                                 f"{'missed' if slower else 'met'} |")
+                for base_fmt, base_name in baselines:
+                    batches = [k[2] for k in rows if k[0] == fmt and k[1] == shape and k[3] == t and k[2] >= 2
+                               and (base_fmt, shape, k[2], t) in rows]
+                    slower = [b for b in batches if rows[(fmt, shape, b, t)]["seconds"] >= rows[(base_fmt, shape, b, t)]["seconds"]]
+                    if batches:
+                        lines.append(f"| {fmt} faster per token than {base_name} at every batch >= 2 | {shape} | {t} | "
+                                     f"{'slower at ' + ', '.join(map(str, sorted(slower))) if slower else 'faster at all ' + str(len(batches))} | "
+                                     f"{'missed' if slower else 'met'} |")
     lines.append("")
     for shape in shapes:
-        lines += [f"### {shape} (N x K)", "", "| format | batch | threads | path | ms per call | G MACs/s | of int8 peak | vs Eigen native |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for fmt in ["fp32_eigen_native"] + fmts:
+        lines += [f"### {shape} (N x K)", "", "| format | batch | threads | path | ms per call | G MACs/s | of int8 peak | "
+                  + " | ".join(f"vs {name}" for _, name in baselines) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(baselines)]
+        for fmt in [b for b, _ in baselines] + fmts:
             for batch in sorted({k[2] for k in rows}):
                 for t in (1, 2):
                     r = rows.get((fmt, shape, batch, t))
                     if not r:
                         continue
-                    base = rows.get(("fp32_eigen_native", shape, batch, t))
                     of_peak = f"{100 * r['of_peak']:.0f}%" if r["of_peak"] is not None else ""
-                    speed = f"{base['seconds'] / r['seconds']:.2f}x" if base and fmt != "fp32_eigen_native" else ""
-                    lines.append(f"| {fmt} | {batch} | {t} | {r['path']} | {1e3 * r['seconds']:.2f} | {r['macs'] / 1e9:.1f} | {of_peak} | {speed} |")
+                    speeds = []
+                    for base_fmt, _ in baselines:
+                        base = rows.get((base_fmt, shape, batch, t))
+                        speeds.append(f"{base['seconds'] / r['seconds']:.2f}x" if base and fmt != base_fmt else "")
+                    lines.append(f"| {fmt} | {batch} | {t} | {r['path']} | {1e3 * r['seconds']:.2f} | {r['macs'] / 1e9:.1f} | {of_peak} | "
+                                 + " | ".join(speeds) + " |")
         lines.append("")
     return lines
 

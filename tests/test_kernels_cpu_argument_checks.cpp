@@ -12,6 +12,8 @@
 #include <npft/quant/dense_sparse.hpp>
 #include <npft/quant/uniform.hpp>
 
+#include "test_matrices.hpp"
+
 namespace {
 
 using Catch::Matchers::Contains;
@@ -24,14 +26,7 @@ using Index = npft::index;
 
 constexpr Index N = 24, K = 64;  // weights N x K
 
-quant::QuantizedMatrix weights() {
-    quant::QuantizedMatrix w(quant::Format::uniform_asymmetric, 4, N, K, 32);
-    for (Index r = 0; r < N; ++r)
-        for (Index j = 0; j < K; ++j) w.codes().set(r, j, npft::random_words(npft::RandomKey{7, 1}, static_cast<std::uint64_t>(r * K + j))[0] % 16u);
-    for (Index r = 0; r < N; ++r)
-        for (Index g = 0; g < 2; ++g) w.set_group(r, g, {4, 0.25f, static_cast<float>((r + g) % 16)});
-    return w;
-}
+quant::QuantizedMatrix weights() { return npft_test::random_quantized(quant::Format::uniform_asymmetric, 4, N, K, 32, 7); }
 
 std::vector<float> activations(Index count) {
     std::vector<float> x(static_cast<std::size_t>(count));

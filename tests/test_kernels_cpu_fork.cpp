@@ -10,6 +10,8 @@
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "test_matrices.hpp"
+
 namespace {
 
 using npft::Matrix;
@@ -19,14 +21,7 @@ using Index = npft::index;
 
 constexpr Index N = 96, K = 128, M = 3;  // 96 rows: 6 tiles of 16, so 2 threads really split them
 
-quant::QuantizedMatrix weights() {
-    quant::QuantizedMatrix w(quant::Format::uniform_asymmetric, 4, N, K, 32);
-    for (Index r = 0; r < N; ++r)
-        for (Index j = 0; j < K; ++j) w.codes().set(r, j, npft::random_words(npft::RandomKey{11, 1}, static_cast<std::uint64_t>(r * K + j))[0] % 16u);
-    for (Index r = 0; r < N; ++r)
-        for (Index g = 0; g < w.groups(); ++g) w.set_group(r, g, {4, 0.125f, static_cast<float>((3 * r + g) % 16)});
-    return w;
-}
+quant::QuantizedMatrix weights() { return npft_test::random_quantized(quant::Format::uniform_asymmetric, 4, N, K, 32, 11); }
 
 Matrix activations() {
     Matrix x(M, K);

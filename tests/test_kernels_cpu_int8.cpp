@@ -12,6 +12,8 @@
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "test_matrices.hpp"
+
 namespace {
 
 using npft::Matrix;
@@ -22,41 +24,10 @@ namespace cpu = npft::kernels::cpu;
 using Index = npft::index;
 
 QuantizedMatrix random_matrix(Format format, int bits, Index rows, Index cols, Index group, std::uint64_t seed) {
-    QuantizedMatrix w(format, bits, rows, cols, group);
-    const npft::RandomKey key{seed, npft::make_stream(1)};
-    for (Index r = 0; r < rows; ++r)
-        for (Index j = 0; j < cols; ++j)
-            w.codes().set(r, j, npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0] % (1u << bits));
-    if (format == Format::lut) {
-        for (Index r = 0; r < rows; ++r) {
-            npft::quant::LutParams p;
-            p.bits = bits;
-            // Uneven random levels, different per row (as k-means gives).
-            for (Index q = 0; q < p.size(); ++q)
-                p.levels[static_cast<std::size_t>(q)] = npft::quant::round_to_half(
-                    0.6f * (npft::bits_to_unit_float(npft::random_words(npft::RandomKey{seed, npft::make_stream(5)},
-                                                                        static_cast<std::uint64_t>(r * 256 + q))[0]) - 0.4f));
-            w.set_lut(r, p);
-        }
-        return w;
-    }
-    for (Index r = 0; r < rows; ++r)
-        for (Index g = 0; g < w.groups(); ++g) {
-            const auto words = npft::random_words(npft::RandomKey{seed, npft::make_stream(2)}, static_cast<std::uint64_t>(r * w.groups() + g));
-            npft::quant::UniformParams p;
-            p.bits = bits;
-            p.scale = npft::quant::round_to_half(0.001f + 0.1f * npft::bits_to_unit_float(words[0]));
-            p.zero = format == Format::uniform_asymmetric ? static_cast<float>(words[1] % (1u << bits)) : static_cast<float>(1u << (bits - 1));
-            w.set_group(r, g, p);
-        }
-    return w;
+    return npft_test::random_quantized(format, bits, rows, cols, group, seed);
 }
 
-Matrix gaussian(Index rows, Index cols, std::uint64_t seed) {
-    Matrix x(rows, cols);
-    for (Index i = 0; i < x.size(); ++i) x.data()[i] = npft::gaussian(npft::RandomKey{seed, npft::make_stream(3)}, static_cast<std::uint64_t>(i));
-    return x;
-}
+Matrix gaussian(Index rows, Index cols, std::uint64_t seed) { return npft_test::gaussian_matrix(rows, cols, seed, npft::make_stream(3)); }
 
 Matrix run(const QuantizedMatrix& w, const Matrix& x, cpu::Activations activations, int threads = 1) {
     cpu::MultiplyOptions options;

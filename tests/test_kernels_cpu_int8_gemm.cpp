@@ -22,24 +22,6 @@ using npft::quant::QuantizedMatrix;
 namespace cpu = npft::kernels::cpu;
 using Index = npft::index;
 
-QuantizedMatrix random_uniform(Format format, int bits, Index rows, Index cols, Index group, std::uint64_t seed) {
-    QuantizedMatrix w(format, bits, rows, cols, group);
-    const npft::RandomKey key{seed, npft::make_stream(1)};
-    for (Index r = 0; r < rows; ++r)
-        for (Index j = 0; j < cols; ++j)
-            w.codes().set(r, j, npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0] % (1u << bits));
-    for (Index r = 0; r < rows; ++r)
-        for (Index g = 0; g < w.groups(); ++g) {
-            const auto words = npft::random_words(npft::RandomKey{seed, npft::make_stream(2)}, static_cast<std::uint64_t>(r * w.groups() + g));
-            npft::quant::UniformParams p;
-            p.bits = bits;
-            p.scale = npft::quant::round_to_half(0.001f + 0.1f * npft::bits_to_unit_float(words[0]));
-            p.zero = format == Format::uniform_asymmetric ? static_cast<float>(words[1] % (1u << bits)) : static_cast<float>(1u << (bits - 1));
-            w.set_group(r, g, p);
-        }
-    return w;
-}
-
 Matrix run(const QuantizedMatrix& w, const Matrix& x, int threads = 1) {
     return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {threads, cpu::Path::best, cpu::Activations::int8});
 }
@@ -102,7 +84,7 @@ TEST_CASE("int8 GEMM (AVX-512 VNNI): uniform formats, odd shapes, threads and ba
     for (const int bits : {2, 3, 4})
         for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})
             for (const Shape& s : shapes) {
-                const QuantizedMatrix w = random_uniform(format, bits, s.rows, s.cols, s.group, ++seed);
+                const QuantizedMatrix w = npft_test::random_quantized(format, bits, s.rows, s.cols, s.group, ++seed);
                 REQUIRE(cpu::int8_gemm_applies(w));
                 for (const Index batch : {cpu::int8_gemm_min_batch, cpu::int8_gemm_min_batch + 3}) check_gemm(w, batch, seed);
             }

@@ -16,6 +16,7 @@
 
 #include "tiny_llama/blockwise.hpp"
 #include "tiny_llama/quantized_model.hpp"
+#include "test_matrices.hpp"
 
 // POSIX declares a global ::index(); the tests live in their own namespace so that npft::index is unambiguous.
 namespace ptq_tiny_llama_test {
@@ -66,10 +67,7 @@ Batch random_batch(const Config& c, index sequences, index tokens, std::uint64_t
 }
 
 Matrix random_matrix(index rows, index cols, std::uint64_t seed, std::uint64_t stream) {
-    const npft::RandomKey key{seed, npft::make_stream(0xd47a, stream)};
-    Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = npft::gaussian(key, static_cast<std::uint64_t>(i));
-    return m;
+    return npft_test::gaussian_matrix(rows, cols, seed, npft::make_stream(0xd47a, stream));
 }
 
 double dot(const Matrix& a, const Matrix& b) {

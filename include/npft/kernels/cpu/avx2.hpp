@@ -179,27 +179,10 @@ NPFT_TARGET_AVX2 void multiply_rows_typed(const GemmProblem& p, index row_begin,
     }
 }
 
-template <bool Lut>
-inline void multiply_rows_format(const GemmProblem& p, index row_begin, index row_end) {
-    switch (p.weights->bits()) {
-        case 2: multiply_rows_typed<2, Lut>(p, row_begin, row_end); break;
-        case 3: multiply_rows_typed<3, Lut>(p, row_begin, row_end); break;
-        case 4: multiply_rows_typed<4, Lut>(p, row_begin, row_end); break;
-        case 5: multiply_rows_typed<5, Lut>(p, row_begin, row_end); break;
-        case 6: multiply_rows_typed<6, Lut>(p, row_begin, row_end); break;
-        case 7: multiply_rows_typed<7, Lut>(p, row_begin, row_end); break;
-        default: multiply_rows_typed<8, Lut>(p, row_begin, row_end); break;
-    }
-}
-
 /// Computes output rows [row_begin, row_end). Requires the AVX2 path (CpuFeatures::has_avx2_path) and a group size
 /// that is a multiple of 8.
 inline void multiply_rows(const GemmProblem& p, index row_begin, index row_end) {
-    if (p.weights->format() == quant::Format::lut) {
-        multiply_rows_format<true>(p, row_begin, row_end);
-    } else {
-        multiply_rows_format<false>(p, row_begin, row_end);
-    }
+    dispatch_bits_and_format(*p.weights, [&](auto bits, auto lut) { multiply_rows_typed<bits(), lut()>(p, row_begin, row_end); });
 }
 
 #undef NPFT_TARGET_AVX2

@@ -2,6 +2,7 @@
 // What every CPU kernel path receives: the quantized matrix, activations as contiguous rows, and the output view.
 // multiply.hpp builds it once per call (validating shapes), then each path computes a range of output rows.
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../../core/config.hpp"
@@ -32,5 +33,27 @@ struct GemmProblem {
 
 /// Words of zero padding after the copy of the last row.
 inline constexpr index last_row_padding_words = 4;
+
+/// Calls rows(bits, lut) with w's bit width (2..8) and whether w is a LUT matrix as compile-time constants
+/// (std::integral_constant): the SIMD paths instantiate their row loops per format through this one switch.
+template <class Rows>
+inline void dispatch_bits_and_format(const quant::QuantizedMatrix& w, Rows&& rows) {
+    const auto with_bits = [&](auto lut) {
+        switch (w.bits()) {
+            case 2: rows(std::integral_constant<int, 2>{}, lut); break;
+            case 3: rows(std::integral_constant<int, 3>{}, lut); break;
+            case 4: rows(std::integral_constant<int, 4>{}, lut); break;
+            case 5: rows(std::integral_constant<int, 5>{}, lut); break;
+            case 6: rows(std::integral_constant<int, 6>{}, lut); break;
+            case 7: rows(std::integral_constant<int, 7>{}, lut); break;
+            default: rows(std::integral_constant<int, 8>{}, lut); break;
+        }
+    };
+    if (w.format() == quant::Format::lut) {
+        with_bits(std::true_type{});
+    } else {
+        with_bits(std::false_type{});
+    }
+}
 
 }  // namespace npft::kernels::cpu
