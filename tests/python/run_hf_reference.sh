@@ -1,17 +1,19 @@
 #!/bin/sh
 # CTest driver: synthetic Hugging Face checkpoints (single file and sharded; F32, F16, BF16; grouped-query attention;
 # tied embeddings) loaded by npft and compared, log-probability by log-probability, with a numpy implementation of
-# the Hugging Face LLaMA forward. Needs a Python with numpy ($NPFT_PYTHON, build/interop-venv or build/py-venv);
+# the Hugging Face LLaMA forward. Needs a Python with numpy ($NPFT_PYTHON, the environment scripts/interop.sh makes in ~/.cache/npft, build/interop-venv or build/py-venv);
 # exits 77 (skipped) without one.
 program=$1
 source_dir=$2
 work=$3
 python=
-for candidate in ${NPFT_PYTHON:-} "$source_dir/build/interop-venv/bin/python" "$source_dir/build/py-venv/bin/python"; do
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/npft
+for candidate in ${NPFT_PYTHON:-} "$cache"/interop-venv-*/bin/python "$source_dir/build/interop-venv/bin/python" \
+                 "$source_dir/build/py-venv/bin/python"; do
   if [ -x "$candidate" ] && "$candidate" -c "import numpy" 2>/dev/null; then python=$candidate; break; fi
 done
 if [ -z "$python" ]; then
-  echo "SKIPPED: no Python with numpy (set NPFT_PYTHON, or run scripts/interop.sh once to make build/interop-venv)"
+  echo "SKIPPED: no Python with numpy (set NPFT_PYTHON, or run scripts/interop.sh once: it makes ~/.cache/npft/interop-venv-<version>)"
   exit 77
 fi
 script=$source_dir/tests/python/hf_reference.py
