@@ -39,7 +39,8 @@ struct OutlierMask {
             const index p = positions[i];
             require(p >= 0 && p < total, "mask position ", p, " (entry ", i, ") lies outside the ", rows, " x ", cols,
                     " matrix (expected 0 <= position < ", total, ")");
-            require(i == 0 || positions[i - 1] < p, "mask positions must be sorted and unique, but entry ", i, " (", p,
+            if (i == 0) continue;  // require() evaluates its message arguments, so positions[i - 1] needs i > 0 first
+            require(positions[i - 1] < p, "mask positions must be sorted and unique, but entry ", i, " (", p,
                     ") follows ", positions[i - 1]);
         }
     }

@@ -37,7 +37,8 @@ inline void require_valid_csr(const CsrView& s, index rows, index cols) {
         for (index e = s.row_offsets[r]; e < s.row_offsets[r + 1]; ++e) {
             require(s.columns[e] >= 0 && s.columns[e] < cols, "sparse outliers: column ", s.columns[e], " of entry ", e, " (row ",
                     r, ") is outside [0, ", cols, ")");
-            require(e == s.row_offsets[r] || s.columns[e - 1] < s.columns[e], "sparse outliers: columns of row ", r,
+            if (e == s.row_offsets[r]) continue;  // require() evaluates its message arguments: columns[e - 1] needs this
+            require(s.columns[e - 1] < s.columns[e], "sparse outliers: columns of row ", r,
                     " must be strictly ascending, but entry ", e, " has column ", s.columns[e], " after ", s.columns[e - 1]);
         }
     }
