@@ -44,6 +44,8 @@
 #include "train/pipeline.hpp"
 #include "train/presets.hpp"
 #include "train/progress.hpp"
+#include "stats/student_t.hpp"
+#include "stats/paired_difference.hpp"
 #include "quant/dense_sparse.hpp"
 #include "ptq/block_model.hpp"
 #include "ptq/objectives.hpp"
