@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <npft/core/random.hpp>
+#include <npft/stats/mean_interval.hpp>
 #include <npft/stats/paired_difference.hpp>
 #include <npft/stats/student_t.hpp>
 
@@ -101,4 +102,20 @@ TEST_CASE("paired_difference rejects what cannot be compared", "[stats]") {
     CHECK_THROWS_WITH(npft::stats::paired_difference(two, two, Better::lower, 1.0), Contains("confidence"));
     CHECK_THROWS_WITH(npft::stats::student_t_quantile(0.0, 3.0), Contains("strictly between 0 and 1"));
     CHECK_THROWS_WITH(npft::stats::student_t_cdf(1.0, 0.0), Contains("degrees of freedom must be positive"));
+}
+
+TEST_CASE("mean_interval on a hand-computed example, and its errors", "[stats]") {
+    // 2, 4, 6: mean 4, sample standard deviation 2, standard error 2 / sqrt(3), 97.5% t at 2 df 4.302652730.
+    const std::vector<double> values = {2.0, 4.0, 6.0};
+    const auto m = npft::stats::mean_interval(values);
+    CHECK(m.count == 3);
+    CHECK(m.mean == 4.0);
+    CHECK(m.standard_error == Approx(2.0 / std::sqrt(3.0)).epsilon(1e-12));
+    CHECK(m.ci_low == Approx(4.0 - 4.302652730 * 2.0 / std::sqrt(3.0)).epsilon(1e-8));
+    CHECK(m.ci_high == Approx(4.0 + 4.302652730 * 2.0 / std::sqrt(3.0)).epsilon(1e-8));
+    const auto narrow = npft::stats::mean_interval(values, 0.5);  // 75% point of t(2) = 0.816497 (= 1/sqrt(1.5))
+    CHECK(narrow.ci_high - narrow.mean == Approx(0.816496581 * 2.0 / std::sqrt(3.0)).epsilon(1e-7));
+    const std::vector<double> one = {1.0}, with_inf = {1.0, std::numeric_limits<double>::infinity()};
+    CHECK_THROWS_WITH(npft::stats::mean_interval(one), Contains("at least 2 values"));
+    CHECK_THROWS_WITH(npft::stats::mean_interval(with_inf), Contains("value 1 is not finite"));
 }

@@ -45,6 +45,7 @@
 #include "train/presets.hpp"
 #include "train/progress.hpp"
 #include "stats/student_t.hpp"
+#include "stats/mean_interval.hpp"
 #include "stats/paired_difference.hpp"
 #include "quant/dense_sparse.hpp"
 #include "ptq/block_model.hpp"

@@ -5,10 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <span>
+#include <vector>
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
-#include "student_t.hpp"
+#include "mean_interval.hpp"
 
 namespace npft::stats {
 
@@ -53,21 +54,22 @@ inline PairedDifference paired_difference(std::span<const double> treatment, std
     require(treatment.size() >= 2, "paired_difference: needs at least 2 pairs for a standard error, got ",
             treatment.size());
     require(confidence > 0.0 && confidence < 1.0, "paired_difference: confidence must lie in (0, 1), got ", confidence);
-    PairedDifference out;
-    out.pairs = static_cast<index>(treatment.size());
-    out.confidence = confidence;
-    double sum = 0.0;
+    std::vector<double> differences(treatment.size());
     for (std::size_t i = 0; i < treatment.size(); ++i) {
         require(std::isfinite(treatment[i]) && std::isfinite(control[i]), "paired_difference: pair ", i,
                 " is not finite (treatment ", treatment[i], ", control ", control[i], ")");
-        sum += treatment[i] - control[i];
+        differences[i] = treatment[i] - control[i];
     }
-    out.mean = sum / static_cast<double>(out.pairs);
-    double squares = 0.0;
+    const MeanInterval m = mean_interval(differences, confidence);
+    PairedDifference out;
+    out.pairs = m.count;
+    out.mean = m.mean;
+    out.standard_error = m.standard_error;
+    out.confidence = confidence;
+    out.ci_low = m.ci_low;
+    out.ci_high = m.ci_high;
     index losses = 0;
-    for (std::size_t i = 0; i < treatment.size(); ++i) {
-        const double d = treatment[i] - control[i];
-        squares += (d - out.mean) * (d - out.mean);
+    for (const double d : differences) {
         if (d == 0.0) {
             ++out.ties;
         } else if ((d < 0.0) == (better == Better::lower)) {
@@ -76,10 +78,6 @@ inline PairedDifference paired_difference(std::span<const double> treatment, std
             ++losses;
         }
     }
-    out.standard_error = std::sqrt(squares / static_cast<double>(out.pairs - 1) / static_cast<double>(out.pairs));
-    const double t = student_t_quantile(0.5 + confidence / 2.0, static_cast<double>(out.pairs - 1));
-    out.ci_low = out.mean - t * out.standard_error;
-    out.ci_high = out.mean + t * out.standard_error;
     out.sign_test_p = sign_test_p_value(out.wins, losses);
     return out;
 }
