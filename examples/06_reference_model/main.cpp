@@ -19,12 +19,12 @@
 #include "tiny_llama/tokenizer.hpp"
 #include "verbatim_overlap.hpp"
 
+namespace reference {
+
 namespace fs = std::filesystem;
 using demo::Clock;
 using demo::seconds_since;
 using npft::index;
-
-namespace {
 
 struct Settings {
     fs::path out_dir = "reference_model";
@@ -83,8 +83,8 @@ Settings parse_settings(int argc, char** argv) {
     return s;
 }
 
-std::atomic<bool> interrupted{false};
-extern "C" void on_interrupt(int) { interrupted.store(true); }
+inline std::atomic<bool> interrupted{false};
+extern "C" inline void on_interrupt(int) { interrupted.store(true); }
 
 std::string format_duration(double seconds) {
     const auto s = static_cast<long long>(seconds);
@@ -177,6 +177,6 @@ int run(int argc, char** argv) {
     }
 }
 
-}  // namespace
+}  // namespace reference
 
-int main(int argc, char** argv) { return run(argc, argv); }
+int main(int argc, char** argv) { return reference::run(argc, argv); }
