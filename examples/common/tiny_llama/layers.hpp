@@ -116,15 +116,11 @@ inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v,
         const auto vh = v.block(s * length, (h / group) * head_dim, length, head_dim);
         p.noalias() = (qh * kh.transpose()) * scale;
         for (index t = 0; t < length; ++t) {
-            // Causal: token t sees positions 0..t; the masked tail gets probability exactly 0.
-            const float top = p.row(t).head(t + 1).maxCoeff();
-            float sum = 0.0f;
-            for (index j = 0; j <= t; ++j) {
-                const float e = std::exp(p(t, j) - top);
-                p(t, j) = e;
-                sum += e;
-            }
-            p.row(t).head(t + 1) /= sum;
+            // Causal: token t sees positions 0..t; the masked tail gets probability exactly 0. Eigen's exp is
+            // vectorized (std::exp in a loop is not), and the row's sum is Eigen's fixed-order reduction.
+            auto seen = p.row(t).head(t + 1).array();
+            seen = (seen - seen.maxCoeff()).exp();
+            seen /= seen.sum();
             p.row(t).tail(length - t - 1).setZero();
         }
         out.block(s * length, h * head_dim, length, head_dim).noalias() = p * vh;
@@ -171,12 +167,10 @@ inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 inline void swiglu_forward(const Matrix& gate, const Matrix& up, Matrix& act, int threads = 1) {
     act.resize(gate.rows(), gate.cols());
-    const index width = gate.cols();
     parallel::for_each_row_tile(gate.rows(), parallel::token_tile, threads, [&](index begin, index end) {
-        for (index i = begin * width; i < end * width; ++i) {
-            const float g = gate.data()[i];
-            act.data()[i] = g * sigmoid(g) * up.data()[i];
-        }
+        // Whole rows as Eigen arrays: the exp is vectorized.
+        const auto g = gate.middleRows(begin, end - begin).array();
+        act.middleRows(begin, end - begin).array() = g / (1.0f + (-g).exp()) * up.middleRows(begin, end - begin).array();
     });
 }
 
@@ -185,13 +179,12 @@ inline void swiglu_backward(const Matrix& gate, const Matrix& up, const Matrix& 
                             int threads = 1) {
     dgate.resize(gate.rows(), gate.cols());
     dup.resize(gate.rows(), gate.cols());
-    const index width = gate.cols();
     parallel::for_each_row_tile(gate.rows(), parallel::token_tile, threads, [&](index begin, index end) {
-        for (index i = begin * width; i < end * width; ++i) {
-            const float g = gate.data()[i], sg = sigmoid(g), d = dact.data()[i];
-            dup.data()[i] = d * g * sg;
-            dgate.data()[i] = d * up.data()[i] * sg * (1.0f + g * (1.0f - sg));
-        }
+        const auto g = gate.middleRows(begin, end - begin).array();
+        const auto d = dact.middleRows(begin, end - begin).array();
+        const Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> sg = 1.0f / (1.0f + (-g).exp());
+        dup.middleRows(begin, end - begin).array() = d * g * sg;
+        dgate.middleRows(begin, end - begin).array() = d * up.middleRows(begin, end - begin).array() * sg * (1.0f + g * (1.0f - sg));
     });
 }
 
