@@ -36,6 +36,7 @@
 // Shared with blockwise_ptq: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
 #include "demo_setup.hpp"
 #include "kjv_corpus.hpp"
+#include "verbatim_overlap.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
 #include "tiny_llama/model.hpp"
@@ -58,8 +59,10 @@ struct Settings {
     bool large = false;
     std::uint64_t seed = 0;
     Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
-    // Evaluation: non-overlapping windows of context + 1 bytes spread evenly through the test split.
-    index eval_windows = 192;
+    // Evaluation: the whole test split in windows of context + 1 bytes with stride context (every byte but the first
+    // predicted once); N > 0 evaluates N non-overlapping windows spread evenly through it instead (faster, noisier).
+    index eval_windows = 0;
+    int threads = 2;  // training and evaluation; the results do not depend on it
     // Calibration: sequences from the train split, one per batch, for the Fisher (per-sequence squared gradients) and
     // the GPTQ Hessians.
     index calibration_sequences = 64;
@@ -74,13 +77,14 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
+    " [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--threads N] [--quick]\n"
     "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
     "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
     "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
     "  --seed N           seeds everything (default 0): same seed, same table\n"
     "  --train-steps N    pre-training steps (default 600)\n"
-    "  --eval-windows N   test windows of 129 bytes to evaluate on (default 192; 0: the whole test split)\n"
+    "  --eval-windows N   evaluate on N test windows of 129 bytes (default 0: the whole test split)\n"
+    "  --threads N        threads for training and evaluation (default 2; the results do not depend on it)\n"
     "  --quick            a smoke run: tiny budgets everywhere (the figures mean nothing)\n";
 
 Settings parse_settings(int argc, char** argv) {
@@ -93,6 +97,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
+        else if (cl.is("--threads")) s.threads = static_cast<int>(std::max<index>(1, cl.integer()));
         else if (cl.is("--quick")) {
             s.pretraining.steps = 20;
             s.eval_windows = 8;
@@ -150,6 +155,8 @@ struct Row {
     int bits = 0;
     index group = 0;
     double test_ppl = 0.0;
+    double bits_per_byte = 0.0;
+    double gap = 0.0;  // test_ppl minus that of the fp32 model it was quantized from (fine-tuned, for +npft rows)
     double test_ppl_int8 = 0.0;  // the same packed weights run with int8 activations (the kernels' fast path)
     double bits_per_weight = 0.0;
     double seconds = 0.0;  // quantization time; for +npft rows, fine-tuning plus quantization
@@ -160,8 +167,8 @@ struct Row {
 
 /// Quantizes every linear layer with `quantize_one(name, weights)` and measures the result.
 template <class F>
-Row quantized_row(const Model& model, const std::vector<Batch>& test, std::string method, int bits, index group,
-                  F&& quantize_one, double extra_seconds = 0.0) {
+Row quantized_row(const Model& model, const std::vector<Batch>& test, double source_ppl, std::string method, int bits,
+                  index group, F&& quantize_one, double extra_seconds = 0.0) {
     const auto start = Clock::now();
     QuantizedModel q(model);
     for (index l = 0; l < model.config().layers; ++l)
@@ -175,9 +182,12 @@ Row quantized_row(const Model& model, const std::vector<Batch>& test, std::strin
     row.group = group;
     row.seconds = seconds_since(start) + extra_seconds;
     row.bits_per_weight = q.bits_per_weight();
-    q.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
-    row.test_ppl = tiny_llama::perplexity(q, test);
-    q.set_multiply_options({.activations = npft::kernels::cpu::Activations::int8});
+    q.set_multiply_options({.threads = model.threads(), .activations = npft::kernels::cpu::Activations::fp32});
+    const auto evaluation = tiny_llama::evaluate(q, test, tiny_llama::ByteTokenizer{});
+    row.test_ppl = evaluation.perplexity();
+    row.bits_per_byte = evaluation.bits_per_byte();
+    row.gap = row.test_ppl - source_ppl;
+    q.set_multiply_options({.threads = model.threads(), .activations = npft::kernels::cpu::Activations::int8});
     row.test_ppl_int8 = tiny_llama::perplexity(q, test);
     std::fprintf(stderr, "  %-26s %d-bit group %-4td  ppl %8.4f (int8 activations %8.4f)  %.3f bits/weight  %.1f s\n",
                  row.method.c_str(), bits, group, row.test_ppl, row.test_ppl_int8, row.bits_per_weight, row.seconds);
@@ -263,9 +273,12 @@ int run(int argc, char** argv) {
                                                        : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file);
         const auto train_tokens = tiny_llama::byte_tokens(corpus.train);
         const auto test_tokens = tiny_llama::byte_tokens(corpus.test);
-        std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes\n", corpus.name.c_str(),
-                    corpus.train.size(), corpus.validation.size(), corpus.test.size());
-        const auto test = tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
+        std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes (%.1f%% of the test bytes lie in "
+                    "32-byte spans found verbatim in the training split)\n", corpus.name.c_str(), corpus.train.size(),
+                    corpus.validation.size(), corpus.test.size(), 100.0 * corpus::verbatim_share(corpus.test, corpus.train));
+        const auto test = s.eval_windows == 0
+                              ? tiny_llama::whole_text_batches(test_tokens, config.context + 1, 16)
+                              : tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
         index test_predictions = 0, test_windows = 0;
         for (const auto& b : test) {
             test_predictions += b.count() * b.positions();
@@ -278,6 +291,7 @@ int run(int argc, char** argv) {
         std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.out_dir});
         double train_seconds = 0.0;
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
+        model.set_threads(s.threads);
         std::printf("model: %td layers, dim %td, %td heads, hidden %td, context %td: %td parameters (%td in linear layers)\n",
                     config.layers, config.dim, config.heads, config.hidden, config.context,
                     model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
@@ -292,9 +306,11 @@ int run(int argc, char** argv) {
             train_seconds = seconds_since(start);
             tiny_llama::save_weights(checkpoint_path, config, model.weights(), checkpoint.key);
         }
-        const double fp32_ppl = tiny_llama::perplexity(model, test);
-        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows)\n", fp32_ppl,
-                    std::log2(fp32_ppl), test_predictions, test_windows);
+        const auto fp32_evaluation = tiny_llama::evaluate(model, test, tiny_llama::ByteTokenizer{});
+        const double fp32_ppl = fp32_evaluation.perplexity();
+        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows, %s)\n", fp32_ppl,
+                    fp32_evaluation.bits_per_byte(), test_predictions, test_windows,
+                    s.eval_windows == 0 ? "the whole test split, stride 128" : "a sample of the test split");
         std::fflush(stdout);
 
         // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs
@@ -313,23 +329,23 @@ int run(int argc, char** argv) {
             std::fprintf(stderr, "[quantize] %d-bit baselines\n", bits);
             for (const index group : {index{0}, index{128}}) {
                 const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
-                rows.push_back(quantized_row(model, test, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
+                rows.push_back(quantized_row(model, test, fp32_ppl, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
                     return PackedLinear(rtn.quantize(view(w)));
                 }));
             }
             for (const index group : {index{0}, index{128}}) {
                 const npft::quant::Gptq gptq(npft::quant::UniformGrid(bits, group));
-                rows.push_back(quantized_row(model, test, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
+                rows.push_back(quantized_row(model, test, fp32_ppl, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
                     return PackedLinear(gptq.quantize(w, hessians.at(name)));
                 }, calibration_seconds));
             }
             const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
-            rows.push_back(quantized_row(model, test, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+            rows.push_back(quantized_row(model, test, fp32_ppl, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(kmeans.quantize(view(w), view(fisher.at(name))));
             }, calibration_seconds));
             const SparseSelector sparse{npft::outliers::TopFisher{s.sparse_sensitive_fraction},
                                         npft::outliers::TopMagnitude{s.sparse_magnitude_fraction}};
-            rows.push_back(quantized_row(model, test, "nonuniform+dense-sparse", bits, 0,
+            rows.push_back(quantized_row(model, test, fp32_ppl, "nonuniform+dense-sparse", bits, 0,
                                          [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(npft::quant::split_dense_sparse(view(w), sparse, npft::quant::NonUniformGrid(bits),
                                                                     view(fisher.at(name))));
@@ -395,6 +411,7 @@ int run(int argc, char** argv) {
             const double finetune_seconds = seconds_since(finetune_start);
             const auto trace_after = outlier_trace(model, trace_batch, masks);
             const double ppl = tiny_llama::perplexity(model, test);
+            const double tuned_ppl = ppl;
             (with_noise ? npft_ppl : control_ppl) = ppl;
             std::fprintf(stderr, "[%s] Tr(H_outliers) after: %.4g +- %.2g (%td probes); fine-tuning took %.1f s; fp32 test ppl %.4f\n",
                          tag, trace_after.value, trace_after.standard_error, trace_after.probes, finetune_seconds, ppl);
@@ -413,12 +430,12 @@ int run(int argc, char** argv) {
                 };
                 for (const index group : {index{0}, index{128}}) {
                     const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
-                    add(quantized_row(model, test, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
+                    add(quantized_row(model, test, tuned_ppl, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
                         return PackedLinear(rtn.quantize(view(w)));
                     }, finetune_seconds));
                 }
                 const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
-                add(quantized_row(model, test, std::string("nonuniform+") + tag, bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+                add(quantized_row(model, test, tuned_ppl, std::string("nonuniform+") + tag, bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                     return PackedLinear(kmeans.quantize(view(w), view(tuned_fisher.at(name))));
                 }, finetune_seconds + tuned_fisher_seconds));
             }
@@ -450,8 +467,9 @@ int run(int argc, char** argv) {
                            "},\n \"corpus\": {\"name\": " + json_string(corpus.name) + ", \"train_bytes\": " +
                            std::to_string(corpus.train.size()) + ", \"test_bytes\": " + std::to_string(corpus.test.size()) +
                            ", \"validation_bytes\": " + std::to_string(corpus.validation.size()) +
-                           ", \"test_predictions\": " + std::to_string(test_predictions) + "},\n \"fp32\": {\"test_ppl\": " +
-                           json_number(fp32_ppl) + ", \"train_seconds\": " + json_number(train_seconds) +
+                           ", \"test_predictions\": " + std::to_string(test_predictions) +
+                           ", \"whole_test_split\": " + (s.eval_windows == 0 ? "true" : "false") + "},\n \"fp32\": {\"test_ppl\": " +
+                           json_number(fp32_ppl) + ", \"bits_per_byte\": " + json_number(fp32_evaluation.bits_per_byte()) + ", \"train_seconds\": " + json_number(train_seconds) +
                            ", \"cached\": " + (cached ? "true" : "false") + ", \"npft_test_ppl\": " + json_number(npft_ppl) +
                            ", \"lora_control_test_ppl\": " + json_number(control_ppl) +
                            "},\n \"npft\": {\"stages\": " + std::to_string(s.npft.stages) + ", \"steps_per_stage\": " +
@@ -464,7 +482,8 @@ int run(int argc, char** argv) {
             const Row& r = rows[i];
             json += std::string(i ? ",\n  " : "\n  ") + "{\"method\": " + json_string(r.method) + ", \"bits\": " +
                     std::to_string(r.bits) + ", \"group\": " + std::to_string(r.group) + ", \"test_ppl\": " +
-                    json_number(r.test_ppl) + ", \"test_ppl_int8_activations\": " + json_number(r.test_ppl_int8) +
+                    json_number(r.test_ppl) + ", \"gap\": " + json_number(r.gap) +
+                    ", \"bits_per_byte\": " + json_number(r.bits_per_byte) + ", \"test_ppl_int8_activations\": " + json_number(r.test_ppl_int8) +
                     ", \"bits_per_weight\": " + json_number(r.bits_per_weight) +
                     ", \"seconds\": " + json_number(r.seconds);
             if (r.trace_before)

@@ -25,6 +25,7 @@
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
 #include "tiny_llama/model.hpp"
+#include "tiny_llama/pretraining.hpp"
 
 namespace demo {
 
@@ -120,61 +121,31 @@ private:
 
 // ---- the fp32 model -------------------------------------------------------------------------------------------------
 
-/// How the fp32 model is pre-trained: AdamW, linear warmup over the first 5% of the steps then cosine decay to 10% of
-/// `lr`, the global gradient norm clipped to 1, `batch` random windows of context + 1 bytes per step.
-struct Pretraining {
-    index steps = 600;
-    index batch = 16;
-    float lr = 2e-3f;
-};
-
-inline float learning_rate(const Pretraining& recipe, index step) {
-    const index warmup = std::max<index>(1, recipe.steps / 20);
-    if (step < warmup) return recipe.lr * static_cast<float>(step + 1) / static_cast<float>(warmup);
-    const double progress =
-        static_cast<double>(step - warmup) / static_cast<double>(std::max<index>(1, recipe.steps - warmup));
-    return recipe.lr * static_cast<float>(0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)));
-}
+/// How the fp32 model is pre-trained (tiny_llama/pretraining.hpp): AdamW, warmup then cosine decay, the gradient norm
+/// clipped to 1, `batch` random windows of context + 1 bytes per step.
+using Pretraining = tiny_llama::Pretraining;
 
 /// Pre-trains `model` on `train` with `recipe`. The batches are keyed by (seed, "rain", step), so the same seed trains
-/// the same weights. Progress goes to stderr: one line rewritten in place on a terminal, else a line every 50 steps
-/// and at the last.
+/// the same weights (on any thread count). Progress goes to stderr: one line rewritten in place on a terminal, else a
+/// line every 50 steps and at the last.
 inline void pretrain(tiny_llama::Model& model, const std::vector<tiny_llama::Token>& train, const Pretraining& recipe,
                      std::uint64_t seed) {
-    const npft::train::AdamW adamw{.beta1 = 0.9f, .beta2 = 0.95f, .epsilon = 1e-8f, .weight_decay = 0.01f};
-    auto params = model.parameters();
-    std::vector<npft::train::AdamW::State> states;
-    for (const auto& p : params) states.push_back(adamw.make_state(p.value.size()));
-    const npft::RandomKey key{seed, npft::make_stream(0x7261696e)};  // "rain"
+    tiny_llama::Pretrainer trainer(model, recipe, seed);
     const auto start = Clock::now();
     double smoothed = 0.0;
     const bool tty = ::isatty(2);
-    for (index step = 0; step < recipe.steps; ++step) {
-        const tiny_llama::Batch batch = tiny_llama::random_windows(train, recipe.batch, model.config().context + 1, key,
-                                                                   static_cast<std::uint64_t>(step));
-        const double loss = model.loss_and_gradient(batch);
-        npft::require(std::isfinite(loss), "pre-training diverged at step ", step, " (loss ", loss, ")");
-        // Clip the global gradient norm to 1: early steps of a byte-level model can spike.
-        double norm2 = 0.0;
-        for (const auto& p : params) norm2 += static_cast<double>(npft::to_eigen(p.grad).squaredNorm());
-        const float clip = static_cast<float>(std::min(1.0, 1.0 / std::sqrt(norm2 + 1e-30)));
-        const float lr = learning_rate(recipe, step);
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            auto g = npft::to_eigen(params[i].grad);
-            if (clip < 1.0f) g *= clip;
-            const auto n = static_cast<std::size_t>(params[i].value.size());
-            adamw.step(states[i], std::span<float>(params[i].value.data(), n),
-                       std::span<const float>(params[i].grad.data(), n), lr);
-        }
+    while (!trainer.done()) {
+        const index step = trainer.step();
+        const double loss = trainer.train_step(train);
         // The printed loss is smoothed: one batch's loss is too noisy to read a trend from.
         smoothed = step == 0 ? loss : 0.95 * smoothed + 0.05 * loss;
-        const bool last = step + 1 == recipe.steps;
+        const bool last = trainer.done();
         if (tty || last || (step + 1) % 50 == 0) {
             const double elapsed = seconds_since(start);
             const double eta = elapsed / static_cast<double>(step + 1) * static_cast<double>(recipe.steps - step - 1);
             std::fprintf(stderr, "%s[train] step %td/%td  loss %.4f  (%.2f bits/byte)  lr %.2g  %.0f s, eta %.0f s%s",
                          tty ? "\r" : "", step + 1, recipe.steps, smoothed, smoothed / std::log(2.0),
-                         static_cast<double>(lr), elapsed, eta, tty && !last ? "   " : "\n");
+                         static_cast<double>(trainer.last_learning_rate()), elapsed, eta, tty && !last ? "   " : "\n");
             std::fflush(stderr);
         }
     }

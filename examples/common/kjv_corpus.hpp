@@ -5,10 +5,16 @@
 // "Ge1:1 In the beginning God created the heaven and the earth." The reference prefix is dropped; each book becomes its
 // verses joined by newlines, and each split is its books in canonical order, each book ending in a newline.
 //
-// The fixed split (about 3.5% test, 1.5% validation):
-//   test       = Ruth, Ecclesiastes, Mark, 1 John         (narrative, wisdom, gospel, epistle)
-//   validation = Lamentations, Jonah, Galatians, James
+// The fixed split (5.6% test, 2.6% validation, by bytes):
+//   test       = Job, Ecclesiastes, John, 1 John         (poetry, wisdom, gospel, epistle)
+//   validation = Song of Solomon, Lamentations, Revelation, James
 //   train      = the other 58 books
+// The held-out books were chosen for having no near-verbatim parallels in the training books: 1.7% of the test bytes
+// and 1.6% of the validation bytes lie in a 32-byte span that occurs verbatim in the training split (mostly stock
+// phrases such as "and it came to pass"; corpus::verbatim_share in verbatim_overlap.hpp measures it, the demo prints it).
+// The earlier split (Ruth, Ecclesiastes, Mark, 1 John) had 15.8%: Mark repeats Matthew and Luke. John goes with 1 John,
+// its closest relative, so neither is a parallel of the other's training text; the synoptic gospels, Samuel / Kings /
+// Chronicles, Ezra / Nehemiah and Jude / 2 Peter all train.
 // Any other text file can stand in (split_text): the first 90% of its lines train, the next 5% validate, the last 5% test.
 #include <algorithm>
 #include <array>
@@ -42,8 +48,8 @@ struct Corpus {
     std::vector<std::string> train_parts, validation_parts, test_parts;  // book names (or line ranges for a plain file)
 };
 
-inline constexpr std::array<std::string_view, 4> test_books = {"Ruth", "Eccl", "Mark", "1Jn"};
-inline constexpr std::array<std::string_view, 4> validation_books = {"Lam", "Jonah", "Gal", "Jas"};
+inline constexpr std::array<std::string_view, 4> test_books = {"Job", "Eccl", "John", "1Jn"};
+inline constexpr std::array<std::string_view, 4> validation_books = {"SSol", "Lam", "Rev", "Jas"};
 inline constexpr const char* bible_command = "bible -f \"Gen1:1-Rev22:21\"";
 
 /// Splits `bible` output into books in their order of appearance. Every non-empty line must start with a reference.

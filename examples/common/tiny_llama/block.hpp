@@ -12,6 +12,7 @@
 
 #include "config.hpp"
 #include "layers.hpp"
+#include "parallel.hpp"
 #include "weights.hpp"
 
 namespace tiny_llama {
@@ -39,44 +40,47 @@ concept LinearFn = requires(const F& f, index layer, LinearKind kind, const Matr
 
 /// Runs block `layer` on the residual stream `x` (tokens x dim: sequences of `length` tokens stacked), in place.
 /// `a` receives the activations; with `keep_for_backward` false the attention probabilities and the block input are
-/// not kept (a forward-only pass), and `a` is only scratch.
+/// not kept (a forward-only pass), and `a` is only scratch. `threads` runs the norms, rotations, attention and SwiGLU
+/// on that many threads (the linears thread as `linear` does), with the same bits for every count.
 template <LinearFn Linears>
 void block_forward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, const Linears& linear,
-                   index layer, index length, Matrix& x, BlockActivations& a, bool keep_for_backward) {
+                   index layer, index length, Matrix& x, BlockActivations& a, bool keep_for_backward, int threads = 1) {
     npft::require(length >= 1 && length <= config.context && x.rows() % length == 0, "block input of ", x.rows(),
                   " tokens must hold whole sequences of 1 to ", config.context, " tokens, got length ", length);
     npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
     const index tokens = x.rows();
-    layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn);
+    layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn, threads);
     a.q.resize(tokens, config.dim);
     a.k.resize(tokens, config.kv_dim());
     a.v.resize(tokens, config.kv_dim());
     linear(layer, LinearKind::q, a.h_attn, a.q);
     linear(layer, LinearKind::k, a.h_attn, a.k);
     linear(layer, LinearKind::v, a.h_attn, a.v);
-    layers::rope_rotate(a.q, length, config.head_dim(), rope, false);
-    layers::rope_rotate(a.k, length, config.head_dim(), rope, false);
-    layers::attention_forward(a.q, a.k, a.v, length, config.heads, a.attn, keep_for_backward ? &a.probs : nullptr);
+    layers::rope_rotate(a.q, length, config.head_dim(), rope, false, threads);
+    layers::rope_rotate(a.k, length, config.head_dim(), rope, false, threads);
+    layers::attention_forward(a.q, a.k, a.v, length, config.heads, a.attn, keep_for_backward ? &a.probs : nullptr,
+                              threads);
     Matrix projected(tokens, config.dim);
     linear(layer, LinearKind::o, a.attn, projected);
     if (keep_for_backward) a.x_in = x;
     x += projected;
     if (keep_for_backward) a.x_mid = x;
 
-    layers::rmsnorm_forward(x, lw.mlp_norm, config.norm_eps, a.h_mlp, a.inv_rms_mlp);
+    layers::rmsnorm_forward(x, lw.mlp_norm, config.norm_eps, a.h_mlp, a.inv_rms_mlp, threads);
     a.gate.resize(tokens, config.hidden);
     a.up.resize(tokens, config.hidden);
     linear(layer, LinearKind::gate, a.h_mlp, a.gate);
     linear(layer, LinearKind::up, a.h_mlp, a.up);
-    layers::swiglu_forward(a.gate, a.up, a.act);
+    layers::swiglu_forward(a.gate, a.up, a.act, threads);
     linear(layer, LinearKind::down, a.act, projected);
     x += projected;
 }
 
 /// Backward through one block: `dx` holds dL/d(block output) on entry and dL/d(block input) on return. Writes (does
 /// not accumulate) every gradient of the block into `lg`. `a` must come from block_forward with keep_for_backward.
+/// Every product and layer runs on `threads` threads, split as parallel.hpp says: the same bits for every count.
 inline void block_backward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, index length,
-                           const BlockActivations& a, Matrix& dx, LayerWeights& lg) {
+                           const BlockActivations& a, Matrix& dx, LayerWeights& lg, int threads = 1) {
     npft::require(dx.rows() == a.x_mid.rows() && dx.cols() == config.dim, "block output gradient must be ",
                   a.x_mid.rows(), " x ", config.dim, ", got ", dx.rows(), " x ", dx.cols());
     lg.attn_norm.setZero(1, config.dim);
@@ -84,28 +88,28 @@ inline void block_backward(const Config& config, const LayerWeights& lw, const l
     Matrix dact, dgate, dup, dh, dattn, dq, dk, dv;
 
     // MLP: dx is the gradient of the block's output, which the residual passes to x_mid unchanged.
-    lg.down.noalias() = dx.transpose() * a.act;
-    dact.noalias() = dx * lw.down;
-    layers::swiglu_backward(a.gate, a.up, dact, dgate, dup);
-    lg.gate.noalias() = dgate.transpose() * a.h_mlp;
-    lg.up.noalias() = dup.transpose() * a.h_mlp;
-    dh.noalias() = dgate * lw.gate;
-    dh.noalias() += dup * lw.up;
-    layers::rmsnorm_backward(a.x_mid, lw.mlp_norm, a.inv_rms_mlp, dh, dx, lg.mlp_norm);
+    parallel::dyt_x(dx, a.act, lg.down, threads);
+    parallel::dy_w(dx, lw.down, dact, false, threads);
+    layers::swiglu_backward(a.gate, a.up, dact, dgate, dup, threads);
+    parallel::dyt_x(dgate, a.h_mlp, lg.gate, threads);
+    parallel::dyt_x(dup, a.h_mlp, lg.up, threads);
+    parallel::dy_w(dgate, lw.gate, dh, false, threads);
+    parallel::dy_w(dup, lw.up, dh, true, threads);
+    layers::rmsnorm_backward(a.x_mid, lw.mlp_norm, a.inv_rms_mlp, dh, dx, lg.mlp_norm, threads);
 
     // Attention.
-    lg.o.noalias() = dx.transpose() * a.attn;
-    dattn.noalias() = dx * lw.o;
-    layers::attention_backward(a.q, a.k, a.v, a.probs, dattn, length, config.heads, dq, dk, dv);
-    layers::rope_rotate(dq, length, config.head_dim(), rope, true);
-    layers::rope_rotate(dk, length, config.head_dim(), rope, true);
-    lg.q.noalias() = dq.transpose() * a.h_attn;
-    lg.k.noalias() = dk.transpose() * a.h_attn;
-    lg.v.noalias() = dv.transpose() * a.h_attn;
-    dh.noalias() = dq * lw.q;
-    dh.noalias() += dk * lw.k;
-    dh.noalias() += dv * lw.v;
-    layers::rmsnorm_backward(a.x_in, lw.attn_norm, a.inv_rms_attn, dh, dx, lg.attn_norm);
+    parallel::dyt_x(dx, a.attn, lg.o, threads);
+    parallel::dy_w(dx, lw.o, dattn, false, threads);
+    layers::attention_backward(a.q, a.k, a.v, a.probs, dattn, length, config.heads, dq, dk, dv, threads);
+    layers::rope_rotate(dq, length, config.head_dim(), rope, true, threads);
+    layers::rope_rotate(dk, length, config.head_dim(), rope, true, threads);
+    parallel::dyt_x(dq, a.h_attn, lg.q, threads);
+    parallel::dyt_x(dk, a.h_attn, lg.k, threads);
+    parallel::dyt_x(dv, a.h_attn, lg.v, threads);
+    parallel::dy_w(dq, lw.q, dh, false, threads);
+    parallel::dy_w(dk, lw.k, dh, true, threads);
+    parallel::dy_w(dv, lw.v, dh, true, threads);
+    layers::rmsnorm_backward(a.x_in, lw.attn_norm, a.inv_rms_attn, dh, dx, lg.attn_norm, threads);
 }
 
 /// The block's pre-activations for input x: [q | k | v] of norm(x) (tokens x (dim + 2 kv_dim)), before the rotation.

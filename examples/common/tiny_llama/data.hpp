@@ -1,6 +1,6 @@
 #pragma once
 // From text to batches: bytes are tokens; training batches are windows at random offsets (keyed by seed and step, so a
-// run is reproducible); evaluation uses fixed, non-overlapping windows.
+// run is reproducible); evaluation runs over the whole text (whole_text_batches) or fixed, non-overlapping windows.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -10,6 +10,7 @@
 #include <npft/core/random.hpp>
 
 #include "config.hpp"
+#include "tokenizer.hpp"
 
 namespace tiny_llama {
 
@@ -49,6 +50,54 @@ inline std::vector<Batch> evaluation_batches(const std::vector<Token>& tokens, i
         out.back().sequences.emplace_back(tokens.begin() + slot * length, tokens.begin() + (slot + 1) * length);
     }
     return out;
+}
+
+/// The whole of `tokens` as consecutive windows of at most `length` tokens with stride length - 1: each window starts
+/// on the previous window's last token, so every token but the first is predicted exactly once (the context restarts
+/// at each window), and the last window is shorter. Batches of `batch_size` windows; the short last window gets a
+/// batch of its own (a batch's sequences share one length). Deterministic.
+inline std::vector<Batch> whole_text_batches(const std::vector<Token>& tokens, index length, index batch_size) {
+    npft::require(length >= 2, "evaluation windows must hold at least 2 tokens, got ", length);
+    npft::require(batch_size >= 1, "evaluation batch size must be at least 1, got ", batch_size);
+    const index n = static_cast<index>(tokens.size());
+    npft::require(n >= 2, "evaluation text of ", n, " tokens has nothing to predict");
+    std::vector<Batch> out;
+    for (index start = 0; start + 1 < n;) {
+        const index end = std::min(n, start + length);
+        const bool full = end - start == length;
+        if (out.empty() || !full || out.back().count() == batch_size ||
+            out.back().positions() != end - start - 1)
+            out.emplace_back();
+        out.back().sequences.emplace_back(tokens.begin() + start, tokens.begin() + end);
+        start = end - 1;
+    }
+    return out;
+}
+
+/// Cross-entropy totals of a model over evaluation batches, per token and per byte of text.
+struct Evaluation {
+    double nats = 0.0;      // sum of -ln p(next token) over every prediction
+    index predictions = 0;  // tokens predicted
+    index bytes = 0;        // bytes of text those tokens stand for
+
+    double perplexity() const { return std::exp(nats / static_cast<double>(predictions)); }
+    /// nats / (bytes x ln 2): compares models with different vocabularies.
+    double bits_per_byte() const { return nats / (static_cast<double>(bytes) * std::log(2.0)); }
+};
+
+/// Evaluates a model (anything with loss(batch)) on `batches`; `tokenizer` says how many bytes each predicted token is.
+template <class M>
+Evaluation evaluate(const M& model, const std::vector<Batch>& batches, const Tokenizer& tokenizer) {
+    Evaluation e;
+    for (const Batch& b : batches) {
+        const index n = b.count() * b.positions();
+        e.nats += model.loss(b) * static_cast<double>(n);
+        e.predictions += n;
+        for (const auto& sequence : b.sequences)
+            for (std::size_t t = 1; t < sequence.size(); ++t) e.bytes += tokenizer.bytes_of(sequence[t]);
+    }
+    npft::require(e.predictions > 0, "evaluation needs at least one prediction");
+    return e;
 }
 
 /// exp(mean loss over all predictions) of a model (anything with loss(batch)) on evaluation batches.

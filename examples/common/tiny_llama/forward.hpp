@@ -14,6 +14,7 @@
 #include "block.hpp"
 #include "config.hpp"
 #include "layers.hpp"
+#include "parallel.hpp"
 #include "weights.hpp"
 
 namespace tiny_llama {
@@ -28,11 +29,12 @@ struct Activations {
     Matrix probs;  // softmax of the logits
 };
 
-/// The linears straight from fp32 weights.
+/// The linears straight from fp32 weights, on `threads` threads (tiled as parallel.hpp says: same bits for any count).
 struct DenseLinears {
     const Weights* weights;
+    int threads = 1;
     void operator()(index layer, LinearKind kind, const Matrix& x, Matrix& y) const {
-        y.noalias() = x * weights->layers[static_cast<std::size_t>(layer)].linear(kind).transpose();
+        parallel::x_wt(x, weights->layers[static_cast<std::size_t>(layer)].linear(kind), y, threads);
     }
 };
 
@@ -50,9 +52,10 @@ inline void require_valid_batch(const Config& config, const Batch& batch) {
 }
 
 /// Sum over the batch of -log p(next token), in double. Keeps the activations in `cache` when given (for backward).
+/// `threads`: see block_forward; the per-token losses are summed in token order whatever the count.
 template <LinearFn Linears>
 double forward_loss_sum(const Config& config, const Weights& w, const layers::RopeTable& rope, const Linears& linear,
-                        const Batch& batch, Activations* cache) {
+                        const Batch& batch, Activations* cache, int threads = 1) {
     require_valid_batch(config, batch);
     const index length = batch.positions(), tokens = batch.count() * length;
     Matrix x(tokens, config.dim);
@@ -64,25 +67,27 @@ double forward_loss_sum(const Config& config, const Weights& w, const layers::Ro
     BlockActivations scratch;
     for (index l = 0; l < config.layers; ++l)
         block_forward(config, w.layers[static_cast<std::size_t>(l)], rope, linear, l, length, x,
-                      cache ? cache->blocks[static_cast<std::size_t>(l)] : scratch, cache != nullptr);
+                      cache ? cache->blocks[static_cast<std::size_t>(l)] : scratch, cache != nullptr, threads);
 
     Matrix h_final;
     Vector inv_rms_final;
-    layers::rmsnorm_forward(x, w.final_norm, config.norm_eps, h_final, inv_rms_final);
-    Matrix logits = h_final * w.head.transpose();
-    double loss_sum = 0.0;
-    for (index s = 0; s < batch.count(); ++s) {
-        for (index t = 0; t < length; ++t) {
-            const index r = s * length + t;
+    layers::rmsnorm_forward(x, w.final_norm, config.norm_eps, h_final, inv_rms_final, threads);
+    Matrix logits;
+    parallel::x_wt(h_final, w.head, logits, threads);
+    std::vector<double> token_loss(static_cast<std::size_t>(tokens));
+    parallel::for_each_row_tile(tokens, parallel::token_tile, threads, [&](index begin, index end) {
+        for (index r = begin; r < end; ++r) {
             auto row = logits.row(r);
             const float top = row.maxCoeff();
             row.array() = (row.array() - top).exp();
             const float sum = row.sum();
-            const Token target = batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t + 1)];
-            loss_sum -= std::log(static_cast<double>(row(target)) / static_cast<double>(sum));
+            const Token target = batch.sequences[static_cast<std::size_t>(r / length)][static_cast<std::size_t>(r % length + 1)];
+            token_loss[static_cast<std::size_t>(r)] = -std::log(static_cast<double>(row(target)) / static_cast<double>(sum));
             row /= sum;
         }
-    }
+    });
+    double loss_sum = 0.0;
+    for (const double l : token_loss) loss_sum += l;
     if (cache) {
         cache->x_out = std::move(x);
         cache->inv_rms_final = std::move(inv_rms_final);
@@ -93,8 +98,9 @@ double forward_loss_sum(const Config& config, const Weights& w, const layers::Ro
 }
 
 /// Gradients of (loss_sum * loss_scale) with respect to every tensor, written (not accumulated) into `grads`.
+/// `threads`: see block_backward.
 inline void backward(const Config& config, const Weights& w, const layers::RopeTable& rope, const Batch& batch,
-                     const Activations& a, float loss_scale, Weights& grads) {
+                     const Activations& a, float loss_scale, Weights& grads, int threads = 1) {
     const index length = batch.positions(), tokens = batch.count() * length;
     grads.for_each([](const std::string&, Matrix& g) { g.setZero(); });
 
@@ -103,14 +109,15 @@ inline void backward(const Config& config, const Weights& w, const layers::RopeT
     for (index s = 0; s < batch.count(); ++s)
         for (index t = 0; t < length; ++t)
             dlogits(s * length + t, batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t + 1)]) -= loss_scale;
-    grads.head.noalias() = dlogits.transpose() * a.h_final;
-    const Matrix dh_final = dlogits * w.head;
+    parallel::dyt_x(dlogits, a.h_final, grads.head, threads);
+    Matrix dh_final;
+    parallel::dy_w(dlogits, w.head, dh_final, false, threads);
     Matrix dx = Matrix::Zero(tokens, config.dim);
-    layers::rmsnorm_backward(a.x_out, w.final_norm, a.inv_rms_final, dh_final, dx, grads.final_norm);
+    layers::rmsnorm_backward(a.x_out, w.final_norm, a.inv_rms_final, dh_final, dx, grads.final_norm, threads);
 
     for (index l = config.layers - 1; l >= 0; --l)
         block_backward(config, w.layers[static_cast<std::size_t>(l)], rope, length, a.blocks[static_cast<std::size_t>(l)], dx,
-                       grads.layers[static_cast<std::size_t>(l)]);
+                       grads.layers[static_cast<std::size_t>(l)], threads);
 
     for (index s = 0; s < batch.count(); ++s)
         for (index t = 0; t < length; ++t)

@@ -1,6 +1,6 @@
 #pragma once
 // tiny_llama::Model: a small LLaMA-style decoder that satisfies npft::train::DifferentiableModel<Model, Batch>.
-// float32, single-threaded, deterministic: the same weights and batch give the same bits.
+// float32, deterministic: the same weights and batch give the same bits, on 1 thread or several (set_threads).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -44,6 +44,14 @@ public:
     const Weights& gradients() const { return grads_; }
     const layers::RopeTable& rope() const { return rope_; }
 
+    /// Threads of the forward and backward passes (the caller plus the shared worker pool). Any count gives the same
+    /// bits: the work is cut into tiles of fixed shape (parallel.hpp).
+    void set_threads(int threads) {
+        npft::require(threads >= 1, "model thread count must be at least 1, got ", threads);
+        threads_ = threads;
+    }
+    int threads() const { return threads_; }
+
     /// Every tensor with its gradient, in a fixed order: embedding, per block attn_norm, attn.{q,k,v,o}, mlp_norm,
     /// mlp.{gate,up,down}, then final_norm and head. The views stay valid for the model's lifetime.
     std::vector<npft::train::Parameter> parameters() {
@@ -67,15 +75,16 @@ public:
 
     /// Mean next-token cross-entropy; overwrites every gradient.
     double loss_and_gradient(const Batch& batch) {
-        const double sum = forward_loss_sum(config_, weights_, rope_, DenseLinears{&weights_}, batch, &activations_);
+        const double sum =
+            forward_loss_sum(config_, weights_, rope_, DenseLinears{&weights_, threads_}, batch, &activations_, threads_);
         const double predictions = static_cast<double>(batch.count() * batch.positions());
-        backward(config_, weights_, rope_, batch, activations_, static_cast<float>(1.0 / predictions), grads_);
+        backward(config_, weights_, rope_, batch, activations_, static_cast<float>(1.0 / predictions), grads_, threads_);
         return sum / predictions;
     }
 
     /// Mean next-token cross-entropy, forward only.
     double loss(const Batch& batch) const {
-        return forward_loss_sum(config_, weights_, rope_, DenseLinears{&weights_}, batch, nullptr) /
+        return forward_loss_sum(config_, weights_, rope_, DenseLinears{&weights_, threads_}, batch, nullptr, threads_) /
                static_cast<double>(batch.count() * batch.positions());
     }
 
@@ -85,6 +94,7 @@ private:
     Weights grads_;
     layers::RopeTable rope_;
     Activations activations_;
+    int threads_ = 1;
 };
 
 static_assert(npft::train::DifferentiableModel<Model, Batch>);

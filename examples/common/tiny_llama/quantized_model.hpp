@@ -91,7 +91,8 @@ public:
         const auto linears = [&](index layer, LinearKind kind, const Matrix& x, Matrix& y) {
             table[static_cast<std::size_t>(layer * 7 + static_cast<index>(kind))]->multiply(x, y, options_);
         };
-        return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr) /
+        return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr,
+                                options_.threads) /
                static_cast<double>(batch.count() * batch.positions());
     }
 
