@@ -24,6 +24,7 @@
 
 #include <npft/io/json.hpp>
 #include <npft/io/safetensors.hpp>
+#include <npft/io/sentencepiece.hpp>
 
 #include "config.hpp"
 #include "weights.hpp"
@@ -152,18 +153,50 @@ inline Matrix rotate_half_to_interleaved(const Matrix& w, npft::index head_dim) 
     return out;
 }
 
+/// Throws a clear error unless `dir` has the SentencePiece tokenizer npft reads (tokenizer.model).
+inline std::filesystem::path require_sentencepiece_model(const std::filesystem::path& dir) {
+    const std::filesystem::path model = dir / "tokenizer.model";
+    if (std::filesystem::exists(model)) return model;
+    npft::require(!std::filesystem::exists(dir / "tokenizer.json"), "'", dir.string(),
+                  "' has only tokenizer.json (a Hugging Face fast tokenizer); npft reads the SentencePiece tokenizer.model "
+                  "that LLaMA, LLaMA 2 and TinyLlama ship");
+    npft::fail("'", dir.string(), "' has no tokenizer.model (SentencePiece)");
+}
+
+/// The folder's tokenizer.model, checked against the config: every id it produces must index the embedding (a config's
+/// vocab_size may be larger, padded; never smaller).
+inline npft::io::SentencePieceTokenizer load_hf_tokenizer(const std::filesystem::path& dir, npft::index vocab) {
+    npft::io::SentencePieceTokenizer t = npft::io::SentencePieceTokenizer::load(require_sentencepiece_model(dir));
+    npft::require(t.vocab_size() <= vocab, "'", t.source(), "' has ", t.vocab_size(), " tokens but config.json's vocab_size is ",
+                  vocab, ": the tokenizer does not belong to this model");
+    return t;
+}
+
+/// What load_hf_checkpoint does about the tokenizer.
+enum class HfTokenizer {
+    skip,        ///< weights only
+    if_present,  ///< tokenizer.model when the folder has one and this build reads SentencePiece (npft::sentencepiece)
+    required,    ///< tokenizer.model or a clear error (tokenizer.json only, none, or a build without SentencePiece)
+};
+
 /// The model in a Hugging Face checkpoint folder.
 struct HfCheckpoint {
     Config config;
     Weights weights;
     bool tied_embeddings = false;
+    std::optional<npft::io::SentencePieceTokenizer> tokenizer;  ///< see HfTokenizer
 };
 
-inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
+inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfTokenizer tokenizer = HfTokenizer::if_present) {
     namespace io = npft::io;
     namespace json = npft::io::json;
     const HfConfig hf = read_hf_config(dir);
     const Config& c = hf.config;
+    // The tokenizer first: a required one that is missing or broken fails before gigabytes of weights are read.
+    std::optional<npft::io::SentencePieceTokenizer> loaded_tokenizer;
+    if (tokenizer == HfTokenizer::required ||
+        (tokenizer == HfTokenizer::if_present && npft::io::has_sentencepiece && std::filesystem::exists(dir / "tokenizer.model")))
+        loaded_tokenizer = load_hf_tokenizer(dir, c.vocab);
 
     // Which file holds which tensor.
     std::map<std::string, std::filesystem::path> where;
@@ -191,7 +224,7 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
         return it->second;
     };
 
-    HfCheckpoint out{c, Weights::zeros(c), hf.tied_embeddings};
+    HfCheckpoint out{c, Weights::zeros(c), hf.tied_embeddings, std::move(loaded_tokenizer)};
     out.weights.for_each([&](const std::string& name, Matrix& m) {
         const std::string source = hf_tensor_name(name);
         if (name == "head" && hf.tied_embeddings) {
@@ -221,16 +254,6 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
         if (name.ends_with("attn.q") || name.ends_with("attn.k")) m = rotate_half_to_interleaved(m, c.head_dim());
     });
     return out;
-}
-
-/// Throws a clear error unless `dir` has the SentencePiece tokenizer npft reads (tokenizer.model).
-inline std::filesystem::path require_sentencepiece_model(const std::filesystem::path& dir) {
-    const std::filesystem::path model = dir / "tokenizer.model";
-    if (std::filesystem::exists(model)) return model;
-    npft::require(!std::filesystem::exists(dir / "tokenizer.json"), "'", dir.string(),
-                  "' has only tokenizer.json (a Hugging Face fast tokenizer); npft reads the SentencePiece tokenizer.model "
-                  "that LLaMA, LLaMA 2 and TinyLlama ship");
-    npft::fail("'", dir.string(), "' has no tokenizer.model (SentencePiece)");
 }
 
 }  // namespace tiny_llama
