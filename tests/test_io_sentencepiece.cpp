@@ -122,7 +122,8 @@ TEST_CASE("encode and decode are inverse, and the pieces spell the text (bytes f
     const std::vector<fs::path> files{corpus()};
     io::train_sentencepiece(files, 400, model);
     const auto t = io::SentencePieceTokenizer::load(model);
-    for (const std::string text : {"the king said unto the people, 123.", "Zebra quux", "light and water \xCE\xA9\xCE\xBE 42", "x"}) {
+    for (const std::string text : {"the king said unto the people, 123.", "Zebra quux", "light and water \xCE\xA9\xCE\xBE 42", "x",
+                                   "two  spaces, and a trailing one "}) {
         const std::vector<std::int32_t> ids = t.encode(text);
         REQUIRE(!ids.empty());
         for (const std::int32_t id : ids) REQUIRE((id >= 0 && id < t.vocab_size()));

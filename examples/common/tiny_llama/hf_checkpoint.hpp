@@ -185,7 +185,29 @@ struct HfCheckpoint {
     Weights weights;
     bool tied_embeddings = false;
     std::optional<npft::io::SentencePieceTokenizer> tokenizer;  ///< see HfTokenizer
+    /// Whether text is tokenized with <s> first / </s> last: tokenizer_config.json's add_bos_token and add_eos_token,
+    /// LLaMA's defaults when absent.
+    bool add_bos = true, add_eos = false;
 };
+
+/// add_bos_token / add_eos_token of the folder's tokenizer_config.json, into `out` (left as they are when absent).
+inline void read_hf_special_token_flags(const std::filesystem::path& dir, bool& add_bos, bool& add_eos) {
+    namespace json = npft::io::json;
+    const std::filesystem::path path = dir / "tokenizer_config.json";
+    if (!std::filesystem::exists(path)) return;
+    json::Value root;
+    try {
+        root = json::parse(hf_detail::read_text(path));
+    } catch (const npft::Error& e) {
+        npft::fail("'", path.string(), "' is not valid JSON: ", e.what());
+    }
+    npft::require(root.is_object(), "'", path.string(), "' must be a JSON object");
+    for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &add_bos}, {"add_eos_token", &add_eos}})
+        if (const json::Value* v = hf_detail::member(root, key); v && v->kind != json::Value::Kind::null) {
+            npft::require(v->kind == json::Value::Kind::boolean, "'", path.string(), "': \"", key, "\" must be true or false");
+            *flag = v->boolean;
+        }
+}
 
 inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfTokenizer tokenizer = HfTokenizer::if_present) {
     namespace io = npft::io;
@@ -225,6 +247,7 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfToken
     };
 
     HfCheckpoint out{c, Weights::zeros(c), hf.tied_embeddings, std::move(loaded_tokenizer)};
+    read_hf_special_token_flags(dir, out.add_bos, out.add_eos);
     out.weights.for_each([&](const std::string& name, Matrix& m) {
         const std::string source = hf_tensor_name(name);
         if (name == "head" && hf.tied_embeddings) {

@@ -65,13 +65,15 @@ struct TokenPiece {
 };
 
 /// How train_sentencepiece builds a vocabulary. The defaults are LLaMA's: a BPE model with byte fallback (every byte
-/// has a token, so no text is unknown), digits split, no text normalization, <unk>=0, <s>=1, </s>=2, no pad.
+/// has a token, so no text is unknown), digits split, no text normalization (not even of runs of spaces, which
+/// llama.cpp's tokenizer would not collapse either), <unk>=0, <s>=1, </s>=2, no pad.
 struct SentencePieceOptions {
     std::string model_type = "bpe";      ///< "bpe" or "unigram" (also "char", "word")
     double character_coverage = 1.0;     ///< fraction of characters kept as pieces; the rest go through byte fallback
     bool byte_fallback = true;
     bool split_digits = true;
     std::string normalization = "identity";  ///< SentencePiece's normalization rule name ("identity", "nmt_nfkc", ...)
+    bool remove_extra_whitespaces = false;   ///< SentencePiece's default collapses runs of spaces; LLaMA's does not
     int max_sentence_length = 1 << 16;   ///< longer lines (bytes) are skipped by the trainer
     int unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;  ///< -1 leaves a special token out
     unsigned seed = 1;                   ///< SentencePiece's random generator (used by the unigram trainer's sampling)
@@ -282,6 +284,7 @@ inline void train_sentencepiece(std::span<const std::filesystem::path> text_file
         {"byte_fallback", options.byte_fallback ? "true" : "false"},
         {"split_digits", options.split_digits ? "true" : "false"},
         {"normalization_rule_name", options.normalization},
+        {"remove_extra_whitespaces", options.remove_extra_whitespaces ? "true" : "false"},
         {"max_sentence_length", std::to_string(options.max_sentence_length)},
         {"unk_id", std::to_string(options.unk_id)},
         {"bos_id", std::to_string(options.bos_id)},
