@@ -2,7 +2,11 @@
 // non-uniform (SqueezeLLM-style k-means) and non-uniform with dense-and-sparse fp16 outliers, then fine-tune it with
 // NPFT and quantize again without any fp16 outliers. Prints the table, writes results.json and results.png.
 //
-//   end_to_end [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]
+//   end_to_end [--out DIR] [--text FILE] [--large | --hf DIR [--context N]] [--seed N] [--train-steps N]
+//              [--eval-windows N] [--quick]
+//
+// --hf DIR runs everything on a Hugging Face LLaMA checkpoint instead of the byte-level model trained here: its
+// tokenizer.model tokenizes the corpus, its config.json sets the model, and there is no pre-training.
 //
 // Every figure is measured here, on this machine, through npft's packed CPU kernels. Same seed, same table.
 #include <algorithm>
@@ -35,6 +39,7 @@
 
 // Shared with blockwise_ptq: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
 #include "demo_setup.hpp"
+#include "hf_model.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
@@ -56,6 +61,8 @@ struct Settings {
     fs::path out_dir = program_dir();
     std::string text_file;  // empty: the King James Bible
     bool large = false;
+    fs::path hf;             // a Hugging Face checkpoint folder instead of the model trained here
+    index hf_context = 512;  // its windows: context tokens + 1
     std::uint64_t seed = 0;
     Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
     // Evaluation: non-overlapping windows of context + 1 bytes spread evenly through the test split.
@@ -74,10 +81,13 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
+    " [--out DIR] [--text FILE] [--large | --hf DIR [--context N]] [--seed N] [--train-steps N] [--eval-windows N] [--quick]\n"
     "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
     "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
     "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
+    "  --hf DIR           a Hugging Face LLaMA checkpoint folder (config.json, safetensors, tokenizer.model) instead\n"
+    "                     of the byte-level model trained here; needs a build with SentencePiece\n"
+    "  --context N        with --hf: windows of N + 1 tokens (default 512, at most the model's context)\n"
     "  --seed N           seeds everything (default 0): same seed, same table\n"
     "  --train-steps N    pre-training steps (default 600)\n"
     "  --eval-windows N   test windows of 129 bytes to evaluate on (default 192; 0: the whole test split)\n"
@@ -90,6 +100,8 @@ Settings parse_settings(int argc, char** argv) {
         if (cl.is("--out")) s.out_dir = cl.value();
         else if (cl.is("--text")) s.text_file = cl.value();
         else if (cl.is("--large")) s.large = true;
+        else if (cl.is("--hf")) s.hf = cl.value();
+        else if (cl.is("--context")) s.hf_context = cl.integer();
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
@@ -256,13 +268,21 @@ int run(int argc, char** argv) {
     try {
         const auto run_start = Clock::now();
         fs::create_directories(s.out_dir);
-        const tiny_llama::Config config = s.config();
+        npft::require(s.hf.empty() || !s.large, "--hf and --large exclude each other");
+        std::optional<HfModel> hf;
+        if (!s.hf.empty()) {
+            hf = load_hf_model(s.hf, s.hf_context);
+            std::printf("Hugging Face checkpoint %s: %s; tokenizer %s (%d tokens)\n", s.hf.string().c_str(), hf->config.describe().c_str(),
+                        hf->tokenizer.source().c_str(), hf->tokenizer.vocab_size());
+        }
+        const tiny_llama::Config config = hf ? hf->config : s.config();
 
         // ---- corpus
         const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(s.out_dir / "kjv.txt")
                                                        : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file);
-        const auto train_tokens = tiny_llama::byte_tokens(corpus.train);
-        const auto test_tokens = tiny_llama::byte_tokens(corpus.test);
+        const auto train_tokens = hf ? tokenize(hf->tokenizer, corpus.train) : tiny_llama::byte_tokens(corpus.train);
+        const auto test_tokens = hf ? tokenize(hf->tokenizer, corpus.test) : tiny_llama::byte_tokens(corpus.test);
+        if (hf) std::printf("tokenized: train %zu tokens, test %zu tokens\n", train_tokens.size(), test_tokens.size());
         std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes\n", corpus.name.c_str(),
                     corpus.train.size(), corpus.validation.size(), corpus.test.size());
         const auto test = tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
@@ -272,16 +292,18 @@ int run(int argc, char** argv) {
             test_windows += b.count();
         }
 
-        // ---- the fp32 model: trained here, or a cached checkpoint with the same key
+        // ---- the fp32 model: the Hugging Face checkpoint, or trained here, or a cached checkpoint with the same key
         const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
         const fs::path checkpoint_path = s.out_dir / checkpoint.file;
-        std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.out_dir});
+        std::optional<tiny_llama::Weights> cached = hf ? std::move(hf->weights) : load_checkpoint(checkpoint, config, {s.out_dir});
         double train_seconds = 0.0;
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
         std::printf("model: %td layers, dim %td, %td heads, hidden %td, context %td: %td parameters (%td in linear layers)\n",
                     config.layers, config.dim, config.heads, config.hidden, config.context,
                     model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
-        if (cached) {
+        if (hf) {
+            std::printf("fp32 model: the Hugging Face checkpoint (no pre-training)\n");
+        } else if (cached) {
             std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint_path.string().c_str());
         } else {
             std::printf("fp32 model: training %td steps of %td x %td bytes\n", s.pretraining.steps, s.pretraining.batch,
@@ -293,8 +315,8 @@ int run(int argc, char** argv) {
             tiny_llama::save_weights(checkpoint_path, config, model.weights(), checkpoint.key);
         }
         const double fp32_ppl = tiny_llama::perplexity(model, test);
-        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows)\n", fp32_ppl,
-                    std::log2(fp32_ppl), test_predictions, test_windows);
+        std::printf("fp32 test perplexity %.4f (%.3f bits/%s) on %td predictions (%td windows)\n", fp32_ppl,
+                    std::log2(fp32_ppl), hf ? "token" : "byte", test_predictions, test_windows);
         std::fflush(stdout);
 
         // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs

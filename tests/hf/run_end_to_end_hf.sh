@@ -1,0 +1,31 @@
+#!/bin/sh
+# The demo on a user's Hugging Face checkpoint, end to end (CTest test_end_to_end_hf): writes a small synthetic
+# checkpoint whose tokenizer.model is trained on a generated text, runs `end_to_end --hf DIR --text FILE --quick`, and
+# checks that results.json describes that model and has its rows.
+set -eu
+writer=$1
+end_to_end=$2
+work=$3
+rm -rf "$work" && mkdir -p "$work"
+# 3000 lines of pseudo-words built from syllables, deterministic (no random numbers).
+awk 'BEGIN {
+  split("ka lo mi ne ru sa te vo zi pa do fe gu hi ja ko lu ma ni", syl, " ");
+  for (line = 0; line < 3000; line++) {
+    text = "";
+    for (w = 0; w < 9; w++) {
+      k = line * 31 + w * 17 + line * w;
+      word = syl[k % 19 + 1] syl[int(k / 19) % 19 + 1];
+      if (k % 3 == 0) word = word syl[int(k / 361) % 19 + 1];
+      text = text (w ? " " : "") word;
+    }
+    print text ", " (line * 37 % 1000) ".";
+  }
+}' > "$work/text.txt"
+"$writer" "$work/model" --layers 2 --dim 128 --hidden 256 --heads 4 --kv-heads 2 --vocab 512 --context 256 --shards 2 \
+  --tokenizer "$work/text.txt"
+"$end_to_end" --hf "$work/model" --context 32 --text "$work/text.txt" --out "$work/out" --quick > "$work/out.log" 2>&1 || {
+  tail -30 "$work/out.log"; exit 1; }
+grep -q '"vocab": 512' "$work/out/results.json" || { echo "results.json does not describe the 512-token model"; exit 1; }
+grep -q '"method": "rtn+npft"' "$work/out/results.json" || { echo "results.json has no rtn+npft row"; exit 1; }
+grep -E 'Hugging Face checkpoint|tokenized|fp32 test perplexity' "$work/out.log"
+echo "end_to_end --hf: ran on the synthetic checkpoint, results in $work/out/results.json"
