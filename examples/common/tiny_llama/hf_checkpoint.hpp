@@ -3,9 +3,11 @@
 //   config.json                               architecture and sizes (fields below)
 //   model.safetensors                         the weights, or
 //   model.safetensors.index.json + shards     {"weight_map": {"model.layers.0.self_attn.q_proj.weight": "shard.safetensors", ...}}
-// Weights may be F32, F16 or BF16; they are converted to fp32 tensor by tensor from mapped files (no second copy of a
-// shard in memory). Names: model.embed_tokens, model.layers.i.{input_layernorm, self_attn.{q,k,v,o}_proj,
-// post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head (absent when tie_word_embeddings: the head is
+// Weights may be F32, F16 or BF16; they are converted to fp32 tensor by tensor from mapped files, and each tensor's
+// pages are released from the resident set once converted, so the peak is the fp32 model plus about one tensor (a
+// TinyLlama-1.1B-shaped bf16 checkpoint: 4.10 GiB of fp32 weights, peak 4.48 GiB; docs/io.md).
+// Names: model.embed_tokens, model.layers.i.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm,
+// mlp.{gate,up,down}_proj}, model.norm, lm_head (absent when tie_word_embeddings: the head is
 // then a copy of the embedding, which training may move apart from it).
 //
 // Rotary: Hugging Face rotates dimension i of a head with dimension i + head_dim/2 ("rotate half"); this model rotates
@@ -269,11 +271,13 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfToken
                 else if (t.dtype == io::Dtype::f16) { npft::half h; io::detail::load_le(&h, p, 1); m(0, i) = static_cast<float>(h); }
                 else { npft::bfloat16 h; io::detail::load_le(&h, p, 1); m(0, i) = static_cast<float>(h); }
             }
+            f.release(source);
             return;
         }
         npft::require(t.shape == std::vector<npft::index>{m.rows(), m.cols()}, "safetensors ", f.source(), ": tensor '", source,
                       "' has shape ", io::shape_string(t.shape), ", the config needs [", m.rows(), ", ", m.cols(), "]");
         m = f.read_matrix(source);
+        f.release(source);  // the file's pages of this tensor leave the resident set: no second copy builds up
         if (name.ends_with("attn.q") || name.ends_with("attn.k")) m = rotate_half_to_interleaved(m, c.head_dim());
     });
     return out;
