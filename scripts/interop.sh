@@ -83,13 +83,22 @@ for t in "${types[@]}"; do
   case $verdict in *FAIL) failed=1 ;; esac
   report+=$(printf '%-5s  %14s  %14s  %s (limit %s%%)' "$t" "$npft_ppl" "$llama_ppl" "$verdict" "$("$python" -c "print(100 * $tolerance)")")$'\n'
 done
+# ---- 5. a SentencePiece vocabulary: llama.cpp's tokenizer must give npft's ids ------------------------------------------
+if cmake --build "$build" -j"$(nproc)" --target sentencepiece_gguf >/dev/null 2>&1; then
+  echo "[interop] SentencePiece vocabulary: llama.cpp's tokenizer against npft's ids ($(elapsed))"
+  "$build/tests/sentencepiece_gguf" "$work/sentencepiece" >/dev/null
+  "$python" "$root/tests/python/check_tokenizer.py" "$work/sentencepiece" || failed=1
+else
+  echo "[interop] SKIPPED the tokenizer check: this build has no SentencePiece (Debian: libsentencepiece-dev)"
+fi
+
 echo
 echo "test perplexity on the same $windows windows, same weights"
 printf '%-5s  %14s  %14s  %s\n' type npft llama.cpp "difference"
 printf '%s' "$report"
 echo "[interop] finished in $(elapsed)"
 if [ "$failed" -ne 0 ]; then
-  echo "[interop] FAILED: llama.cpp and npft disagree beyond the limit"
+  echo "[interop] FAILED: llama.cpp and npft disagree (perplexity beyond the limit, or tokenizer ids)"
   exit 1
 fi
 echo "[interop] all checks passed"
