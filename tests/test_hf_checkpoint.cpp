@@ -8,6 +8,7 @@
 #include <npft/io/sentencepiece.hpp>
 #include <string>
 
+#include "tiny_llama/gguf_export.hpp"
 #include "tiny_llama/hf_checkpoint.hpp"
 
 using Catch::Contains;
@@ -151,6 +152,67 @@ TEST_CASE("hf checkpoint: tokenizer.model is read and checked against the config
     CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(json_only.path), Contains("has neither model.safetensors"));
     json_only.write("tokenizer.model", "not a model");
     CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(json_only.path), Contains("is not a valid tokenizer.model"));
+}
+
+TEST_CASE("a SentencePiece vocabulary in GGUF: pieces, scores, types, padding, special ids and flags", "[hf][sentencepiece][gguf]") {
+    Folder f;
+    write_tokenizer(f);
+    const auto tokenizer = npft::io::SentencePieceTokenizer::load(f.path / "tokenizer.model");
+    tiny_llama::Config c;
+    c.vocab = 310;  // 10 more ids than the tokenizer has: [PAD300] ... [PAD309]
+    c.dim = 32;
+    c.hidden = 64;
+    c.layers = 1;
+    c.heads = 2;
+    c.context = 16;
+    tiny_llama::save_gguf(f.path / "model.gguf", c, tiny_llama::Weights::zeros(c), {}, "test", {}, &tokenizer, {false, true});
+    const auto file = tiny_llama::gguf::File::load(f.path / "model.gguf");
+    CHECK(file.get("tokenizer.ggml.model").as_string() == "llama");
+    const auto& tokens = file.get("tokenizer.ggml.tokens").items;
+    const auto& scores = file.get("tokenizer.ggml.scores").items;
+    const auto& types = file.get("tokenizer.ggml.token_type").items;
+    REQUIRE(tokens.size() == 310);
+    REQUIRE(scores.size() == 310);
+    REQUIRE(types.size() == 310);
+    for (std::int32_t id = 0; id < 300; ++id) {
+        CHECK(tokens[static_cast<std::size_t>(id)].as_string() == tokenizer.token(id).piece);
+        CHECK(scores[static_cast<std::size_t>(id)].real == static_cast<double>(tokenizer.token(id).score));
+        CHECK(types[static_cast<std::size_t>(id)].sint == static_cast<std::int64_t>(tokenizer.token(id).type));
+    }
+    // SentencePiece's numbering, which llama.cpp reads: unknown 2, control 3, byte 6, normal 1, unused 5.
+    CHECK(types[0].sint == 2);
+    CHECK(types[1].sint == 3);
+    CHECK(types[3 + 0x41].sint == 6);
+    CHECK(tokens[3 + 0x41].as_string() == "<0x41>");
+    CHECK(types[299].sint == 1);
+    CHECK(tokens[305].as_string() == "[PAD305]");
+    CHECK(types[305].sint == 5);
+    CHECK(scores[305].real == -1000.0);
+    CHECK(file.get("tokenizer.ggml.bos_token_id").as_uint() == 1);
+    CHECK(file.get("tokenizer.ggml.eos_token_id").as_uint() == 2);
+    CHECK(file.get("tokenizer.ggml.unknown_token_id").as_uint() == 0);
+    CHECK(!file.has("tokenizer.ggml.padding_token_id"));
+    CHECK(!file.get("tokenizer.ggml.add_bos_token").flag);
+    CHECK(file.get("tokenizer.ggml.add_eos_token").flag);
+    // A tokenizer larger than the model's vocabulary cannot be written for it.
+    c.vocab = 299;
+    CHECK_THROWS_WITH(tiny_llama::save_gguf(f.path / "small.gguf", c, tiny_llama::Weights::zeros(c), {}, "test", {}, &tokenizer),
+                      Contains("has 300 tokens, more than the model's vocabulary of 299"));
+}
+
+TEST_CASE("hf checkpoint: tokenizer_config.json sets add_bos / add_eos", "[hf][sentencepiece]") {
+    Folder f;
+    f.write("config.json", config_json("", 320));
+    write_weights(f, npft::io::Dtype::f32, 320);
+    write_tokenizer(f);  // writes no tokenizer_config.json: LLaMA's defaults
+    CHECK(tiny_llama::load_hf_checkpoint(f.path).add_bos);
+    CHECK(!tiny_llama::load_hf_checkpoint(f.path).add_eos);
+    f.write("tokenizer_config.json", R"({"add_bos_token": false, "add_eos_token": true, "model_max_length": 2048})");
+    const auto hf = tiny_llama::load_hf_checkpoint(f.path);
+    CHECK(!hf.add_bos);
+    CHECK(hf.add_eos);
+    f.write("tokenizer_config.json", R"({"add_bos_token": "yes"})");
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(f.path), Contains("\"add_bos_token\" must be true or false"));
 }
 #else
 TEST_CASE("hf checkpoint: without SentencePiece a required tokenizer names the missing dependency", "[hf][sentencepiece]") {

@@ -256,6 +256,8 @@ public:
     const std::string& source() const { return source_; }
 
 private:
+    SentencePieceTokenizer() = default;  // only load() makes one: there is no tokenizer without a model
+
     std::string source_;
     std::vector<TokenPiece> vocabulary_;
     std::int32_t unk_ = -1, bos_ = -1, eos_ = -1, pad_ = -1;
