@@ -1,11 +1,13 @@
 #!/bin/sh
 # The demo on a user's Hugging Face checkpoint, end to end (CTest test_end_to_end_hf): writes a small synthetic
 # checkpoint whose tokenizer.model is trained on a generated text, runs `end_to_end --hf DIR --text FILE --quick`, and
-# checks that results.json describes that model and has its rows.
+# checks that results.json describes that model and has its rows; then exports the folder with `npft-export --hf`
+# and checks that the GGUF file got the SentencePiece vocabulary.
 set -eu
 writer=$1
 end_to_end=$2
-work=$3
+export_tool=$3
+work=$4
 rm -rf "$work" && mkdir -p "$work"
 # 3000 lines of pseudo-words built from syllables, deterministic (no random numbers).
 awk 'BEGIN {
@@ -29,3 +31,8 @@ grep -q '"vocab": 512' "$work/out/results.json" || { echo "results.json does not
 grep -q '"method": "rtn+npft"' "$work/out/results.json" || { echo "results.json has no rtn+npft row"; exit 1; }
 grep -E 'Hugging Face checkpoint|tokenized|fp32 test perplexity' "$work/out.log"
 echo "end_to_end --hf: ran on the synthetic checkpoint, results in $work/out/results.json"
+"$export_tool" --hf "$work/model" --out "$work/model-q8_0.gguf" --type Q8_0 > "$work/export.log" 2>&1 || { cat "$work/export.log"; exit 1; }
+grep -q "512 SentencePiece tokens (add <s>: yes, add </s>: no)" "$work/export.log" || {
+  cat "$work/export.log"; echo "npft-export --hf did not write the SentencePiece vocabulary"; exit 1; }
+grep -a -q "tokenizer.ggml.token_type" "$work/model-q8_0.gguf" || { echo "the GGUF file has no tokenizer.ggml.token_type"; exit 1; }
+echo "npft-export --hf: wrote $work/model-q8_0.gguf with the SentencePiece vocabulary"
