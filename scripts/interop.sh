@@ -7,6 +7,8 @@
 #      gguf's own encoding of the F32 weights;
 #   4. llama.cpp loads each file and, fed the same token windows, gives a test perplexity within 0.1% (F32) or 0.5%
 #      (Q8_0, Q4_0) of npft's evaluation of the same weights; both are printed side by side.
+#   5. a SentencePiece vocabulary (tests/python/sentencepiece_gguf.cpp: trained here, padded to a larger vocab_size):
+#      llama.cpp's own tokenizer turns sample texts into exactly npft's ids (skipped, saying so, without SentencePiece).
 # Exits 0 when every check passes; nonzero on any failure; 0 with "SKIPPED: PyPI unreachable" when the packages are
 # not installed yet and PyPI cannot be reached. It never passes without having run the checks.
 #
