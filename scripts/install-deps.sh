@@ -3,7 +3,7 @@
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 
-packages=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev bible-kjv gnuplot-nox "$@")
+packages=(cmake g++ make pkg-config libeigen3-dev catch2 libbenchmark-dev libsentencepiece-dev bible-kjv gnuplot-nox "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

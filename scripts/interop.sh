@@ -7,6 +7,8 @@
 #      gguf's own encoding of the F32 weights;
 #   4. llama.cpp loads each file and, fed the same token windows, gives a test perplexity within 0.1% (F32) or 0.5%
 #      (Q8_0, Q4_0) of npft's evaluation of the same weights; both are printed side by side.
+#   5. a SentencePiece vocabulary (tests/python/sentencepiece_gguf.cpp: trained here, padded to a larger vocab_size):
+#      llama.cpp's own tokenizer turns sample texts into exactly npft's ids (skipped, saying so, without SentencePiece).
 # Exits 0 when every check passes; nonzero on any failure; 0 with "SKIPPED: PyPI unreachable" when the packages are
 # not installed yet and PyPI cannot be reached. It never passes without having run the checks.
 #
@@ -83,13 +85,22 @@ for t in "${types[@]}"; do
   case $verdict in *FAIL) failed=1 ;; esac
   report+=$(printf '%-5s  %14s  %14s  %s (limit %s%%)' "$t" "$npft_ppl" "$llama_ppl" "$verdict" "$("$python" -c "print(100 * $tolerance)")")$'\n'
 done
+# ---- 5. a SentencePiece vocabulary: llama.cpp's tokenizer must give npft's ids ------------------------------------------
+if cmake --build "$build" -j"$(nproc)" --target sentencepiece_gguf >/dev/null 2>&1; then
+  echo "[interop] SentencePiece vocabulary: llama.cpp's tokenizer against npft's ids ($(elapsed))"
+  "$build/tests/sentencepiece_gguf" "$work/sentencepiece" >/dev/null
+  "$python" "$root/tests/python/check_tokenizer.py" "$work/sentencepiece" || failed=1
+else
+  echo "[interop] SKIPPED the tokenizer check: this build has no SentencePiece (Debian: libsentencepiece-dev)"
+fi
+
 echo
 echo "test perplexity on the same $windows windows, same weights"
 printf '%-5s  %14s  %14s  %s\n' type npft llama.cpp "difference"
 printf '%s' "$report"
 echo "[interop] finished in $(elapsed)"
 if [ "$failed" -ne 0 ]; then
-  echo "[interop] FAILED: llama.cpp and npft disagree beyond the limit"
+  echo "[interop] FAILED: llama.cpp and npft disagree (perplexity beyond the limit, or tokenizer ids)"
   exit 1
 fi
 echo "[interop] all checks passed"

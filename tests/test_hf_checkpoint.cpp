@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <npft/io/safetensors.hpp>
+#include <npft/io/sentencepiece.hpp>
 #include <string>
 
+#include "tiny_llama/gguf_export.hpp"
 #include "tiny_llama/hf_checkpoint.hpp"
 
 using Catch::Contains;
@@ -29,15 +31,15 @@ struct Folder {
     void write(const std::string& name, const std::string& text) const { std::ofstream(path / name) << text; }
 };
 
-std::string config_json(const std::string& extra = "") {
+std::string config_json(const std::string& extra = "", int vocab = 10) {
     return R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8, "intermediate_size": 12,
-               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 10,
-               "max_position_embeddings": 6, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true)" +
+               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": )" +
+           std::to_string(vocab) + R"(, "max_position_embeddings": 6, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true)" +
            extra + "}";
 }
 
 // Every tensor of the config above (tied: no lm_head), filled with its index in the file order.
-void write_weights(const Folder& f, npft::io::Dtype norm_dtype = npft::io::Dtype::f32) {
+void write_weights(const Folder& f, npft::io::Dtype norm_dtype = npft::io::Dtype::f32, npft::index vocab = 10) {
     npft::io::SafetensorsWriter w;
     const auto matrix = [&](const std::string& name, npft::index rows, npft::index cols) {
         npft::Matrix m(rows, cols);
@@ -48,7 +50,7 @@ void write_weights(const Folder& f, npft::io::Dtype norm_dtype = npft::io::Dtype
         if (norm_dtype == npft::io::Dtype::f64) w.add(name, std::vector<double>(8, 1.0), {8});
         else w.add(name, std::vector<float>(8, 1.0f), {8});
     };
-    matrix("model.embed_tokens.weight", 10, 8);
+    matrix("model.embed_tokens.weight", vocab, 8);
     vector("model.norm.weight");
     vector("model.layers.0.input_layernorm.weight");
     vector("model.layers.0.post_attention_layernorm.weight");
@@ -113,3 +115,114 @@ TEST_CASE("hf checkpoint: clear errors for what it cannot load", "[hf]") {
     f.write("tokenizer.model", "");
     CHECK(tiny_llama::require_sentencepiece_model(f.path) == f.path / "tokenizer.model");
 }
+
+namespace {
+// A 300-piece SentencePiece model trained on a few repeated lines, written as the folder's tokenizer.model.
+void write_tokenizer(const Folder& f) {
+    std::string text;
+    for (int i = 0; i < 200; ++i) text += "the king said unto the people of the land " + std::to_string(i) + "\n";
+    f.write("corpus.txt", text);
+    const std::vector<fs::path> files{f.path / "corpus.txt"};
+    npft::io::train_sentencepiece(files, 300, f.path / "tokenizer.model");
+}
+}  // namespace
+
+#if defined(NPFT_HAS_SENTENCEPIECE) && NPFT_HAS_SENTENCEPIECE
+TEST_CASE("hf checkpoint: tokenizer.model is read and checked against the config", "[hf][sentencepiece]") {
+    Folder f;
+    f.write("config.json", config_json("", 320));
+    write_weights(f, npft::io::Dtype::f32, 320);
+    write_tokenizer(f);
+    const tiny_llama::HfCheckpoint hf = tiny_llama::load_hf_checkpoint(f.path);
+    REQUIRE(hf.tokenizer.has_value());
+    CHECK(hf.tokenizer->vocab_size() == 300);
+    CHECK(hf.tokenizer->bos_id() == 1);
+    CHECK(hf.tokenizer->decode(hf.tokenizer->encode("the king said")) == "the king said");
+    CHECK(!tiny_llama::load_hf_checkpoint(f.path, tiny_llama::HfTokenizer::skip).tokenizer.has_value());
+    // A tokenizer with more ids than the embedding has rows belongs to another model.
+    f.write("config.json", config_json("", 10));
+    write_weights(f);
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(f.path), Contains("has 300 tokens but config.json's vocab_size is 10"));
+    // Required, but only tokenizer.json: refused before any weight is read (there are none here).
+    Folder json_only;
+    json_only.write("config.json", config_json());
+    json_only.write("tokenizer.json", "{}");
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(json_only.path, tiny_llama::HfTokenizer::required),
+                      Contains("has only tokenizer.json"));
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(json_only.path), Contains("has neither model.safetensors"));
+    json_only.write("tokenizer.model", "not a model");
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(json_only.path), Contains("is not a valid tokenizer.model"));
+}
+
+TEST_CASE("a SentencePiece vocabulary in GGUF: pieces, scores, types, padding, special ids and flags", "[hf][sentencepiece][gguf]") {
+    Folder f;
+    write_tokenizer(f);
+    const auto tokenizer = npft::io::SentencePieceTokenizer::load(f.path / "tokenizer.model");
+    tiny_llama::Config c;
+    c.vocab = 310;  // 10 more ids than the tokenizer has: [PAD300] ... [PAD309]
+    c.dim = 32;
+    c.hidden = 64;
+    c.layers = 1;
+    c.heads = 2;
+    c.context = 16;
+    tiny_llama::save_gguf(f.path / "model.gguf", c, tiny_llama::Weights::zeros(c), {}, "test", {}, &tokenizer, {false, true});
+    const auto file = tiny_llama::gguf::File::load(f.path / "model.gguf");
+    CHECK(file.get("tokenizer.ggml.model").as_string() == "llama");
+    const auto& tokens = file.get("tokenizer.ggml.tokens").items;
+    const auto& scores = file.get("tokenizer.ggml.scores").items;
+    const auto& types = file.get("tokenizer.ggml.token_type").items;
+    REQUIRE(tokens.size() == 310);
+    REQUIRE(scores.size() == 310);
+    REQUIRE(types.size() == 310);
+    for (std::int32_t id = 0; id < 300; ++id) {
+        CHECK(tokens[static_cast<std::size_t>(id)].as_string() == tokenizer.token(id).piece);
+        CHECK(scores[static_cast<std::size_t>(id)].real == static_cast<double>(tokenizer.token(id).score));
+        CHECK(types[static_cast<std::size_t>(id)].sint == static_cast<std::int64_t>(tokenizer.token(id).type));
+    }
+    // SentencePiece's numbering, which llama.cpp reads: unknown 2, control 3, byte 6, normal 1, unused 5.
+    CHECK(types[0].sint == 2);
+    CHECK(types[1].sint == 3);
+    CHECK(types[3 + 0x41].sint == 6);
+    CHECK(tokens[3 + 0x41].as_string() == "<0x41>");
+    CHECK(types[299].sint == 1);
+    CHECK(tokens[305].as_string() == "[PAD305]");
+    CHECK(types[305].sint == 5);
+    CHECK(scores[305].real == -1000.0);
+    CHECK(file.get("tokenizer.ggml.bos_token_id").as_uint() == 1);
+    CHECK(file.get("tokenizer.ggml.eos_token_id").as_uint() == 2);
+    CHECK(file.get("tokenizer.ggml.unknown_token_id").as_uint() == 0);
+    CHECK(!file.has("tokenizer.ggml.padding_token_id"));
+    CHECK(!file.get("tokenizer.ggml.add_bos_token").flag);
+    CHECK(file.get("tokenizer.ggml.add_eos_token").flag);
+    // A tokenizer larger than the model's vocabulary cannot be written for it.
+    c.vocab = 299;
+    CHECK_THROWS_WITH(tiny_llama::save_gguf(f.path / "small.gguf", c, tiny_llama::Weights::zeros(c), {}, "test", {}, &tokenizer),
+                      Contains("has 300 tokens, more than the model's vocabulary of 299"));
+}
+
+TEST_CASE("hf checkpoint: tokenizer_config.json sets add_bos / add_eos", "[hf][sentencepiece]") {
+    Folder f;
+    f.write("config.json", config_json("", 320));
+    write_weights(f, npft::io::Dtype::f32, 320);
+    write_tokenizer(f);  // writes no tokenizer_config.json: LLaMA's defaults
+    CHECK(tiny_llama::load_hf_checkpoint(f.path).add_bos);
+    CHECK(!tiny_llama::load_hf_checkpoint(f.path).add_eos);
+    f.write("tokenizer_config.json", R"({"add_bos_token": false, "add_eos_token": true, "model_max_length": 2048})");
+    const auto hf = tiny_llama::load_hf_checkpoint(f.path);
+    CHECK(!hf.add_bos);
+    CHECK(hf.add_eos);
+    f.write("tokenizer_config.json", R"({"add_bos_token": "yes"})");
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(f.path), Contains("\"add_bos_token\" must be true or false"));
+}
+#else
+TEST_CASE("hf checkpoint: without SentencePiece a required tokenizer names the missing dependency", "[hf][sentencepiece]") {
+    Folder f;
+    f.write("config.json", config_json());
+    write_weights(f);
+    f.write("tokenizer.model", "a model this build cannot read");
+    CHECK(!tiny_llama::load_hf_checkpoint(f.path).tokenizer.has_value());
+    CHECK_THROWS_WITH(tiny_llama::load_hf_checkpoint(f.path, tiny_llama::HfTokenizer::required),
+                      Contains("built without SentencePiece"));
+    CHECK_THROWS_WITH(write_tokenizer(f), Contains("built without SentencePiece"));
+}
+#endif

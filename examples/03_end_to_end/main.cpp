@@ -2,7 +2,11 @@
 // non-uniform (SqueezeLLM-style k-means) and non-uniform with dense-and-sparse fp16 outliers, then fine-tune it with
 // NPFT and quantize again without any fp16 outliers. Prints the table, writes results.json and results.png.
 //
-//   end_to_end [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--quick]
+//   end_to_end [--out DIR] [--text FILE] [--large | --hf DIR [--context N]] [--seed N] [--train-steps N]
+//              [--eval-windows N] [--quick]
+//
+// --hf DIR runs everything on a Hugging Face LLaMA checkpoint instead of the byte-level model trained here: its
+// tokenizer.model tokenizes the corpus, its config.json sets the model, and there is no pre-training.
 //
 // Every figure is measured here, on this machine, through npft's packed CPU kernels. Same seed, same table.
 #include <algorithm>
@@ -35,12 +39,14 @@
 
 // Shared with blockwise_ptq: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
 #include "demo_setup.hpp"
+#include "hf_model.hpp"
 #include "kjv_corpus.hpp"
 #include "verbatim_overlap.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
 #include "tiny_llama/model.hpp"
 #include "tiny_llama/quantized_model.hpp"
+#include "tiny_llama/subword_tokenizer.hpp"
 
 namespace demo {
 
@@ -57,6 +63,8 @@ struct Settings {
     fs::path out_dir = program_dir();
     std::string text_file;  // empty: the King James Bible
     bool large = false;
+    fs::path hf;             // a Hugging Face checkpoint folder instead of the model trained here
+    index hf_context = 512;  // its windows: context tokens + 1
     std::uint64_t seed = 0;
     Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
     // Evaluation: the whole test split in windows of context + 1 bytes with stride context (every byte but the first
@@ -77,10 +85,14 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " [--out DIR] [--text FILE] [--large] [--seed N] [--train-steps N] [--eval-windows N] [--threads N] [--quick]\n"
+    " [--out DIR] [--text FILE] [--large | --hf DIR [--context N]] [--seed N] [--train-steps N] [--eval-windows N]"
+    " [--threads N] [--quick]\n"
     "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
     "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
     "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
+    "  --hf DIR           a Hugging Face LLaMA checkpoint folder (config.json, safetensors, tokenizer.model) instead\n"
+    "                     of the byte-level model trained here; needs a build with SentencePiece\n"
+    "  --context N        with --hf: windows of N + 1 tokens (default 512, at most the model's context)\n"
     "  --seed N           seeds everything (default 0): same seed, same table\n"
     "  --train-steps N    pre-training steps (default 600)\n"
     "  --eval-windows N   evaluate on N test windows of 129 bytes (default 0: the whole test split)\n"
@@ -94,6 +106,8 @@ Settings parse_settings(int argc, char** argv) {
         if (cl.is("--out")) s.out_dir = cl.value();
         else if (cl.is("--text")) s.text_file = cl.value();
         else if (cl.is("--large")) s.large = true;
+        else if (cl.is("--hf")) s.hf = cl.value();
+        else if (cl.is("--context")) s.hf_context = cl.integer();
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
@@ -167,8 +181,9 @@ struct Row {
 
 /// Quantizes every linear layer with `quantize_one(name, weights)` and measures the result.
 template <class F>
-Row quantized_row(const Model& model, const std::vector<Batch>& test, double source_ppl, std::string method, int bits,
-                  index group, F&& quantize_one, double extra_seconds = 0.0) {
+Row quantized_row(const Model& model, const std::vector<Batch>& test, const tiny_llama::Tokenizer& tokenizer,
+                  double source_ppl, std::string method, int bits, index group, F&& quantize_one,
+                  double extra_seconds = 0.0) {
     const auto start = Clock::now();
     QuantizedModel q(model);
     for (index l = 0; l < model.config().layers; ++l)
@@ -183,7 +198,7 @@ Row quantized_row(const Model& model, const std::vector<Batch>& test, double sou
     row.seconds = seconds_since(start) + extra_seconds;
     row.bits_per_weight = q.bits_per_weight();
     q.set_multiply_options({.threads = model.threads(), .activations = npft::kernels::cpu::Activations::fp32});
-    const auto evaluation = tiny_llama::evaluate(q, test, tiny_llama::ByteTokenizer{});
+    const auto evaluation = tiny_llama::evaluate(q, test, tokenizer);
     row.test_ppl = evaluation.perplexity();
     row.bits_per_byte = evaluation.bits_per_byte();
     row.gap = row.test_ppl - source_ppl;
@@ -266,13 +281,25 @@ int run(int argc, char** argv) {
     try {
         const auto run_start = Clock::now();
         fs::create_directories(s.out_dir);
-        const tiny_llama::Config config = s.config();
+        npft::require(s.hf.empty() || !s.large, "--hf and --large exclude each other");
+        std::optional<HfModel> hf;
+        if (!s.hf.empty()) {
+            hf = load_hf_model(s.hf, s.hf_context);
+            std::printf("Hugging Face checkpoint %s: %s; tokenizer %s (%d tokens)\n", s.hf.string().c_str(), hf->config.describe().c_str(),
+                        hf->tokenizer.source().c_str(), hf->tokenizer.vocab_size());
+        }
+        const tiny_llama::Config config = hf ? hf->config : s.config();
 
         // ---- corpus
         const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(s.out_dir / "kjv.txt")
                                                        : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file);
-        const auto train_tokens = tiny_llama::byte_tokens(corpus.train);
-        const auto test_tokens = tiny_llama::byte_tokens(corpus.test);
+        std::optional<tiny_llama::SubwordTokenizer> subword;
+        if (hf) subword.emplace(hf->tokenizer);
+        const tiny_llama::ByteTokenizer bytes;
+        const tiny_llama::Tokenizer& tokenizer = subword ? static_cast<const tiny_llama::Tokenizer&>(*subword) : bytes;
+        const auto train_tokens = tokenizer.encode(corpus.train);
+        const auto test_tokens = tokenizer.encode(corpus.test);
+        if (hf) std::printf("tokenized: train %zu tokens, test %zu tokens\n", train_tokens.size(), test_tokens.size());
         std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes (%.1f%% of the test bytes lie in "
                     "32-byte spans found verbatim in the training split)\n", corpus.name.c_str(), corpus.train.size(),
                     corpus.validation.size(), corpus.test.size(), 100.0 * corpus::verbatim_share(corpus.test, corpus.train));
@@ -285,17 +312,19 @@ int run(int argc, char** argv) {
             test_windows += b.count();
         }
 
-        // ---- the fp32 model: trained here, or a cached checkpoint with the same key
+        // ---- the fp32 model: the Hugging Face checkpoint, or trained here, or a cached checkpoint with the same key
         const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
         const fs::path checkpoint_path = s.out_dir / checkpoint.file;
-        std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.out_dir});
+        std::optional<tiny_llama::Weights> cached = hf ? std::move(hf->weights) : load_checkpoint(checkpoint, config, {s.out_dir});
         double train_seconds = 0.0;
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
         model.set_threads(s.threads);
         std::printf("model: %td layers, dim %td, %td heads, hidden %td, context %td: %td parameters (%td in linear layers)\n",
                     config.layers, config.dim, config.heads, config.hidden, config.context,
                     model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
-        if (cached) {
+        if (hf) {
+            std::printf("fp32 model: the Hugging Face checkpoint (no pre-training)\n");
+        } else if (cached) {
             std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint_path.string().c_str());
         } else {
             std::printf("fp32 model: training %td steps of %td x %td bytes\n", s.pretraining.steps, s.pretraining.batch,
@@ -306,11 +335,11 @@ int run(int argc, char** argv) {
             train_seconds = seconds_since(start);
             tiny_llama::save_weights(checkpoint_path, config, model.weights(), checkpoint.key);
         }
-        const auto fp32_evaluation = tiny_llama::evaluate(model, test, tiny_llama::ByteTokenizer{});
+        const auto fp32_evaluation = tiny_llama::evaluate(model, test, tokenizer);
         const double fp32_ppl = fp32_evaluation.perplexity();
-        std::printf("fp32 test perplexity %.4f (%.3f bits/byte) on %td predictions (%td windows, %s)\n", fp32_ppl,
-                    fp32_evaluation.bits_per_byte(), test_predictions, test_windows,
-                    s.eval_windows == 0 ? "the whole test split, stride 128" : "a sample of the test split");
+        std::printf("fp32 test perplexity %.4f per %s (%.3f bits/byte) on %td predictions (%td windows, %s)\n", fp32_ppl,
+                    hf ? "token" : "byte", fp32_evaluation.bits_per_byte(), test_predictions, test_windows,
+                    s.eval_windows == 0 ? "the whole test split, stride = context" : "a sample of the test split");
         std::fflush(stdout);
 
         // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs
@@ -329,23 +358,23 @@ int run(int argc, char** argv) {
             std::fprintf(stderr, "[quantize] %d-bit baselines\n", bits);
             for (const index group : {index{0}, index{128}}) {
                 const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
-                rows.push_back(quantized_row(model, test, fp32_ppl, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
+                rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
                     return PackedLinear(rtn.quantize(view(w)));
                 }));
             }
             for (const index group : {index{0}, index{128}}) {
                 const npft::quant::Gptq gptq(npft::quant::UniformGrid(bits, group));
-                rows.push_back(quantized_row(model, test, fp32_ppl, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
+                rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
                     return PackedLinear(gptq.quantize(w, hessians.at(name)));
                 }, calibration_seconds));
             }
             const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
-            rows.push_back(quantized_row(model, test, fp32_ppl, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+            rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "nonuniform", bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(kmeans.quantize(view(w), view(fisher.at(name))));
             }, calibration_seconds));
             const SparseSelector sparse{npft::outliers::TopFisher{s.sparse_sensitive_fraction},
                                         npft::outliers::TopMagnitude{s.sparse_magnitude_fraction}};
-            rows.push_back(quantized_row(model, test, fp32_ppl, "nonuniform+dense-sparse", bits, 0,
+            rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "nonuniform+dense-sparse", bits, 0,
                                          [&](const std::string& name, const npft::Matrix& w) {
                 return PackedLinear(npft::quant::split_dense_sparse(view(w), sparse, npft::quant::NonUniformGrid(bits),
                                                                     view(fisher.at(name))));
@@ -430,12 +459,12 @@ int run(int argc, char** argv) {
                 };
                 for (const index group : {index{0}, index{128}}) {
                     const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
-                    add(quantized_row(model, test, tuned_ppl, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
+                    add(quantized_row(model, test, tokenizer, tuned_ppl, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
                         return PackedLinear(rtn.quantize(view(w)));
                     }, finetune_seconds));
                 }
                 const npft::quant::Quantizer kmeans{npft::quant::NonUniformGrid(bits)};
-                add(quantized_row(model, test, tuned_ppl, std::string("nonuniform+") + tag, bits, 0, [&](const std::string& name, const npft::Matrix& w) {
+                add(quantized_row(model, test, tokenizer, tuned_ppl, std::string("nonuniform+") + tag, bits, 0, [&](const std::string& name, const npft::Matrix& w) {
                     return PackedLinear(kmeans.quantize(view(w), view(tuned_fisher.at(name))));
                 }, finetune_seconds + tuned_fisher_seconds));
             }

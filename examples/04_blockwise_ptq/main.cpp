@@ -3,8 +3,10 @@
 // (single block, two blocks jointly, downstream pre-activations), with and without NPFT before quantization.
 // Perplexity is measured through the packed weights (npft's CPU kernels). Prints a table, writes blockwise_ptq.json.
 //
-//   blockwise_ptq [--out DIR] [--checkpoint-dir DIR] [--seed N] [--train-steps N] [--steps N] [--lr X]
-//                 [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]
+//   blockwise_ptq [--out DIR] [--checkpoint-dir DIR] [--text FILE] [--hf DIR [--context N]] [--seed N] [--train-steps N]
+//                 [--steps N] [--lr X] [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]
+//
+// --hf DIR runs on a Hugging Face LLaMA checkpoint instead of the demo's model (its tokenizer.model tokenizes the corpus).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -23,6 +25,7 @@
 
 // Shared with end_to_end: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
 #include "demo_setup.hpp"
+#include "hf_model.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/blockwise.hpp"
 #include "tiny_llama/checkpoint.hpp"
@@ -42,6 +45,9 @@ using Packed = std::map<std::string, npft::quant::QuantizedMatrix>;
 struct Settings {
     fs::path out_dir = program_dir();
     fs::path checkpoint_dir;  // empty: the output folder
+    fs::path text_file;       // empty: the King James Bible
+    fs::path hf;              // a Hugging Face checkpoint folder instead of the demo's model
+    index hf_context = 512;   // its windows: context tokens + 1
     std::uint64_t seed = 0;
     // The fp32 model: the end-to-end demo's recipe, so its cached checkpoint is found by the same key.
     Pretraining pretraining;
@@ -56,10 +62,14 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " [--out DIR] [--checkpoint-dir DIR] [--seed N] [--train-steps N] [--steps N] [--lr X]\n"
+    " [--out DIR] [--checkpoint-dir DIR] [--text FILE] [--hf DIR [--context N]] [--seed N] [--train-steps N] [--steps N] [--lr X]\n"
     "          [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]\n"
     "  --out DIR             where blockwise_ptq.json (and a newly trained checkpoint) go (default: this program's folder)\n"
     "  --checkpoint-dir DIR  where to look for the end-to-end demo's fp32 checkpoint (default: the output folder)\n"
+    "  --text FILE           this text file (90/5/5 split by lines) instead of the King James Bible\n"
+    "  --hf DIR              a Hugging Face LLaMA checkpoint folder (config.json, safetensors, tokenizer.model) instead of\n"
+    "                        the demo's model; needs a build with SentencePiece\n"
+    "  --context N           with --hf: windows of N + 1 tokens (default 512, at most the model's context)\n"
     "  --seed N              seeds everything (default 0)\n"
     "  --train-steps N       pre-training steps when no checkpoint is found (default 600, as the demo)\n"
     "  --steps N             reconstruction steps per window (default 100)\n"
@@ -75,6 +85,9 @@ Settings parse_settings(int argc, char** argv) {
     while (cl.next()) {
         if (cl.is("--out")) s.out_dir = cl.value();
         else if (cl.is("--checkpoint-dir")) s.checkpoint_dir = cl.value();
+        else if (cl.is("--text")) s.text_file = cl.value();
+        else if (cl.is("--hf")) s.hf = cl.value();
+        else if (cl.is("--context")) s.hf_context = cl.integer();
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--steps")) s.steps = cl.integer();
@@ -135,19 +148,29 @@ int run(int argc, char** argv) {
     try {
         const auto run_start = Clock::now();
         fs::create_directories(s.out_dir);
-        const tiny_llama::Config config = tiny_llama::Config::small();
+        std::optional<HfModel> hf;
+        if (!s.hf.empty()) {
+            hf = load_hf_model(s.hf, s.hf_context);
+            std::printf("Hugging Face checkpoint %s: %s; tokenizer %s (%d tokens)\n", s.hf.string().c_str(), hf->config.describe().c_str(),
+                        hf->tokenizer.source().c_str(), hf->tokenizer.vocab_size());
+        }
+        const tiny_llama::Config config = hf ? hf->config : tiny_llama::Config::small();
 
         const fs::path cached_text = fs::exists(s.checkpoint_dir / "kjv.txt") ? s.checkpoint_dir / "kjv.txt" : s.out_dir / "kjv.txt";
-        const kjv::Corpus corpus = kjv::load_kjv(cached_text);
-        const auto train_tokens = tiny_llama::byte_tokens(corpus.train);
-        const auto test = tiny_llama::evaluation_batches(tiny_llama::byte_tokens(corpus.test), config.context + 1,
-                                                         s.eval_windows, 16);
+        const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(cached_text)
+                                                       : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file.string());
+        const auto train_tokens = hf ? tokenize(hf->tokenizer, corpus.train) : tiny_llama::byte_tokens(corpus.train);
+        const auto test = tiny_llama::evaluation_batches(hf ? tokenize(hf->tokenizer, corpus.test) : tiny_llama::byte_tokens(corpus.test),
+                                                         config.context + 1, s.eval_windows, 16);
 
         // ---- the fp32 model: the end-to-end demo's checkpoint when it is there, else trained here with its recipe
         const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
-        std::optional<tiny_llama::Weights> cached = load_checkpoint(checkpoint, config, {s.checkpoint_dir, s.out_dir});
+        std::optional<tiny_llama::Weights> cached =
+            hf ? std::move(hf->weights) : load_checkpoint(checkpoint, config, {s.checkpoint_dir, s.out_dir});
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
-        if (cached) {
+        if (hf) {
+            std::printf("fp32 model: the Hugging Face checkpoint (no pre-training)\n");
+        } else if (cached) {
             std::printf("fp32 model: the end-to-end demo's checkpoint %s\n", checkpoint.file.c_str());
         } else {
             std::printf("fp32 model: no checkpoint %s in %s; training %td steps\n", checkpoint.file.c_str(),

@@ -5,8 +5,9 @@
 //   npft-export --evaluate FILE.gguf [--windows FILE]
 //
 // T is F32, F16, BF16, Q8_0 or Q4_0 (Q4_0 and Q8_0 quantize with ggml's own rule: npft::quant::GgmlQ4_0Grid).
-// --hf DIR exports a Hugging Face LLaMA checkpoint folder (tiny_llama/hf_checkpoint.hpp; the vocabulary is written
-// only for the byte-level 256-token model, so a SentencePiece model's file lacks its tokenizer keys).
+// --hf DIR exports a Hugging Face LLaMA checkpoint folder (tiny_llama/hf_checkpoint.hpp) with its tokenizer.model's
+// vocabulary (SentencePiece, when this build links npft::sentencepiece; otherwise the file has no tokenizer keys and
+// the program says so).
 // --demo exports the demos' fp32 model (the cached checkpoint of end_to_end's settings, trained here when absent).
 // --evaluate prints npft's test perplexity of the file's weights (decoded as llama.cpp decodes them) and, with
 // --windows, writes the test windows as lines of token ids.
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -133,11 +135,22 @@ kjv::Corpus load_corpus(const Settings& s) {
 int export_model(const Settings& s) {
     tiny_llama::Config config = s.large ? tiny_llama::Config::large() : tiny_llama::Config::small();
     tiny_llama::Weights weights;
+    std::optional<npft::io::SentencePieceTokenizer> tokenizer;
+    tiny_llama::SpecialTokenFlags flags;
     if (!s.hf.empty()) {
         tiny_llama::HfCheckpoint hf = tiny_llama::load_hf_checkpoint(s.hf);
         config = hf.config;
         weights = std::move(hf.weights);
+        tokenizer = std::move(hf.tokenizer);
+        flags = {hf.add_bos, hf.add_eos};
         std::printf("Hugging Face checkpoint %s: %s\n", s.hf.string().c_str(), config.describe().c_str());
+        if (tokenizer)
+            std::printf("tokenizer %s: %d SentencePiece tokens (add <s>: %s, add </s>: %s)\n", tokenizer->source().c_str(),
+                        tokenizer->vocab_size(), flags.add_bos ? "yes" : "no", flags.add_eos ? "yes" : "no");
+        else
+            std::printf("warning: no tokenizer written (%s): llama.cpp needs tokenizer keys added to the file\n",
+                        fs::exists(s.hf / "tokenizer.model") ? "this build has no SentencePiece: install libsentencepiece-dev and rebuild"
+                                                              : "the folder has no tokenizer.model");
     } else if (!s.checkpoint.empty()) {
         const auto file = npft::io::SafetensorsFile::load(s.checkpoint);
         config = config_from_description(file.metadata("config"));
@@ -164,7 +177,7 @@ int export_model(const Settings& s) {
     tiny_llama::save_gguf(s.out, config, weights, s.types, "npft tiny_llama", [tty](const std::string& name, std::size_t done, std::size_t total) {
         if (tty) std::fprintf(stderr, "\r[export] %zu/%zu %-28s", done, total, name.c_str());
         if (tty && done == total) std::fputc('\n', stderr);
-    });
+    }, tokenizer ? &*tokenizer : nullptr, flags);
     // Sizes as the file stores them: bits per weight of each class over its weights.
     const auto file = tiny_llama::gguf::File::load(s.out);
     std::map<std::string, std::pair<double, double>> classes;  // class -> (bytes, weights)

@@ -6,7 +6,9 @@
 // final_norm -> output_norm.weight, head -> output.weight. Norm gains are F32 vectors, as llama.cpp keeps them.
 // Rotary: this model rotates interleaved pairs (2i, 2i + 1), which is llama.cpp's convention for "llama", so q and k
 // rows are written as they are (a Hugging Face checkpoint's rotate-half rows are permuted when it is loaded: hf_checkpoint.hpp).
-// Tokenizer: the byte-level vocabulary (256 tokens) as SentencePiece byte tokens "<0x00>" ... "<0xFF>", model "llama".
+// Tokenizer: the byte-level vocabulary (256 tokens) as SentencePiece byte tokens "<0x00>" ... "<0xFF>", model "llama";
+// or a SentencePiece tokenizer.model's vocabulary (pieces, scores, token types, special ids, add-BOS/EOS flags), as
+// llama.cpp's convert_hf_to_gguf.py writes it.
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include <npft/io/gguf.hpp>
+#include <npft/io/sentencepiece.hpp>
 #include <npft/quant/ggml_grids.hpp>
 #include <npft/quant/quantizer.hpp>
 
@@ -103,6 +106,51 @@ inline void add_byte_vocabulary(gguf::Writer& out, const Config& c) {
     out.set("tokenizer.ggml.add_eos_token", Value::boolean(false));
 }
 
+/// Whether llama.cpp adds <s> / </s> around text it tokenizes (Hugging Face's tokenizer_config.json add_bos_token and
+/// add_eos_token; LLaMA's defaults).
+struct SpecialTokenFlags {
+    bool add_bos = true;
+    bool add_eos = false;
+};
+
+/// A SentencePiece vocabulary in llama.cpp's "llama" tokenizer keys. Ids the tokenizer does not have, up to the
+/// embedding's vocab rows (a padded vocab_size), become unused "[PADi]" tokens with score -1000, as llama.cpp's converter
+/// writes them, so that the token list is as long as the embedding.
+inline void add_sentencepiece_vocabulary(gguf::Writer& out, const Config& c, const npft::io::SentencePieceTokenizer& tokenizer,
+                                         SpecialTokenFlags flags = {}) {
+    npft::require(tokenizer.vocab_size() <= c.vocab, "tokenizer '", tokenizer.source(), "' has ", tokenizer.vocab_size(),
+                  " tokens, more than the model's vocabulary of ", c.vocab);
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<std::int32_t> types;
+    for (const npft::io::TokenPiece& p : tokenizer.vocabulary()) {
+        tokens.push_back(p.piece);
+        scores.push_back(p.score);
+        types.push_back(static_cast<std::int32_t>(p.type));
+    }
+    for (npft::index id = tokenizer.vocab_size(); id < c.vocab; ++id) {
+        tokens.push_back("[PAD" + std::to_string(id) + "]");
+        scores.push_back(-1000.0f);
+        types.push_back(static_cast<std::int32_t>(npft::io::TokenType::unused));
+    }
+    using gguf::Value;
+    out.set("tokenizer.ggml.model", Value::string("llama"));
+    out.set("tokenizer.ggml.tokens", Value::strings(tokens));
+    out.set("tokenizer.ggml.scores", Value::f32s(scores));
+    out.set("tokenizer.ggml.token_type", Value::i32s(types));
+    const auto id = [&](const char* key, std::int32_t v) {
+        if (v >= 0) out.set(key, Value::u32(static_cast<std::uint32_t>(v)));
+    };
+    id("tokenizer.ggml.bos_token_id", tokenizer.bos_id());
+    id("tokenizer.ggml.eos_token_id", tokenizer.eos_id());
+    id("tokenizer.ggml.unknown_token_id", tokenizer.unk_id());
+    id("tokenizer.ggml.padding_token_id", tokenizer.pad_id());
+    npft::require(!flags.add_bos || tokenizer.bos_id() >= 0, "tokenizer '", tokenizer.source(), "' has no <s> to add");
+    npft::require(!flags.add_eos || tokenizer.eos_id() >= 0, "tokenizer '", tokenizer.source(), "' has no </s> to add");
+    out.set("tokenizer.ggml.add_bos_token", Value::boolean(flags.add_bos));
+    out.set("tokenizer.ggml.add_eos_token", Value::boolean(flags.add_eos));
+}
+
 /// Adds every weight as its class's type. `progress(name, done, total)` is called after each tensor.
 inline void add_llama_weights(gguf::Writer& out, const Weights& w, const GgufTypes& types,
                               const std::function<void(const std::string&, std::size_t, std::size_t)>& progress = {}) {
@@ -134,13 +182,16 @@ inline void add_llama_weights(gguf::Writer& out, const Weights& w, const GgufTyp
     });
 }
 
-/// The whole model file: metadata, byte vocabulary, weights.
+/// The whole model file: metadata, vocabulary, weights. The vocabulary is the tokenizer's when one is given, else the
+/// byte-level one for a 256-token model, else none (llama.cpp then needs tokenizer keys added to the file).
 inline void save_gguf(const std::filesystem::path& path, const Config& c, const Weights& w, const GgufTypes& types,
                       const std::string& name = "npft tiny_llama",
-                      const std::function<void(const std::string&, std::size_t, std::size_t)>& progress = {}) {
+                      const std::function<void(const std::string&, std::size_t, std::size_t)>& progress = {},
+                      const npft::io::SentencePieceTokenizer* tokenizer = nullptr, SpecialTokenFlags flags = {}) {
     gguf::Writer out;
     add_llama_metadata(out, c, types, name);
-    if (c.vocab == 256) add_byte_vocabulary(out, c);
+    if (tokenizer != nullptr) add_sentencepiece_vocabulary(out, c, *tokenizer, flags);
+    else if (c.vocab == 256) add_byte_vocabulary(out, c);
     add_llama_weights(out, w, types, progress);
     out.save(path);
 }

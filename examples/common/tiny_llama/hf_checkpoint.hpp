@@ -3,9 +3,11 @@
 //   config.json                               architecture and sizes (fields below)
 //   model.safetensors                         the weights, or
 //   model.safetensors.index.json + shards     {"weight_map": {"model.layers.0.self_attn.q_proj.weight": "shard.safetensors", ...}}
-// Weights may be F32, F16 or BF16; they are converted to fp32 tensor by tensor from mapped files (no second copy of a
-// shard in memory). Names: model.embed_tokens, model.layers.i.{input_layernorm, self_attn.{q,k,v,o}_proj,
-// post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head (absent when tie_word_embeddings: the head is
+// Weights may be F32, F16 or BF16; they are converted to fp32 tensor by tensor from mapped files, and each tensor's
+// pages are released from the resident set once converted, so the peak is the fp32 model plus about one tensor (a
+// TinyLlama-1.1B-shaped bf16 checkpoint: 4.10 GiB of fp32 weights, peak 4.48 GiB; docs/io.md).
+// Names: model.embed_tokens, model.layers.i.{input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm,
+// mlp.{gate,up,down}_proj}, model.norm, lm_head (absent when tie_word_embeddings: the head is
 // then a copy of the embedding, which training may move apart from it).
 //
 // Rotary: Hugging Face rotates dimension i of a head with dimension i + head_dim/2 ("rotate half"); this model rotates
@@ -24,6 +26,7 @@
 
 #include <npft/io/json.hpp>
 #include <npft/io/safetensors.hpp>
+#include <npft/io/sentencepiece.hpp>
 
 #include "config.hpp"
 #include "weights.hpp"
@@ -152,18 +155,72 @@ inline Matrix rotate_half_to_interleaved(const Matrix& w, npft::index head_dim) 
     return out;
 }
 
+/// Throws a clear error unless `dir` has the SentencePiece tokenizer npft reads (tokenizer.model).
+inline std::filesystem::path require_sentencepiece_model(const std::filesystem::path& dir) {
+    const std::filesystem::path model = dir / "tokenizer.model";
+    if (std::filesystem::exists(model)) return model;
+    npft::require(!std::filesystem::exists(dir / "tokenizer.json"), "'", dir.string(),
+                  "' has only tokenizer.json (a Hugging Face fast tokenizer); npft reads the SentencePiece tokenizer.model "
+                  "that LLaMA, LLaMA 2 and TinyLlama ship");
+    npft::fail("'", dir.string(), "' has no tokenizer.model (SentencePiece)");
+}
+
+/// The folder's tokenizer.model, checked against the config: every id it produces must index the embedding (a config's
+/// vocab_size may be larger, padded; never smaller).
+inline npft::io::SentencePieceTokenizer load_hf_tokenizer(const std::filesystem::path& dir, npft::index vocab) {
+    npft::io::SentencePieceTokenizer t = npft::io::SentencePieceTokenizer::load(require_sentencepiece_model(dir));
+    npft::require(t.vocab_size() <= vocab, "'", t.source(), "' has ", t.vocab_size(), " tokens but config.json's vocab_size is ",
+                  vocab, ": the tokenizer does not belong to this model");
+    return t;
+}
+
+/// What load_hf_checkpoint does about the tokenizer.
+enum class HfTokenizer {
+    skip,        ///< weights only
+    if_present,  ///< tokenizer.model when the folder has one and this build reads SentencePiece (npft::sentencepiece)
+    required,    ///< tokenizer.model or a clear error (tokenizer.json only, none, or a build without SentencePiece)
+};
+
 /// The model in a Hugging Face checkpoint folder.
 struct HfCheckpoint {
     Config config;
     Weights weights;
     bool tied_embeddings = false;
+    std::optional<npft::io::SentencePieceTokenizer> tokenizer;  ///< see HfTokenizer
+    /// Whether text is tokenized with <s> first / </s> last: tokenizer_config.json's add_bos_token and add_eos_token,
+    /// LLaMA's defaults when absent.
+    bool add_bos = true, add_eos = false;
 };
 
-inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
+/// add_bos_token / add_eos_token of the folder's tokenizer_config.json, into `out` (left as they are when absent).
+inline void read_hf_special_token_flags(const std::filesystem::path& dir, bool& add_bos, bool& add_eos) {
+    namespace json = npft::io::json;
+    const std::filesystem::path path = dir / "tokenizer_config.json";
+    if (!std::filesystem::exists(path)) return;
+    json::Value root;
+    try {
+        root = json::parse(hf_detail::read_text(path));
+    } catch (const npft::Error& e) {
+        npft::fail("'", path.string(), "' is not valid JSON: ", e.what());
+    }
+    npft::require(root.is_object(), "'", path.string(), "' must be a JSON object");
+    for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &add_bos}, {"add_eos_token", &add_eos}})
+        if (const json::Value* v = hf_detail::member(root, key); v && v->kind != json::Value::Kind::null) {
+            npft::require(v->kind == json::Value::Kind::boolean, "'", path.string(), "': \"", key, "\" must be true or false");
+            *flag = v->boolean;
+        }
+}
+
+inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfTokenizer tokenizer = HfTokenizer::if_present) {
     namespace io = npft::io;
     namespace json = npft::io::json;
     const HfConfig hf = read_hf_config(dir);
     const Config& c = hf.config;
+    // The tokenizer first: a required one that is missing or broken fails before gigabytes of weights are read.
+    std::optional<npft::io::SentencePieceTokenizer> loaded_tokenizer;
+    if (tokenizer == HfTokenizer::required ||
+        (tokenizer == HfTokenizer::if_present && npft::io::has_sentencepiece && std::filesystem::exists(dir / "tokenizer.model")))
+        loaded_tokenizer = load_hf_tokenizer(dir, c.vocab);
 
     // Which file holds which tensor.
     std::map<std::string, std::filesystem::path> where;
@@ -191,7 +248,8 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
         return it->second;
     };
 
-    HfCheckpoint out{c, Weights::zeros(c), hf.tied_embeddings};
+    HfCheckpoint out{c, Weights::zeros(c), hf.tied_embeddings, std::move(loaded_tokenizer)};
+    read_hf_special_token_flags(dir, out.add_bos, out.add_eos);
     out.weights.for_each([&](const std::string& name, Matrix& m) {
         const std::string source = hf_tensor_name(name);
         if (name == "head" && hf.tied_embeddings) {
@@ -213,24 +271,16 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir) {
                 else if (t.dtype == io::Dtype::f16) { npft::half h; io::detail::load_le(&h, p, 1); m(0, i) = static_cast<float>(h); }
                 else { npft::bfloat16 h; io::detail::load_le(&h, p, 1); m(0, i) = static_cast<float>(h); }
             }
+            f.release(source);
             return;
         }
         npft::require(t.shape == std::vector<npft::index>{m.rows(), m.cols()}, "safetensors ", f.source(), ": tensor '", source,
                       "' has shape ", io::shape_string(t.shape), ", the config needs [", m.rows(), ", ", m.cols(), "]");
         m = f.read_matrix(source);
+        f.release(source);  // the file's pages of this tensor leave the resident set: no second copy builds up
         if (name.ends_with("attn.q") || name.ends_with("attn.k")) m = rotate_half_to_interleaved(m, c.head_dim());
     });
     return out;
-}
-
-/// Throws a clear error unless `dir` has the SentencePiece tokenizer npft reads (tokenizer.model).
-inline std::filesystem::path require_sentencepiece_model(const std::filesystem::path& dir) {
-    const std::filesystem::path model = dir / "tokenizer.model";
-    if (std::filesystem::exists(model)) return model;
-    npft::require(!std::filesystem::exists(dir / "tokenizer.json"), "'", dir.string(),
-                  "' has only tokenizer.json (a Hugging Face fast tokenizer); npft reads the SentencePiece tokenizer.model "
-                  "that LLaMA, LLaMA 2 and TinyLlama ship");
-    npft::fail("'", dir.string(), "' has no tokenizer.model (SentencePiece)");
 }
 
 }  // namespace tiny_llama

@@ -2,6 +2,7 @@
 // A whole file mapped read-only into memory (POSIX mmap), so that model files of many gigabytes are read tensor by
 // tensor from the page cache instead of being copied into a second buffer first. Move-only; unmapped on destruction.
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -62,6 +63,19 @@ public:
 
     std::span<const std::byte> bytes() const { return {data_, size_}; }
     std::size_t size() const { return size_; }
+
+    /// Tells the kernel this process is done with `range` (a part of bytes()) for now: the whole pages inside it leave
+    /// the process's resident set (they stay in the page cache, and reading them again maps them again). A loader that
+    /// converts tensor by tensor calls it after each one, so that the file's pages do not add up to a second copy of
+    /// the model in its resident set. Advisory: nothing changes if the kernel declines.
+    void release(std::span<const std::byte> range) const {
+        if (data_ == nullptr || range.empty()) return;
+        require(range.data() >= data_ && range.data() + range.size() <= data_ + size_, "MappedFile::release: the range is not in the file");
+        const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+        const auto begin = (reinterpret_cast<std::uintptr_t>(range.data()) + page - 1) / page * page;
+        const auto end = (reinterpret_cast<std::uintptr_t>(range.data()) + range.size()) / page * page;
+        if (begin < end) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+    }
 
 private:
     void unmap() {

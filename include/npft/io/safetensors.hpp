@@ -542,6 +542,10 @@ public:
         return out;
     }
 
+    /// For a mapped file: drops the tensor's pages from the process's resident set once it has been converted
+    /// (MappedFile::release); reading the tensor again still works. Does nothing for a file held in memory.
+    void release(std::string_view name) const { mapped_.release(raw(name)); }
+
     /// How the file is named in error messages.
     const std::string& source() const { return source_; }
 
