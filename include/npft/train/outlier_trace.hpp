@@ -5,14 +5,17 @@
 // Cost of one estimate: 2 model calls per probe and per trace batch.
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../hessian/hutchinson.hpp"
 #include "../hessian/hvp.hpp"
+#include "../outliers/outlier_mask.hpp"
 
 namespace npft::train {
 
@@ -51,6 +54,27 @@ private:
         return hessian::FiniteDifferenceHvp<Model, Batch>(*model_, std::ranges::begin(*batches_)[b], names_);
     }
 };
+
+/// The names of the perturbed tensors among `tensors` (model order) and one 0/1 mask over all of them (each row-major,
+/// concatenated), from the outliers given by name. Fails naming a perturbed tensor without a mask or with a mask of
+/// another shape.
+template <class Tensors>
+std::pair<std::vector<std::string>, std::vector<float>> outlier_indicator(const Tensors& tensors,
+                                                                          const std::map<std::string, outliers::OutlierMask>& outliers) {
+    std::vector<std::string> names;
+    std::vector<float> mask;
+    for (const auto& t : tensors) {
+        if (!t.perturbed) continue;
+        const auto it = outliers.find(t.name);
+        require(it != outliers.end(), "outlier_trace: no outlier mask for the perturbed tensor '", t.name, "'");
+        require(it->second.rows == t.clean.rows() && it->second.cols == t.clean.cols(), "outlier_trace: the mask of '", t.name,
+                "' is ", it->second.rows, " x ", it->second.cols, ", the tensor is ", t.clean.rows(), " x ", t.clean.cols());
+        names.push_back(t.name);
+        const std::vector<float> indicator = it->second.indicator();
+        mask.insert(mask.end(), indicator.begin(), indicator.end());
+    }
+    return {std::move(names), std::move(mask)};
+}
 
 /// after - before, probe by probe, over the probes both estimates ran (they must come from the same estimator
 /// settings and outlier mask, so that probe k is the same vector in both): the mean difference and its standard error.

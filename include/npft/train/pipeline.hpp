@@ -189,7 +189,7 @@ public:
                       "loss_and_gradient(batch))");
         if (!tensors_.bound_to(&model)) bind(model);
         for (auto& t : tensors_.all()) t.clean = to_eigen(MatrixView<const float>(tensors_.value_of(t)));
-        select_outliers(model, calibration);
+        select_outliers<Selector, Noise>(selector_, quantizer_, tensors_, options_, model, calibration);
     }
 
     /// Hutchinson estimate of the Hessian trace restricted to the current outliers (all perturbed tensors together), on
@@ -299,59 +299,16 @@ private:
         }
     }
 
-    // ---- selection --------------------------------------------------------------------------------------------------
-    /// The weights selection and quantization steps are computed on: the clean weights, or with a continuing adapter
-    /// the merged W0 + (alpha/r) B A (the same arithmetic as the values written into the model).
-    Matrix selection_basis(const Tensor& t) const {
-        const auto* lora = t.lora();
-        if (!(continues_adapter(options_) && lora)) return t.clean;
-        Matrix merged;
-        lora->merged(t.clean, merged);
-        return merged;
-    }
-    Matrix quantization_steps(const Matrix& basis) const {
-        if constexpr (has_quantizer) {
-            return quant::quantization_steps(quantizer_.grid(), view_of(basis));
-        } else {
-            return Matrix();  // not reached: check_steps_have_a_grid refuses policies that read steps without a grid
-        }
-    }
-
-    template <class Model, class Calibration>
-    void select_outliers(Model& model, const Calibration& calibration) {
-        constexpr bool needs_fisher = Selector::needs_fisher;
-        constexpr bool needs_steps = Selector::needs_quant_steps || Noise::needs_quant_steps;
-        std::map<std::string, Matrix> fisher;
-        if constexpr (needs_fisher) {
-            std::vector<std::string> names;
-            for (const auto& t : tensors_.all())
-                if (t.perturbed) names.push_back(t.name);
-            fisher = calibration_fisher(model, calibration, std::move(names), options_.threads);
-        }
-        for (auto& t : tensors_.all()) {
-            if (!t.perturbed) continue;
-            const Matrix basis = selection_basis(t);
-            if constexpr (needs_steps) t.perturbation.quant_steps = quantization_steps(basis);
-            outliers::SelectionInputs in{view_of(basis), needs_fisher ? view_of(fisher.at(t.name)) : MatrixView<const float>(),
-                                         Selector::needs_quant_steps ? view_of(t.perturbation.quant_steps) : MatrixView<const float>()};
-            outliers::OutlierMask mask = selector_.select(in);
-            require(mask.rows == t.clean.rows() && mask.cols == t.clean.cols(), "the selector returned a ", mask.rows, " x ",
-                    mask.cols, " mask for tensor '", t.name, "', which is ", t.clean.rows(), " x ", t.clean.cols());
-            t.perturbation.selection = std::move(mask);
-            t.perturbation.noise.clear();
-        }
-    }
-
     // ---- stages and steps -------------------------------------------------------------------------------------------
     template <class Model, class Calibration>
     void begin_stage(Model& model, const Calibration& calibration, index stage) {
         tensors_.copy_clean_into_model();
         if (continues_adapter(options_)) tensors_.write_peft();  // the Fisher pass sees W0 + (alpha/r) B A, no noise
         if (stage == 0 || options_.refresh_selection) {
-            select_outliers(model, calibration);
+            select_outliers<Selector, Noise>(selector_, quantizer_, tensors_, options_, model, calibration);
         } else if constexpr (Noise::needs_quant_steps) {
             for (auto& t : tensors_.all())
-                if (t.perturbed) t.perturbation.quant_steps = quantization_steps(selection_basis(t));
+                if (t.perturbed) t.perturbation.quant_steps = quantization_steps(quantizer_, selection_basis(t, options_));
         }
         const bool new_adapters = stage == 0 || !continues_adapter(options_);
         for (auto& t : tensors_.all()) {
@@ -529,19 +486,7 @@ private:
         // The estimator sees the perturbed tensors as one flat vector (model order, each row-major); the outliers of all
         // of them form one 0/1 mask over it. The probes are the estimator's own (fixed seed), so estimates taken at
         // different steps use the same probes and their differences are not probe noise.
-        std::vector<std::string> names;
-        std::vector<float> mask;
-        for (const auto& t : tensors_.all()) {
-            if (!t.perturbed) continue;
-            const auto it = outliers.find(t.name);
-            require(it != outliers.end(), "outlier_trace: no outlier mask for the perturbed tensor '", t.name, "'");
-            require(it->second.rows == t.clean.rows() && it->second.cols == t.clean.cols(), "outlier_trace: the mask of '",
-                    t.name, "' is ", it->second.rows, " x ", it->second.cols, ", the tensor is ", t.clean.rows(), " x ",
-                    t.clean.cols());
-            names.push_back(t.name);
-            const std::vector<float> indicator = it->second.indicator();
-            mask.insert(mask.end(), indicator.begin(), indicator.end());
-        }
+        auto [names, mask] = outlier_indicator(tensors_.all(), outliers);
         BatchMeanHvp<Model, TraceBatches> hvp(model, trace_batches, std::move(names));
         return trace_.estimate(hvp, std::span<const float>(mask));
     }
