@@ -1,7 +1,7 @@
 #pragma once
 // The NPFT pipeline around a user's model: outlier selection from a Fisher pass, noise on the selected weights, PEFT
 // training through the model's own loss-and-gradient, exact restore of the clean weights, quantization at the end.
-// This file is the orchestrator; its parts live beside it:
+// This file is the orchestrator (half of it the documented public API); its parts live beside it:
 //   pipeline_options.hpp   run-time options (PipelineOptions) and FitSummary
 //   pipeline_policies.hpp  what each compile-time policy must offer; NoTrace and NoQuantizer
 //   managed_tensors.hpp    the managed tensors and what is done to all of them at once (write, gradients, step, merge)
