@@ -38,24 +38,21 @@ std::size_t entries_in(const fs::path& dir) {
     return static_cast<std::size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
-// A checkpoint whose content identifies its writer: `count` floats all equal to `tag`, then the tag as a u64.
+// A checkpoint whose content identifies its writer: `count` floats all equal to `tag`, then the tag as metadata.
 npft::train::CheckpointWriter tagged_checkpoint(float tag, std::size_t count) {
     npft::train::CheckpointWriter w;
-    w.string("tagged");
-    w.floats(std::vector<float>(count, tag));
-    w.u64(static_cast<std::uint64_t>(tag));
+    w.floats("values", std::vector<float>(count, tag));
+    w.unsigned_integer("tag", static_cast<std::uint64_t>(tag));
     return w;
 }
 
 // Loads a tagged checkpoint and returns its tag; throws if the file is incomplete or mixes two writers.
 float load_tag(const fs::path& path) {
-    npft::train::CheckpointReader r(path.string());
-    REQUIRE(r.string() == "tagged");
-    const std::vector<float> values = r.floats();
+    const npft::train::CheckpointReader r(path.string());
+    const std::vector<float> values = r.floats("values");
     REQUIRE(!values.empty());
     REQUIRE(std::all_of(values.begin(), values.end(), [&](float v) { return v == values.front(); }));
-    REQUIRE(r.u64() == static_cast<std::uint64_t>(values.front()));
-    REQUIRE(r.at_end());
+    REQUIRE(r.unsigned_integer("tag") == static_cast<std::uint64_t>(values.front()));
     return values.front();
 }
 

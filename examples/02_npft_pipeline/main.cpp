@@ -6,6 +6,7 @@
 // fine-tunes LoRA adapters (with dropout) with quantization-step noise on them, reports progress, and quantizes to 3 bits. Copy this file and replace
 // the model with yours.
 #include <cstdio>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -130,7 +131,7 @@ int main() {
     options.learning_rate = 1e-2f;
     options.seed = 7;
     options.peft = npft::train::LoraOptions{.rank = 8, .alpha = 16.0f, .dropout = 0.05f};
-    options.trace_every = 100;         // each trace estimate costs up to 2 x max_probes model calls
+    options.trace_every = 100;         // each estimate costs 2 model calls per probe (16 to 64 probes here)
     auto pipe = npft::presets::quantization_step<Grid>(
         options, /*outlier_fraction=*/0.02, Trace({.min_probes = 16, .max_probes = 64, .target_relative_standard_error = 0.05}));
 
@@ -138,12 +139,17 @@ int main() {
     const double fp32_before = mean_loss(model, held_out);
     Regressor rtn_before = model;
     for (const auto& [name, q] : pipe.quantize(rtn_before)) (name == "block.up" ? rtn_before.up() : rtn_before.down()) = q.dequantize();
+    // The trace is taken on a held-out batch, before and after on the same outliers, so the two estimates use the same
+    // probes and their difference is paired probe by probe.
     pipe.select(model, train);
-    const auto trace_before = pipe.outlier_trace(model, train[0]);
+    const auto first_outliers = pipe.selections();
+    const auto trace_before = pipe.outlier_trace(model, held_out[0]);
 
-    pipe.fit(model, train, npft::train::progress::automatic(50));  // a bar on a terminal, lines in a log
+    // Calibration on the training batches; the periodic trace on the held-out batch; a bar on a terminal, lines in a log.
+    pipe.fit(model, train, train, std::span(held_out.data(), 1), npft::train::progress::automatic(50));
 
-    const auto trace_after = pipe.outlier_trace(model, train[0]);
+    const auto trace_after = pipe.outlier_trace(model, held_out[0], first_outliers);
+    const auto trace_change = npft::train::paired_difference(trace_before, trace_after);
     const auto packed = pipe.quantize(model);  // one QuantizedMatrix per perturbed tensor
     Regressor rtn_after = model;
     rtn_after.up() = packed.at("block.up").dequantize();
@@ -157,8 +163,10 @@ int main() {
     std::printf("%-36s %14.5f %14.5f\n", "held-out loss, fp32", fp32_before, mean_loss(model, held_out));
     std::printf("%-36s %14.5f %14.5f\n", "held-out loss, 3-bit RTN", mean_loss(rtn_before, held_out),
                 mean_loss(rtn_after, held_out));
-    std::printf("%-36s %8.4g+-%-5.2g %8.4g+-%-5.2g\n", "outliers' Hessian trace (train[0])", trace_before.value,
+    std::printf("%-36s %8.4g+-%-5.2g %8.4g+-%-5.2g\n", "outliers' Hessian trace (held-out[0])", trace_before.value,
                 trace_before.standard_error, trace_after.value, trace_after.standard_error);
+    std::printf("paired change of the trace: %.3g +- %.2g over %td probes (the first stage's outliers)\n", trace_change.mean,
+                trace_change.standard_error, trace_change.probes);
     std::printf("outliers: %td of %td weights; packed weights written to npft_pipeline_q3.safetensors\n",
                 pipe.selection("block.up").count() + pipe.selection("block.down").count(),
                 model.up().size() + model.down().size());

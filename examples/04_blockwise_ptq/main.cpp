@@ -238,9 +238,14 @@ int run(int argc, char** argv) {
             std::printf("npft: %td stages x %td steps, batch %td x %td bytes\n", s.npft.stages, s.npft.steps, s.npft.batch,
                         config.context + 1);
             std::fflush(stdout);
+            // The Fisher is the mean of squared per-sequence gradients: the pipeline gets one window per calibration
+            // batch (a batch of 4 would give the square of the 4 windows' mean gradient instead).
+            std::vector<Batch> per_sequence;
+            for (const Batch& b : calibration)
+                for (const auto& sequence : b.sequences) per_sequence.push_back(Batch{{sequence}});
             model.weights() = fp32_weights;
             const auto start = Clock::now();
-            pipeline.fit(model, batches, calibration, npft::train::progress::lines(10));
+            pipeline.fit(model, batches, per_sequence, npft::train::progress::lines(10));
             npft_seconds = seconds_since(start);
             npft_ppl = tiny_llama::perplexity(model, test);
             std::printf("npft: %.1f s, fp32 test perplexity after fine-tuning %.4f\n", npft_seconds, npft_ppl);

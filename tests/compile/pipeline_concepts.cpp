@@ -20,6 +20,17 @@ static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, npft::quant::Q
 static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, Grid>::optimizer_type, train::AdamW>);
 static_assert(std::same_as<npft::Pipeline<Selector, Noise, Trace, Grid>::loss_type, train::Perturbed>);
 
+// Unused policies need not be named: no trace estimator, and no grid for a noise and a selector that read no steps.
+static_assert(train::PipelinePolicies<Selector, npft::noise::ReferenceSchedule, train::NoTrace, train::NoQuantizer,
+                                      train::AdamW, train::Perturbed>);
+static_assert(std::same_as<npft::Pipeline<Selector, npft::noise::ReferenceSchedule>::trace_type, train::NoTrace>);
+static_assert(std::same_as<npft::Pipeline<Selector, npft::noise::ReferenceSchedule>::quantizer_type, train::NoQuantizer>);
+static_assert(std::same_as<npft::Pipeline<Selector, Noise, train::NoTrace, Grid>::schedule_type, train::LinearWarmupDecay>);
+[[maybe_unused]] void instantiate_without_trace_and_quantizer() {
+    npft::Pipeline<Selector, npft::noise::ReferenceSchedule> pipe(npft::PipelineOptions{});
+    (void)pipe.total_steps();
+}
+
 // A user's own policies: plain structs with the documented members.
 struct MyOptimizer {
     struct State {

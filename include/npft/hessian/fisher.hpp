@@ -11,6 +11,7 @@
 
 #include "../core/eigen.hpp"
 #include "../core/error.hpp"
+#include "../kernels/cpu/threading.hpp"
 #include "../train/differentiable_model.hpp"
 
 namespace npft::hessian {
@@ -18,8 +19,12 @@ namespace npft::hessian {
 /// Accumulates squared gradients batch by batch (double sums), for all of a model's parameters or the named ones.
 class DiagonalFisher {
 public:
-    /// `names`: the parameters to track (all when empty).
-    explicit DiagonalFisher(std::vector<std::string> names = {}) : names_(std::move(names)) {}
+    /// `names`: the parameters to track (all when empty). `threads`: the squaring and summing is split by rows over the
+    /// worker pool (kernels/cpu/threading.hpp); every sum is taken in batch order by one thread, so the bits do not
+    /// depend on the count. The model is always called from the calling thread.
+    explicit DiagonalFisher(std::vector<std::string> names = {}, int threads = 1) : names_(std::move(names)), threads_(threads) {
+        require(threads >= 1, "DiagonalFisher: threads must be at least 1, got ", threads);
+    }
 
     /// Runs loss_and_gradient on `batch` and adds every tracked gradient, squared.
     template <class Model, class Batch>
@@ -36,14 +41,16 @@ public:
             Eigen::ArrayXXd& sum = it->second;
             require(p.grad.rows() == sum.rows() && p.grad.cols() == sum.cols(), "DiagonalFisher: gradient of ", p.name,
                     " changed shape to ", p.grad.rows(), " x ", p.grad.cols(), " (was ", sum.rows(), " x ", sum.cols(), ")");
-            for (index r = 0; r < sum.rows(); ++r) {
-                for (index c = 0; c < sum.cols(); ++c) {
-                    const double g = p.grad(r, c);
-                    require(std::isfinite(g), "DiagonalFisher: non-finite gradient of ", p.name, " at (", r, ", ", c,
-                            ") in batch ", batches_);
-                    sum(r, c) += g * g;
+            kernels::cpu::parallel_rows(sum.rows(), threads_, 16, [&](index begin, index end) {
+                for (index r = begin; r < end; ++r) {
+                    for (index c = 0; c < sum.cols(); ++c) {
+                        const double g = p.grad(r, c);
+                        require(std::isfinite(g), "DiagonalFisher: non-finite gradient of ", p.name, " at (", r, ", ", c,
+                                ") in batch ", batches_);
+                        sum(r, c) += g * g;
+                    }
                 }
-            }
+            });
         }
         ++batches_;
     }
@@ -81,6 +88,7 @@ private:
     std::vector<std::string> names_;
     std::map<std::string, Eigen::ArrayXXd> sums_;
     index batches_ = 0;
+    int threads_ = 1;
 };
 
 }  // namespace npft::hessian

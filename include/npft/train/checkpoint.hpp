@@ -1,168 +1,191 @@
 #pragma once
-// A small, checked binary container for training checkpoints. Layout (all little-endian, as written by this host):
-//   "NPFTCKPT" (8 bytes) | format version u32 | payload length u64 | payload | FNV-1a 64 of the payload u64
-// The payload is a sequence of typed records (u64, f32, strings and float/index arrays, each array prefixed by its
-// length); the reader checks every length against what is left, so a truncated or corrupt file is an npft::Error, never
-// a crash. What the records mean is up to the writer (Pipeline::save_checkpoint documents its own order).
+// Training checkpoints are safetensors files (io/safetensors.hpp), written durably through its writer (a unique
+// temporary, fsync, rename, fsync of the folder: io/atomic_file.hpp). Tensors hold the arrays (weights, outlier
+// positions as I64, noise, adapters, optimizer moments); the scalar state (step, draw counter, options fingerprint,
+// optimizer step counts) is in the `__metadata__` string map. A checksum over every tensor and metadata entry, kept in
+// the metadata as "npft.checksum", makes a flipped byte anywhere in the data an npft::Error, as is a truncated file, a
+// missing tensor or a shape that does not match (each error names the file and the entry). What the entries mean is up
+// to the writer (Pipeline::save_checkpoint lists its own in docs/pipeline.md).
 #include <bit>
+#include <charconv>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
-#include <fstream>
+#include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "../core/config.hpp"
+#include "../core/eigen.hpp"
 #include "../core/error.hpp"
-#include "../io/atomic_file.hpp"
+#include "../io/safetensors.hpp"
 
 namespace npft::train {
 
-inline constexpr char checkpoint_magic[8] = {'N', 'P', 'F', 'T', 'C', 'K', 'P', 'T'};
-inline constexpr std::uint32_t checkpoint_version = 1;
-
 namespace detail {
-inline std::uint64_t fnv1a(std::span<const unsigned char> bytes) {
-    std::uint64_t h = 0xCBF29CE484222325ull;
-    for (const unsigned char b : bytes) {
-        h ^= b;
+inline std::uint64_t fnv1a(std::uint64_t h, std::span<const std::byte> bytes) {
+    for (const std::byte b : bytes) {
+        h ^= static_cast<std::uint64_t>(b);
         h *= 0x100000001B3ull;
     }
     return h;
 }
+inline std::uint64_t fnv1a(std::uint64_t h, const std::string& s) {
+    return fnv1a(h, std::as_bytes(std::span<const char>(s.data(), s.size())));
+}
+inline constexpr std::uint64_t fnv1a_basis = 0xCBF29CE484222325ull;
+inline constexpr const char* checksum_key = "npft.checksum";
 }  // namespace detail
 
-/// Accumulates records in memory; save() writes the file in one go.
+/// Collects a checkpoint's tensors and scalars; save() adds the checksum and writes the file durably.
 class CheckpointWriter {
 public:
-    static_assert(std::endian::native == std::endian::little, "npft checkpoints are written little-endian");
+    static_assert(std::endian::native == std::endian::little, "npft checkpoints hash their tensors' bytes as stored (little-endian)");
 
-    void u64(std::uint64_t v) { raw(&v, sizeof v); }
-    void i64(std::int64_t v) { raw(&v, sizeof v); }
-    void f32(float v) { raw(&v, sizeof v); }
-    void f64(double v) { raw(&v, sizeof v); }
-    void string(const std::string& s) {
-        u64(s.size());
-        raw(s.data(), s.size());
+    void matrix(const std::string& name, const Matrix& m) {
+        floats(name, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())), {m.rows(), m.cols()});
     }
-    void floats(std::span<const float> v) {
-        u64(v.size());
-        raw(v.data(), v.size() * sizeof(float));
+    void floats(const std::string& name, std::span<const float> values) { floats(name, values, {static_cast<index>(values.size())}); }
+    void indices(const std::string& name, std::span<const index> values) {
+        file_.add(name, values, {static_cast<index>(values.size())});
+        hashes_[name] = detail::fnv1a(detail::fnv1a_basis, std::as_bytes(values));
     }
-    void indices(std::span<const index> v) {
-        u64(v.size());
-        raw(v.data(), v.size() * sizeof(index));
+    void text(const std::string& key, std::string value) {
+        file_.add_metadata(key, std::move(value));
     }
+    void integer(const std::string& key, std::int64_t value) { text(key, std::to_string(value)); }
+    void unsigned_integer(const std::string& key, std::uint64_t value) { text(key, std::to_string(value)); }
+    /// A float kept bit for bit (its IEEE bits as an unsigned integer).
+    void exact_float(const std::string& key, float value) { unsigned_integer(key, std::bit_cast<std::uint32_t>(value)); }
 
-    /// Writes header, payload and checksum to `path` durably (io/atomic_file.hpp: a unique temporary, fsync, rename,
-    /// fsync of the folder), so a crash, a full disk or a concurrent writer never leaves a partial checkpoint under
-    /// `path`: it holds the previous checkpoint or this one, whole. Throws npft::Error naming the path and the reason.
+    /// Writes the file to `path` durably; a crash, a full disk or a concurrent writer never leaves a partial checkpoint
+    /// under `path`: it holds the previous checkpoint or this one, whole. Throws npft::Error naming the path and the reason.
     void save(const std::string& path) const {
-        io::AtomicFile out(path);
-        out.write(checkpoint_magic, sizeof checkpoint_magic);
-        const std::uint32_t version = checkpoint_version;
-        out.write(&version, sizeof version);
-        const std::uint64_t length = payload_.size();
-        out.write(&length, sizeof length);
-        out.write(payload_.data(), payload_.size());
-        const std::uint64_t checksum = detail::fnv1a(payload_);
-        out.write(&checksum, sizeof checksum);
-        out.commit();
+        io::SafetensorsWriter out = file_;
+        out.add_metadata(detail::checksum_key, std::to_string(checksum(hashes_, out.metadata())));
+        out.save(path);
+    }
+
+    /// The checksum over tensors (by name, each hashed as stored) and metadata (by key), the checksum entry excluded.
+    static std::uint64_t checksum(const std::map<std::string, std::uint64_t>& tensor_hashes,
+                                  const std::map<std::string, std::string, std::less<>>& metadata) {
+        std::uint64_t h = detail::fnv1a_basis;
+        for (const auto& [name, hash] : tensor_hashes) {
+            h = detail::fnv1a(h, name);
+            h = detail::fnv1a(h, std::as_bytes(std::span<const std::uint64_t>(&hash, 1)));
+        }
+        for (const auto& [key, value] : metadata) {
+            if (key == detail::checksum_key) continue;
+            h = detail::fnv1a(detail::fnv1a(h, key), value);
+        }
+        return h;
     }
 
 private:
-    void raw(const void* data, std::size_t bytes) {
-        const auto* p = static_cast<const unsigned char*>(data);
-        payload_.insert(payload_.end(), p, p + bytes);
+    io::SafetensorsWriter file_;
+    std::map<std::string, std::uint64_t> hashes_;
+
+    void floats(const std::string& name, std::span<const float> values, std::vector<index> shape) {
+        file_.add(name, values, std::move(shape));
+        hashes_[name] = detail::fnv1a(detail::fnv1a_basis, std::as_bytes(values));
     }
-    std::vector<unsigned char> payload_;
 };
 
-/// Reads a file written by CheckpointWriter; every read checks the remaining length.
+/// Opens a checkpoint, checks that it is whole (safetensors structure, checksum) and reads its entries with checked
+/// shapes. Every failure is an npft::Error that names the file and the entry.
 class CheckpointReader {
 public:
     explicit CheckpointReader(const std::string& path) : path_(path) {
-        std::ifstream in(path, std::ios::binary);
-        require(in.good(), "cannot open checkpoint file '", path, "'");
-        char magic[sizeof checkpoint_magic];
-        std::uint32_t version = 0;
-        std::uint64_t length = 0;
-        in.read(magic, sizeof magic);
-        require(in.good() && std::memcmp(magic, checkpoint_magic, sizeof magic) == 0, "'", path,
-                "' is not an npft checkpoint (bad magic)");
-        in.read(reinterpret_cast<char*>(&version), sizeof version);
-        require(in.good() && version == checkpoint_version, "checkpoint '", path, "' has format version ", version,
-                ", expected ", checkpoint_version);
-        in.read(reinterpret_cast<char*>(&length), sizeof length);
-        require(in.good(), "checkpoint '", path, "' is truncated (no payload length)");
-        in.seekg(0, std::ios::end);
-        const auto file_size = static_cast<std::uint64_t>(in.tellg());
-        const std::uint64_t header = sizeof magic + sizeof version + sizeof length;
-        require(file_size >= header + sizeof(std::uint64_t) && length == file_size - header - sizeof(std::uint64_t),
-                "checkpoint '", path, "' is truncated or padded: payload length ", length, " does not match the file size ",
-                file_size);
-        in.seekg(static_cast<std::streamoff>(header));
-        payload_.resize(length);
-        in.read(reinterpret_cast<char*>(payload_.data()), static_cast<std::streamsize>(length));
-        std::uint64_t checksum = 0;
-        in.read(reinterpret_cast<char*>(&checksum), sizeof checksum);
-        require(in.good() && checksum == detail::fnv1a(payload_), "checkpoint '", path, "' is corrupt (checksum mismatch)");
+        std::error_code ec;
+        require(std::filesystem::is_regular_file(path, ec), "cannot open checkpoint file '", path, "': no such file");
+        try {
+            file_ = io::SafetensorsFile::load(path);
+        } catch (const Error& e) {
+            fail("checkpoint '", path, "' is not a readable safetensors file (truncated or corrupt): ", e.what());
+        }
+        const auto& metadata = file_.metadata();
+        const auto stored = metadata.find(detail::checksum_key);
+        require(stored != metadata.end(), "checkpoint '", path, "' has no \"", detail::checksum_key,
+                "\" entry: it was not written by npft::train::CheckpointWriter");
+        std::map<std::string, std::uint64_t> hashes;
+        for (const std::string& name : file_.names()) hashes[name] = detail::fnv1a(detail::fnv1a_basis, file_.raw(name));
+        require(stored->second == std::to_string(CheckpointWriter::checksum(hashes, metadata)), "checkpoint '", path,
+                "' is corrupt (checksum mismatch): a tensor or metadata value changed after it was written");
     }
 
-    std::uint64_t u64() { return scalar<std::uint64_t>(); }
-    std::int64_t i64() { return scalar<std::int64_t>(); }
-    float f32() { return scalar<float>(); }
-    double f64() { return scalar<double>(); }
-    std::string string() {
-        const std::uint64_t n = length(1);
-        std::string s(n, '\0');
-        take(s.data(), n);
-        return s;
-    }
-    std::vector<float> floats() {
-        const std::uint64_t n = length(sizeof(float));
-        std::vector<float> v(n);
-        take(v.data(), n * sizeof(float));
-        return v;
-    }
-    /// Reads a float array into `out`, which must already have the expected size.
-    void floats_into(std::span<float> out, const char* what) {
-        const std::uint64_t n = length(sizeof(float));
-        require(n == out.size(), "checkpoint '", path_, "': ", what, " holds ", n, " values, expected ", out.size());
-        take(out.data(), n * sizeof(float));
-    }
-    std::vector<index> indices() {
-        const std::uint64_t n = length(sizeof(index));
-        std::vector<index> v(n);
-        take(v.data(), n * sizeof(index));
-        return v;
-    }
-    bool at_end() const { return offset_ == payload_.size(); }
     const std::string& path() const { return path_; }
+    bool contains(const std::string& name) const { return file_.contains(name); }
+
+    /// A [rows, cols] F32 tensor into `out` (resized).
+    void matrix_into(const std::string& name, index rows, index cols, Matrix& out) const {
+        out.resize(rows, cols);
+        const auto values = checked([&] { return file_.read<float>(name, {rows, cols}); }, name);
+        std::copy(values.begin(), values.end(), out.data());
+    }
+    /// A [n] F32 tensor into `out`, whose size must be n.
+    void floats_into(const std::string& name, std::span<float> out) const {
+        const auto values = checked([&] { return file_.read<float>(name, {static_cast<index>(out.size())}); }, name);
+        std::copy(values.begin(), values.end(), out.begin());
+    }
+    std::vector<float> floats(const std::string& name) const {
+        return checked([&] { return file_.read<float>(name); }, name);
+    }
+    std::vector<index> indices(const std::string& name) const {
+        return checked([&] { return file_.read<index>(name); }, name);
+    }
+    const std::string& text(const std::string& key) const {
+        return checked([&]() -> const std::string& { return file_.metadata(key); }, key);
+    }
+    std::int64_t integer(const std::string& key) const { return parse<std::int64_t>(key); }
+    std::uint64_t unsigned_integer(const std::string& key) const { return parse<std::uint64_t>(key); }
+    float exact_float(const std::string& key) const {
+        const std::uint64_t bits = unsigned_integer(key);
+        require(bits <= 0xFFFFFFFFull, "checkpoint '", path_, "': metadata \"", key, "\" = ", bits, " is not a float's bits");
+        return std::bit_cast<float>(static_cast<std::uint32_t>(bits));
+    }
 
 private:
-    template <class T>
-    T scalar() {
-        T v;
-        take(&v, sizeof v);
-        return v;
-    }
-    std::uint64_t length(std::size_t element_bytes) {
-        const std::uint64_t n = u64();
-        require(n <= (payload_.size() - offset_) / element_bytes, "checkpoint '", path_, "' is corrupt: an array of ", n,
-                " elements runs past the end of the file");
-        return n;
-    }
-    void take(void* out, std::size_t bytes) {
-        require(bytes <= payload_.size() - offset_, "checkpoint '", path_, "' ends early (record at byte ", offset_, ")");
-        if (bytes) std::memcpy(out, payload_.data() + offset_, bytes);
-        offset_ += bytes;
-    }
-
     std::string path_;
-    std::vector<unsigned char> payload_;
-    std::size_t offset_ = 0;
+    io::SafetensorsFile file_;
+
+    template <class F>
+    auto checked(F&& read, const std::string& entry) const -> decltype(read()) {
+        try {
+            return read();
+        } catch (const Error& e) {
+            fail("checkpoint '", path_, "', entry '", entry, "': ", e.what());
+        }
+    }
+    template <class T>
+    T parse(const std::string& key) const {
+        const std::string& s = text(key);
+        T value{};
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+        require(ec == std::errc() && end == s.data() + s.size(), "checkpoint '", path_, "': metadata \"", key, "\" = '", s,
+                "' is not an integer");
+        return value;
+    }
 };
+
+/// An optimizer state as tensors `<prefix>.0`, `<prefix>.1`, ... and its step count as metadata `<prefix>.steps`.
+template <class State>
+void save_optimizer_state(CheckpointWriter& w, const std::string& prefix, const State& state) {
+    auto& s = const_cast<State&>(state);  // buffers() hands out mutable spans; they are only read here
+    w.integer(prefix + ".steps", static_cast<std::int64_t>(s.steps));
+    const auto buffers = s.buffers();
+    for (std::size_t i = 0; i < buffers.size(); ++i) w.floats(prefix + "." + std::to_string(i), buffers[i]);
+}
+
+/// A fresh state of `size` elements from `optimizer`, filled from what save_optimizer_state wrote under `prefix`.
+template <class Opt>
+typename Opt::State load_optimizer_state(const CheckpointReader& r, const std::string& prefix, const Opt& optimizer, index size) {
+    typename Opt::State state = optimizer.make_state(size);
+    state.steps = r.integer(prefix + ".steps");
+    auto buffers = state.buffers();
+    for (std::size_t i = 0; i < buffers.size(); ++i) r.floats_into(prefix + "." + std::to_string(i), buffers[i]);
+    require(!r.contains(prefix + "." + std::to_string(buffers.size())), "checkpoint '", r.path(), "': optimizer state '",
+            prefix, "' has more than the ", buffers.size(), " buffers this optimizer keeps");
+    return state;
+}
 
 }  // namespace npft::train
