@@ -116,7 +116,7 @@ TEST_CASE("paired_difference: the mean and standard error of per-probe differenc
     before.samples = {1.0, 2.0, 3.0};
     after.samples = {2.0, 4.0, 3.0, 9.0};  // the fourth probe has no partner and is left out
     const auto d = train::paired_difference(before, after);
-    CHECK(d.probes == 3);
+    CHECK(d.pairs == 3);
     CHECK(d.mean == Approx(1.0));                      // differences 1, 2, 0
     CHECK(d.standard_error == Approx(1.0 / std::sqrt(3.0)));  // sample sd 1 over sqrt(3)
     before.samples = {1.0};
@@ -138,7 +138,7 @@ TEST_CASE("a paired trace before and after training uses the same outliers and p
     const auto after = pipe.outlier_trace(model, held_out[0], outliers);
     const auto d = train::paired_difference(before, after);
     CHECK(d.mean == Approx(after.value - before.value).margin(1e-9));
-    CHECK(d.probes == 8);
+    CHECK(d.pairs == 8);
     auto wrong = outliers;
     wrong.erase("mlp.up");
     CHECK_THROWS_WITH(pipe.outlier_trace(model, held_out[0], wrong), Contains("no outlier mask for the perturbed tensor 'mlp.up'"));

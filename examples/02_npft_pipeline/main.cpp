@@ -166,7 +166,7 @@ int main() {
     std::printf("%-36s %8.4g+-%-5.2g %8.4g+-%-5.2g\n", "outliers' Hessian trace (held-out[0])", trace_before.value,
                 trace_before.standard_error, trace_after.value, trace_after.standard_error);
     std::printf("paired change of the trace: %.3g +- %.2g over %td probes (the first stage's outliers)\n", trace_change.mean,
-                trace_change.standard_error, trace_change.probes);
+                trace_change.standard_error, trace_change.pairs);
     std::printf("outliers: %td of %td weights; packed weights written to npft_pipeline_q3.safetensors\n",
                 pipe.selection("block.up").count() + pipe.selection("block.down").count(),
                 model.up().size() + model.down().size());

@@ -13,6 +13,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../stats/paired_difference.hpp"
 #include "../hessian/hutchinson.hpp"
 #include "../hessian/hvp.hpp"
 #include "../outliers/outlier_mask.hpp"
@@ -77,27 +78,17 @@ std::pair<std::vector<std::string>, std::vector<float>> outlier_indicator(const 
 }
 
 /// after - before, probe by probe, over the probes both estimates ran (they must come from the same estimator
-/// settings and outlier mask, so that probe k is the same vector in both): the mean difference and its standard error.
-/// Pairing removes the probe noise the two estimates share, so a small change is resolved with few probes.
-struct PairedDifference {
-    double mean = 0.0;
-    double standard_error = 0.0;
-    index probes = 0;
-};
+/// settings and outlier mask, so that probe k is the same vector in both): npft::stats::paired_difference of the
+/// per-probe values (mean, standard error, Student-t interval, probes where the trace fell). Pairing removes the probe
+/// noise the two estimates share, so a small change is resolved with few probes.
+using PairedDifference = stats::PairedDifference;
 
 inline PairedDifference paired_difference(const hessian::TraceEstimate& before, const hessian::TraceEstimate& after) {
     const std::size_t n = std::min(before.samples.size(), after.samples.size());
     require(n >= 2, "paired_difference needs at least 2 probes in both estimates (TraceEstimate::samples), got ",
             before.samples.size(), " and ", after.samples.size());
-    double mean = 0.0, squares = 0.0;
-    for (std::size_t k = 0; k < n; ++k) {
-        const double d = after.samples[k] - before.samples[k];
-        const double delta = d - mean;
-        mean += delta / static_cast<double>(k + 1);
-        squares += delta * (d - mean);
-    }
-    const double sd = std::sqrt(squares / static_cast<double>(n - 1));
-    return {mean, sd / std::sqrt(static_cast<double>(n)), static_cast<index>(n)};
+    return stats::paired_difference(std::span<const double>(after.samples.data(), n),
+                                    std::span<const double>(before.samples.data(), n), stats::Better::lower);
 }
 
 }  // namespace npft::train
