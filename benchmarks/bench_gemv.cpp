@@ -30,7 +30,7 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using npft::MatrixView;
 using npft::quant::Format;
@@ -44,7 +44,7 @@ struct FormatSpec {
     bool dense_fp32;
     Format format;
     int bits;
-    index group;            // 0: one group per row
+    Index group;            // 0: one group per row
     double outlier_percent;  // > 0: add CSR outliers
     bool int8_activations = false;
 };
@@ -69,7 +69,7 @@ const FormatSpec formats[] = {
 struct Csr {
     std::vector<std::int32_t> row_offsets, columns;
     std::vector<npft::half> values;
-    cpu::CsrView view(index rows, index cols) const {
+    cpu::CsrView view(Index rows, Index cols) const {
         return {rows, cols, row_offsets.data(), columns.data(), values.data()};
     }
     std::size_t bytes() const {
@@ -77,17 +77,17 @@ struct Csr {
     }
 };
 
-Csr random_outliers(index rows, index cols, double percent) {
+Csr random_outliers(Index rows, Index cols, double percent) {
     Csr s;
-    const index per_row = static_cast<index>(std::lround(static_cast<double>(cols) * percent / 100.0));
+    const Index per_row = static_cast<Index>(std::lround(static_cast<double>(cols) * percent / 100.0));
     const npft::RandomKey key{1, npft::make_stream(3)};
     s.row_offsets.push_back(0);
-    for (index r = 0; r < rows; ++r) {
+    for (Index r = 0; r < rows; ++r) {
         // Sorted distinct columns: one per stride of cols / per_row, at a random offset inside it.
-        const index stride = cols / per_row;
-        for (index e = 0; e < per_row; ++e) {
+        const Index stride = cols / per_row;
+        for (Index e = 0; e < per_row; ++e) {
             const auto words = npft::random_words(key, static_cast<std::uint64_t>(r * per_row + e));
-            s.columns.push_back(static_cast<std::int32_t>(e * stride + static_cast<index>(words[0] % static_cast<std::uint32_t>(stride))));
+            s.columns.push_back(static_cast<std::int32_t>(e * stride + static_cast<Index>(words[0] % static_cast<std::uint32_t>(stride))));
             s.values.push_back(npft::half(npft::bits_to_unit_float(words[1]) - 0.5f));
         }
         s.row_offsets.push_back(static_cast<std::int32_t>(s.columns.size()));
@@ -105,7 +105,7 @@ struct Workload {
     std::size_t copies() const { return dense.empty() ? quantized.size() : dense.size(); }
 };
 
-Workload& workload(const FormatSpec& f, index rows, index cols) {
+Workload& workload(const FormatSpec& f, Index rows, Index cols) {
     static std::unique_ptr<Workload> cached;
     const std::string key = std::string(f.name) + "/" + std::to_string(rows) + "x" + std::to_string(cols);
     if (cached && cached->key == key) return *cached;
@@ -132,10 +132,10 @@ Workload& workload(const FormatSpec& f, index rows, index cols) {
     return *cached;
 }
 
-void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, index cols, index batch, int threads) {
+void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, Index cols, Index batch, int threads) {
     Workload& w = workload(f, rows, cols);
     Matrix x(batch, cols);
-    for (index i = 0; i < x.size(); ++i) x.data()[i] = npft::gaussian(npft::RandomKey{2, npft::make_stream(4)}, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = npft::gaussian(npft::RandomKey{2, npft::make_stream(4)}, static_cast<std::uint64_t>(i));
     Matrix y(batch, rows);
     const MatrixView<const float> xv = npft::as_matrix_view(x);
     const MatrixView<float> yv = npft::as_matrix_view(y);
@@ -153,7 +153,7 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, in
         const std::size_t c = call++ % w.copies();
         if (f.dense_fp32) {
             const Matrix& weights = w.dense[c];
-            cpu::parallel_rows(rows, threads, 64, [&](index begin, index end) {
+            cpu::parallel_rows(rows, threads, 64, [&](Index begin, Index end) {
                 y.middleCols(begin, end - begin).noalias() = x * weights.middleRows(begin, end - begin).transpose();
             });
         } else if (f.outlier_percent > 0) {
@@ -172,18 +172,18 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, index rows, in
 /// piece) with software prefetch: the fastest read found on the development machine (one stream: 12-15 GB/s; four
 /// streams 16 MiB apart: 17-20 GB/s; four streams 256 MiB apart: 7 GB/s). The kernels read the same way.
 #if NPFT_CPU_X86
-__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t* p, index n) {
-    constexpr index streams = 4;
-    constexpr index ahead = 128;                 // words prefetched ahead in each stream (1 KiB)
-    constexpr index piece = index{1} << 23;      // words (64 MiB)
+__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t* p, Index n) {
+    constexpr Index streams = 4;
+    constexpr Index ahead = 128;                 // words prefetched ahead in each stream (1 KiB)
+    constexpr Index piece = Index{1} << 23;      // words (64 MiB)
     __m256i acc[streams];
-    for (index s = 0; s < streams; ++s) acc[s] = _mm256_setzero_si256();
-    index done = 0;
+    for (Index s = 0; s < streams; ++s) acc[s] = _mm256_setzero_si256();
+    Index done = 0;
     while (n - done >= 4 * streams) {
-        const index part = std::min(piece, n - done) / streams / 4 * 4;
+        const Index part = std::min(piece, n - done) / streams / 4 * 4;
         const std::uint64_t* base = p + done;
-        for (index i = 0; i < part; i += 4)
-            for (index s = 0; s < streams; ++s) {
+        for (Index i = 0; i < part; i += 4)
+            for (Index s = 0; s < streams; ++s) {
                 const std::uint64_t* at = base + s * part + i;
                 _mm_prefetch(reinterpret_cast<const char*>(at + ahead), _MM_HINT_T0);
                 acc[s] = _mm256_add_epi64(acc[s], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
@@ -193,27 +193,27 @@ __attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t
     alignas(32) std::uint64_t lanes[4];
     _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3])));
     std::uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-    for (index i = done; i < n; ++i) sum += p[i];
+    for (Index i = done; i < n; ++i) sum += p[i];
     return sum;
 }
 #endif
 
-std::uint64_t sum_words(const std::uint64_t* p, index n) {
+std::uint64_t sum_words(const std::uint64_t* p, Index n) {
 #if NPFT_CPU_X86
     if (cpu::cpu_features().avx2) return sum_words_avx2(p, n);
 #endif
     std::uint64_t s = 0;
-    for (index i = 0; i < n; ++i) s += p[i];
+    for (Index i = 0; i < n; ++i) s += p[i];
     return s;
 }
 
 /// Sums a 1 GiB buffer of 64-bit words, split over threads like the kernels' rows.
 void memory_read_benchmark(benchmark::State& state, int threads) {
     static std::vector<std::uint64_t> buffer(std::size_t{1} << 27, 1);  // 1 GiB, touched before timing
-    const index n = static_cast<index>(buffer.size());
+    const Index n = static_cast<Index>(buffer.size());
     std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
     for (auto _ : state) {
-        cpu::parallel_rows(n, threads, 1 << 16, [&](index begin, index end) {
+        cpu::parallel_rows(n, threads, 1 << 16, [&](Index begin, Index end) {
             partial[static_cast<std::size_t>(begin * threads / n)] = sum_words(buffer.data() + begin, end - begin);
         });
         benchmark::DoNotOptimize(partial.data());
@@ -230,10 +230,10 @@ int main(int argc, char** argv) {
                                      [threads](benchmark::State& s) { memory_read_benchmark(s, threads); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-    const std::pair<npft::index, npft::index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const std::pair<npft::Index, npft::Index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
     for (const auto& [rows, cols] : shapes)
         for (const FormatSpec& f : formats)
-            for (const npft::index batch : {1, 4, 16, 64})
+            for (const npft::Index batch : {1, 4, 16, 64})
                 for (const int threads : {1, 2}) {
                     const std::string name = std::string("gemv/") + f.name + "/" + std::to_string(rows) + "x" + std::to_string(cols) +
                                              "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);

@@ -24,25 +24,25 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 namespace q = npft::quant;
 
-constexpr index batch_tokens = 2048;  // one calibration sequence
-constexpr index sequences = 128;
+constexpr Index batch_tokens = 2048;  // one calibration sequence
+constexpr Index sequences = 128;
 
-Matrix gaussian_matrix(index rows, index cols, std::uint64_t stream) { return npft_test::gaussian_matrix(rows, cols, 1, stream); }
+Matrix gaussian_matrix(Index rows, Index cols, std::uint64_t stream) { return npft_test::gaussian_matrix(rows, cols, 1, stream); }
 
 /// One batch of calibration inputs with correlated features (a few shared factors plus noise), cached per width.
-const Matrix& calibration_batch(index features) {
-    static std::map<index, Matrix> cache;
+const Matrix& calibration_batch(Index features) {
+    static std::map<Index, Matrix> cache;
     auto [at, fresh] = cache.try_emplace(features);
     if (fresh) at->second = gaussian_matrix(batch_tokens, 8, 2) * gaussian_matrix(8, features, 3) + gaussian_matrix(batch_tokens, features, 4);
     return at->second;
 }
 
-const Eigen::MatrixXd& layer_hessian(index features) {
-    static std::map<index, Eigen::MatrixXd> cache;
+const Eigen::MatrixXd& layer_hessian(Index features) {
+    static std::map<Index, Eigen::MatrixXd> cache;
     auto [at, fresh] = cache.try_emplace(features);
     if (fresh) {
         q::GptqHessian h(features);
@@ -60,8 +60,8 @@ double thread_seconds() {
 
 /// Seconds Eigen needs for a float GEMM of `flops` floating-point operations: one (m x k) * (k x n) product with n
 /// chosen for the flops but capped at 4096 (memory), timed and scaled linearly to `flops`.
-double gemm_seconds(double flops, index m, index k) {
-    const index n = std::clamp<index>(static_cast<index>(flops / (2.0 * static_cast<double>(m) * static_cast<double>(k)) + 0.5), 1, 4096);
+double gemm_seconds(double flops, Index m, Index k) {
+    const Index n = std::clamp<Index>(static_cast<Index>(flops / (2.0 * static_cast<double>(m) * static_cast<double>(k)) + 0.5), 1, 4096);
     const Eigen::MatrixXf a = Eigen::MatrixXf::Random(m, k), b = Eigen::MatrixXf::Random(k, n);
     Eigen::MatrixXf c(m, n);
     double best = 1e300;
@@ -74,7 +74,7 @@ double gemm_seconds(double flops, index m, index k) {
     return best * flops / (2.0 * static_cast<double>(m) * static_cast<double>(k) * static_cast<double>(n));
 }
 
-void report(benchmark::State& state, double flops, double seconds_per_iteration, index gemm_m, index gemm_k) {
+void report(benchmark::State& state, double flops, double seconds_per_iteration, Index gemm_m, Index gemm_k) {
     state.counters["flops"] = flops;
     state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
     state.counters["ratio_to_gemm"] = seconds_per_iteration / gemm_seconds(flops, gemm_m, gemm_k);
@@ -82,13 +82,13 @@ void report(benchmark::State& state, double flops, double seconds_per_iteration,
 
 /// H += X^T X for `batches` batches of 2048 tokens (the same batch reused: the cost does not depend on the values).
 void BM_Hessian(benchmark::State& state) {
-    const index features = state.range(0), batches = state.range(1);
+    const Index features = state.range(0), batches = state.range(1);
     const Matrix& x = calibration_batch(features);
     double total = 0.0;
     for (auto _ : state) {
         const double start = thread_seconds();
         q::GptqHessian h(features);
-        for (index b = 0; b < batches; ++b) h.add(x);
+        for (Index b = 0; b < batches; ++b) h.add(x);
         benchmark::DoNotOptimize(h.tokens());
         total += thread_seconds() - start;
     }
@@ -104,7 +104,7 @@ void BM_Hessian(benchmark::State& state) {
 /// GPTQ of a square layer (rows = cols = size) from its Hessian.
 template <class Grid>
 void BM_Quantize(benchmark::State& state) {
-    const index size = state.range(0);
+    const Index size = state.range(0);
     const bool act_order = state.range(1) != 0;
     const Matrix w = 0.02f * gaussian_matrix(size, size, 5);
     const Eigen::MatrixXd& h = layer_hessian(size);

@@ -16,7 +16,7 @@
 
 namespace {
 
-tiny_llama::Config tinyllama_shapes(npft::index layers) {
+tiny_llama::Config tinyllama_shapes(npft::Index layers) {
     tiny_llama::Config c;
     c.vocab = 32000;
     c.layers = layers;
@@ -33,7 +33,7 @@ void BM_TinyLlamaStep(benchmark::State& state) {
     tiny_llama::Model model(c, 1);
     tiny_llama::Batch batch;
     batch.sequences.emplace_back();
-    for (npft::index t = 0; t <= c.context; ++t) batch.sequences[0].push_back(static_cast<tiny_llama::Token>((t * 7919) % c.vocab));
+    for (npft::Index t = 0; t <= c.context; ++t) batch.sequences[0].push_back(static_cast<tiny_llama::Token>((t * 7919) % c.vocab));
     for (auto _ : state) benchmark::DoNotOptimize(model.loss_and_gradient(batch));
     state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(c.context), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["parameters"] = static_cast<double>(model.weights().parameter_count());

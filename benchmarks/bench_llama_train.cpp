@@ -20,22 +20,22 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using tiny_llama::Config;
 
 struct Shape {
     Config config;
-    index sequences = 16;
-    index length() const { return config.context; }
-    index tokens() const { return sequences * length(); }
+    Index sequences = 16;
+    Index length() const { return config.context; }
+    Index tokens() const { return sequences * length(); }
 };
 
-Shape shape(index which) { return {which == 0 ? Config::small() : Config::large(), 16}; }
+Shape shape(Index which) { return {which == 0 ? Config::small() : Config::large(), 16}; }
 
 /// (out, in) of every linear product of one step: 7 per block, then the head.
-std::vector<std::pair<index, index>> linear_shapes(const Config& c) {
-    std::vector<std::pair<index, index>> out;
-    for (index l = 0; l < c.layers; ++l) {
+std::vector<std::pair<Index, Index>> linear_shapes(const Config& c) {
+    std::vector<std::pair<Index, Index>> out;
+    for (Index l = 0; l < c.layers; ++l) {
         out.insert(out.end(), {{c.dim, c.dim}, {c.kv_dim(), c.dim}, {c.kv_dim(), c.dim}, {c.dim, c.dim},
                                {c.hidden, c.dim}, {c.hidden, c.dim}, {c.dim, c.hidden}});
     }
@@ -59,9 +59,9 @@ double attention_flops(const Shape& s) {
 tiny_llama::Batch random_batch(const Shape& s) {
     tiny_llama::Batch b;
     const npft::RandomKey key{3, 4};
-    for (index q = 0; q < s.sequences; ++q) {
+    for (Index q = 0; q < s.sequences; ++q) {
         std::vector<tiny_llama::Token> seq;
-        for (index t = 0; t <= s.length(); ++t)
+        for (Index t = 0; t <= s.length(); ++t)
             seq.push_back(static_cast<tiny_llama::Token>(
                 npft::uniform01(key, static_cast<std::uint64_t>(q * (s.length() + 1) + t)) * 255.0f));
         b.sequences.push_back(seq);
@@ -82,7 +82,7 @@ void BM_TrainStep(benchmark::State& state) {
 
 void BM_StepGemms(benchmark::State& state) {
     const Shape s = shape(state.range(0));
-    const index mode = state.range(1);
+    const Index mode = state.range(1);
     struct Linear {
         npft::Matrix w, x, y, dy, dx, dw;
     };

@@ -17,9 +17,9 @@
 
 namespace {
 
-constexpr npft::index steps = 64;
+constexpr npft::Index steps = 64;
 
-npft::Matrix keyed(npft::index rows, npft::index cols, float scale, std::uint64_t stream) {
+npft::Matrix keyed(npft::Index rows, npft::Index cols, float scale, std::uint64_t stream) {
     return scale * npft_test::gaussian_matrix(rows, cols, 1, stream);
 }
 
@@ -29,7 +29,7 @@ struct Batch {
 
 // The representative layer: y_hat = W x, loss = 0.5/n ||y_hat - y||^2, with dW and dx (as inside a deep network).
 struct LinearLayer {
-    explicit LinearLayer(npft::index width) : w(keyed(width, width, 0.03f, 1)), g(npft::Matrix::Zero(width, width)) {}
+    explicit LinearLayer(npft::Index width) : w(keyed(width, width, 0.03f, 1)), g(npft::Matrix::Zero(width, width)) {}
     npft::Matrix w, g, dx;
     std::vector<npft::train::Parameter> parameters() {
         return {{"layer.up", npft::as_matrix_view(w), npft::as_matrix_view(g)}};
@@ -45,7 +45,7 @@ struct LinearLayer {
 
 // Same parameters, no work: whatever fit() costs around it is NPFT's overhead.
 struct StubLayer {
-    explicit StubLayer(npft::index width) : w(keyed(width, width, 0.03f, 1)), g(keyed(width, width, 1e-3f, 2)) {}
+    explicit StubLayer(npft::Index width) : w(keyed(width, width, 0.03f, 1)), g(keyed(width, width, 1e-3f, 2)) {}
     npft::Matrix w, g;
     std::vector<npft::train::Parameter> parameters() {
         return {{"layer.up", npft::as_matrix_view(w), npft::as_matrix_view(g)}};
@@ -53,10 +53,10 @@ struct StubLayer {
     double loss_and_gradient(const Batch&) { return 1.0; }
 };
 
-Batch make_batch(npft::index width, npft::index tokens) { return {keyed(width, tokens, 1.0f, 3), keyed(width, tokens, 1.0f, 4)}; }
+Batch make_batch(npft::Index width, npft::Index tokens) { return {keyed(width, tokens, 1.0f, 3), keyed(width, tokens, 1.0f, 4)}; }
 
 void BM_LayerForwardBackward(benchmark::State& state) {
-    const npft::index width = state.range(0), tokens = state.range(1);
+    const npft::Index width = state.range(0), tokens = state.range(1);
     LinearLayer layer(width);
     const Batch batch = make_batch(width, tokens);
     for (auto _ : state) benchmark::DoNotOptimize(layer.loss_and_gradient(batch));
@@ -72,7 +72,7 @@ using Pipe = npft::Pipeline<npft::outliers::TopFisher, Noise, npft::train::NoTra
 
 template <class Loss = npft::train::Perturbed>
 void run_stage(benchmark::State& state, npft::train::Peft peft, Loss loss = {}) {
-    const npft::index width = state.range(0), tokens = state.range(1);
+    const npft::Index width = state.range(0), tokens = state.range(1);
     StubLayer model(width);
     const std::vector<Batch> batches{make_batch(width, tokens)};
     npft::train::PipelineOptions options;
@@ -87,7 +87,7 @@ void run_stage(benchmark::State& state, npft::train::Peft peft, Loss loss = {}) 
 }
 
 void BM_NpftOverhead_noise_only(benchmark::State& state) {
-    const npft::index width = state.range(0);
+    const npft::Index width = state.range(0);
     run_stage(state, npft::train::MaskedWeights{{{"layer.up", npft::outliers::OutlierMask(width, width, {0})}}});
 }
 void BM_NpftOverhead_lora_r16(benchmark::State& state) { run_stage(state, npft::train::LoraOptions{.rank = 16, .alpha = 32.0f}); }

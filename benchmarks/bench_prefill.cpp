@@ -37,7 +37,7 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using npft::MatrixView;
 using npft::quant::Format;
@@ -123,7 +123,7 @@ struct FormatSpec {
     const char* name;
     Format format;
     int bits;  ///< 0: dense fp32 Eigen; -1: dense fp32 OpenBLAS
-    index group;
+    Index group;
 };
 
 const FormatSpec formats[] = {
@@ -137,13 +137,13 @@ const FormatSpec formats[] = {
     {"u4_int8", Format::uniform_symmetric, 4, 0},
 };
 
-void prefill_benchmark(benchmark::State& state, const FormatSpec& f, index rows, index cols, index batch, int threads) {
+void prefill_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, Index cols, Index batch, int threads) {
     const Matrix x = npft_test::gaussian_matrix(batch, cols, 2, 4);
     Matrix y(batch, rows);
     if (f.bits == 0) {
         const Matrix w = npft_test::gaussian_matrix(rows, cols, 3, 5);
         for (auto _ : state) {
-            cpu::parallel_rows(rows, threads, 64, [&](index begin, index end) {
+            cpu::parallel_rows(rows, threads, 64, [&](Index begin, Index end) {
                 y.middleCols(begin, end - begin).noalias() = x * w.middleRows(begin, end - begin).transpose();
             });
             benchmark::DoNotOptimize(y.data());
@@ -199,10 +199,10 @@ int main(int argc, char** argv) {
     if (features.avx512f)
         benchmark::RegisterBenchmark("peak/fp32_fma/avx512", [](benchmark::State& s) { peak_benchmark(s, fma512_loop, 12.0 * 16.0, false); });
 #endif
-    const std::pair<npft::index, npft::index> shapes[] = {{4096, 4096}, {4096, 14336}};
+    const std::pair<npft::Index, npft::Index> shapes[] = {{4096, 4096}, {4096, 14336}};
     for (const auto& [rows, cols] : shapes)
         for (const FormatSpec& f : formats)
-            for (const npft::index batch : {1, 2, 4, 8, 16, 64, 256, 512})
+            for (const npft::Index batch : {1, 2, 4, 8, 16, 64, 256, 512})
                 for (const int threads : {1, 2}) {
                     const std::string name = std::string("prefill/") + f.name + "/" + std::to_string(rows) + "x" + std::to_string(cols) +
                                              "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(threads);

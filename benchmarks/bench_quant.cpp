@@ -10,11 +10,11 @@ namespace {
 using npft::Matrix;
 namespace q = npft::quant;
 
-const Matrix& weights(npft::index rows, npft::index cols) {
+const Matrix& weights(npft::Index rows, npft::Index cols) {
     static Matrix cached;
     if (cached.rows() != rows || cached.cols() != cols) {
         cached.resize(rows, cols);
-        for (npft::index i = 0; i < cached.size(); ++i) cached.data()[i] = 0.02f * npft::gaussian({1, 0}, static_cast<std::uint64_t>(i));
+        for (npft::Index i = 0; i < cached.size(); ++i) cached.data()[i] = 0.02f * npft::gaussian({1, 0}, static_cast<std::uint64_t>(i));
     }
     return cached;
 }

@@ -25,7 +25,7 @@ struct npft::view_traits<user::Tensor2D> {
 };
 
 namespace npft_test {
-using npft::index;  // hides ::index from <strings.h>
+using npft::Index;  // hides ::index from <strings.h>
 using namespace npft;
 
 namespace {
@@ -63,8 +63,8 @@ TEST_CASE("strided views, transposes, blocks, rows and columns share memory", "[
     const auto t = v.transposed();
     CHECK(t.rows() == 3);
     CHECK(t.cols() == 4);
-    for (index r = 0; r < 4; ++r)
-        for (index c = 0; c < 3; ++c) CHECK(&t(c, r) == &v(r, c));
+    for (Index r = 0; r < 4; ++r)
+        for (Index c = 0; c < 3; ++c) CHECK(&t(c, r) == &v(r, c));
     CHECK(&t.transposed()(1, 2) == &v(1, 2));
 
     const auto b = v.block(1, 1, 2, 2);

@@ -11,7 +11,7 @@
 
 #include "cuda/random_quantized.hpp"
 
-using Index = npft::index;
+using Index = npft::Index;
 using npft::quant::Format;
 
 namespace {

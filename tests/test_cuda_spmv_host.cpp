@@ -14,7 +14,7 @@
 
 #include "spmv_patterns.hpp"
 
-using Index = npft::index;
+using Index = npft::Index;
 namespace nc = npft::cuda;
 
 namespace {

@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-using Idx = npft::index;
+using Idx = npft::Index;
 using npft::Matrix;
 namespace h = npft::hessian;
 using npft::train::Parameter;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-using Idx = npft::index;
+using Idx = npft::Index;
 using npft::Matrix;
 namespace h = npft::hessian;
 

@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
-using Idx = npft::index;
+using Idx = npft::Index;
 using npft::Matrix;
 namespace h = npft::hessian;
 using npft::train::Parameter;

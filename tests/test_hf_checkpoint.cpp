@@ -39,11 +39,11 @@ std::string config_json(const std::string& extra = "", int vocab = 10) {
 }
 
 // Every tensor of the config above (tied: no lm_head), filled with its index in the file order.
-void write_weights(const Folder& f, npft::io::Dtype norm_dtype = npft::io::Dtype::f32, npft::index vocab = 10) {
+void write_weights(const Folder& f, npft::io::Dtype norm_dtype = npft::io::Dtype::f32, npft::Index vocab = 10) {
     npft::io::SafetensorsWriter w;
-    const auto matrix = [&](const std::string& name, npft::index rows, npft::index cols) {
+    const auto matrix = [&](const std::string& name, npft::Index rows, npft::Index cols) {
         npft::Matrix m(rows, cols);
-        for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(i);
+        for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(i);
         w.add(name, m);
     };
     const auto vector = [&](const std::string& name) {

@@ -17,7 +17,7 @@
 #include <vector>
 
 using Catch::Contains;
-using Index = npft::index;
+using Index = npft::Index;
 namespace gguf = npft::io::gguf;
 namespace quant = npft::quant;
 using gguf::TensorType;

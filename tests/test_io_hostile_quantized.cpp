@@ -102,7 +102,7 @@ int status_with_memory_limit(rlim_t bytes, const std::string& expected, Fn&& fn)
 const quant::QuantizedMatrix& small_matrix() {  // 1 x 32, 4 bits, one group: 4 code words, 1 scale, 1 zero
     static const quant::QuantizedMatrix m = [] {
         quant::QuantizedMatrix q(quant::Format::uniform_asymmetric, 4, 1, 32, 32);
-        for (npft::index j = 0; j < 32; ++j) q.codes().set(0, j, static_cast<std::uint32_t>(j % 16));
+        for (npft::Index j = 0; j < 32; ++j) q.codes().set(0, j, static_cast<std::uint32_t>(j % 16));
         q.scales()[0] = npft::half(0.5f);
         q.zeros()[0] = npft::half(8.0f);
         return q;
@@ -115,16 +115,16 @@ constexpr rlim_t memory_limit = rlim_t{512} << 20;  // far below what the claime
 }  // namespace
 
 TEST_CASE("checked_mul and checked_add detect overflow exactly at the boundary", "[core][checked]") {
-    const npft::index max = std::numeric_limits<npft::index>::max();
-    CHECK(npft::checked_mul<npft::index>(3, 7) == 21);
-    CHECK(npft::checked_mul<npft::index>(max / 2, 2) == max - 1);
-    CHECK_FALSE(npft::checked_mul<npft::index>(max / 2 + 1, 2).has_value());
-    CHECK_FALSE(npft::checked_mul<npft::index>(npft::index{1} << 62, 4).has_value());  // wraps to 0 unchecked
-    CHECK(npft::checked_add<npft::index>(max - 1, 1) == max);
-    CHECK_FALSE(npft::checked_add<npft::index>(max, 1).has_value());
+    const npft::Index max = std::numeric_limits<npft::Index>::max();
+    CHECK(npft::checked_mul<npft::Index>(3, 7) == 21);
+    CHECK(npft::checked_mul<npft::Index>(max / 2, 2) == max - 1);
+    CHECK_FALSE(npft::checked_mul<npft::Index>(max / 2 + 1, 2).has_value());
+    CHECK_FALSE(npft::checked_mul<npft::Index>(npft::Index{1} << 62, 4).has_value());  // wraps to 0 unchecked
+    CHECK(npft::checked_add<npft::Index>(max - 1, 1) == max);
+    CHECK_FALSE(npft::checked_add<npft::Index>(max, 1).has_value());
     CHECK(npft::checked_mul<std::size_t>(std::size_t{1} << 32, std::size_t{1} << 31) == std::size_t{1} << 63);
     CHECK_FALSE(npft::checked_mul<std::size_t>(std::size_t{1} << 32, std::size_t{1} << 32).has_value());
-    CHECK_THROWS_WITH(npft::mul_or_fail<npft::index>(max, 2, "rows of 'w'"), Contains("rows of 'w': ") && Contains("overflows"));
+    CHECK_THROWS_WITH(npft::mul_or_fail<npft::Index>(max, 2, "rows of 'w'"), Contains("rows of 'w': ") && Contains("overflows"));
 }
 
 TEST_CASE("a tiny file claiming a huge matrix is refused from its header, before any allocation", "[io][quantized][hostile]") {
@@ -166,9 +166,9 @@ TEST_CASE("a bad group size is refused before it sizes anything", "[io][quantize
 }
 
 TEST_CASE("constructors refuse sizes that overflow and turn an impossible allocation into npft::Error", "[quant][hostile]") {
-    const npft::index huge = npft::index{1} << 62;
+    const npft::Index huge = npft::Index{1} << 62;
     CHECK_THROWS_WITH(quant::PackedCodes(huge, 64, 4), Contains("packed codes of a 4611686018427387904 x 64 matrix") && Contains("overflows"));
-    CHECK_THROWS_WITH(quant::PackedCodes(1, std::numeric_limits<npft::index>::max(), 8),
+    CHECK_THROWS_WITH(quant::PackedCodes(1, std::numeric_limits<npft::Index>::max(), 8),
                       Contains("bytes of the packed codes") && Contains("overflows"));
     CHECK_THROWS_WITH(quant::QuantizedMatrix(quant::Format::uniform_symmetric, 4, huge, 64, 64), Contains("overflows"));
     CHECK_THROWS_WITH(quant::QuantizedMatrix(quant::Format::lut, 8, huge / 128, 32, 32), Contains("lut entries") && Contains("overflows"));

@@ -10,8 +10,8 @@ using Catch::Contains;
 TEST_CASE("released tensors of a mapped safetensors file read back unchanged", "[io][mapped]") {
     const auto path = std::filesystem::temp_directory_path() / "npft_test_mapped_release.safetensors";
     npft::Matrix a(300, 257), b(3, 5);  // a spans many pages, with edges that are not page aligned
-    for (npft::index i = 0; i < a.size(); ++i) a.data()[i] = static_cast<float>(i % 977) - 400.0f;
-    for (npft::index i = 0; i < b.size(); ++i) b.data()[i] = 0.5f * static_cast<float>(i);
+    for (npft::Index i = 0; i < a.size(); ++i) a.data()[i] = static_cast<float>(i % 977) - 400.0f;
+    for (npft::Index i = 0; i < b.size(); ++i) b.data()[i] = 0.5f * static_cast<float>(i);
     npft::io::SafetensorsWriter w;
     w.add("b", b);
     w.add("a", a);

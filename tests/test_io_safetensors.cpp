@@ -15,7 +15,7 @@
 #include <vector>
 
 using Catch::Contains;
-using Index = npft::index;  // plain `index` would clash with POSIX index() from <strings.h>
+using Index = npft::Index;  // plain `index` would clash with POSIX index() from <strings.h>
 namespace io = npft::io;
 namespace json = npft::io::json;
 namespace quant = npft::quant;

@@ -89,26 +89,26 @@ TEST_CASE("the writer refuses shapes whose byte size overflows, even when it wra
     io::SafetensorsWriter w;
     const std::span<const std::byte> nothing;
     // 2^62 F32 elements are 2^64 bytes: unchecked, that wraps to 0 and matches an empty buffer.
-    CHECK_THROWS_WITH(w.add_raw("big", io::Dtype::f32, {npft::index{1} << 62}, nothing),
+    CHECK_THROWS_WITH(w.add_raw("big", io::Dtype::f32, {npft::Index{1} << 62}, nothing),
                       Contains("tensor 'big': shape [4611686018427387904] of F32 has a byte size that overflows 64 bits"));
-    CHECK_THROWS_WITH(w.add_raw("square", io::Dtype::u8, {npft::index{1} << 32, npft::index{1} << 32}, nothing),
+    CHECK_THROWS_WITH(w.add_raw("square", io::Dtype::u8, {npft::Index{1} << 32, npft::Index{1} << 32}, nothing),
                       Contains("tensor 'square'") && Contains("overflows"));
-    CHECK_THROWS_WITH(w.add_raw("cube", io::Dtype::i8, {npft::index{1} << 31, npft::index{1} << 31, 4}, nothing),
+    CHECK_THROWS_WITH(w.add_raw("cube", io::Dtype::i8, {npft::Index{1} << 31, npft::Index{1} << 31, 4}, nothing),
                       Contains("tensor 'cube'") && Contains("overflows"));
-    CHECK_THROWS_WITH(w.add("typed", std::vector<double>{}, {npft::index{1} << 61}), Contains("tensor 'typed'") && Contains("overflows"));
+    CHECK_THROWS_WITH(w.add("typed", std::vector<double>{}, {npft::Index{1} << 61}), Contains("tensor 'typed'") && Contains("overflows"));
     CHECK_THROWS_WITH(w.add("neg", std::vector<float>{}, {2, -1}), Contains("tensor 'neg': shape [2, -1] has a negative dimension"));
     // The reader counts elements dimension by dimension: [2^62, 2^62, 0] overflows before the 0 (refused by both),
     // [2^62, 0, 2^62] does not (an empty tensor, valid for both).
-    CHECK_THROWS_WITH(w.add_raw("late_zero", io::Dtype::u8, {npft::index{1} << 62, npft::index{1} << 62, 0}, nothing),
+    CHECK_THROWS_WITH(w.add_raw("late_zero", io::Dtype::u8, {npft::Index{1} << 62, npft::Index{1} << 62, 0}, nothing),
                       Contains("tensor 'late_zero'") && Contains("overflows"));
     const std::string header = R"({"t":{"dtype":"U8","shape":[4611686018427387904,4611686018427387904,0],"data_offsets":[0,0]}})";
     std::vector<std::byte> by_hand(8 + header.size());
     by_hand[0] = static_cast<std::byte>(header.size());
     std::memcpy(by_hand.data() + 8, header.data(), header.size());
     CHECK_THROWS_WITH(io::SafetensorsFile::from_bytes(by_hand), Contains("overflows"));
-    w.add_raw("empty", io::Dtype::f64, {npft::index{1} << 62, 0, npft::index{1} << 62}, nothing);
+    w.add_raw("empty", io::Dtype::f64, {npft::Index{1} << 62, 0, npft::Index{1} << 62}, nothing);
     const io::SafetensorsFile f = io::SafetensorsFile::from_bytes(w.to_bytes());
-    CHECK(f.info("empty").shape == std::vector<npft::index>{npft::index{1} << 62, 0, npft::index{1} << 62});
+    CHECK(f.info("empty").shape == std::vector<npft::Index>{npft::Index{1} << 62, 0, npft::Index{1} << 62});
     CHECK(f.raw("empty").empty());
 }
 
@@ -135,7 +135,7 @@ TEST_CASE("anything the writer accepts, the reader reads back bit for bit (rando
         io::SafetensorsWriter w;
         struct Expected {
             io::Dtype dtype;
-            std::vector<npft::index> shape;
+            std::vector<npft::Index> shape;
             std::vector<std::byte> bytes;
         };
         std::map<std::string, Expected> tensors;
@@ -145,9 +145,9 @@ TEST_CASE("anything the writer accepts, the reader reads back bit for bit (rando
         for (std::uint32_t t = 0; t < tensor_count; ++t) {
             const std::string name = random_text(d, 4);
             const io::Dtype dtype = io::all_dtypes[d.next(static_cast<std::uint32_t>(io::all_dtypes.size()))];
-            std::vector<npft::index> shape(d.next(4));
+            std::vector<npft::Index> shape(d.next(4));
             std::size_t numel = 1;
-            for (npft::index& dim : shape) numel *= static_cast<std::size_t>(dim = d.next(5));
+            for (npft::Index& dim : shape) numel *= static_cast<std::size_t>(dim = d.next(5));
             std::vector<std::byte> bytes(numel * io::dtype_size(dtype));
             for (std::byte& b : bytes) b = static_cast<std::byte>(d.next(256));
             const bool should_accept = !name.empty() && valid_utf8(name) && name != "__metadata__" && !tensors.contains(name);

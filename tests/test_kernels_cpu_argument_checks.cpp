@@ -22,7 +22,7 @@ using npft::MatrixView;
 using npft::VectorView;
 namespace cpu = npft::kernels::cpu;
 namespace quant = npft::quant;
-using Index = npft::index;
+using Index = npft::Index;
 
 constexpr Index N = 24, K = 64;  // weights N x K
 

@@ -14,7 +14,7 @@ using npft::MatrixView;
 using npft::quant::DenseSparseMatrix;
 using npft::quant::Format;
 namespace cpu = npft::kernels::cpu;
-using Index = npft::index;
+using Index = npft::Index;
 
 /// Exactly representable data (power-of-two scales, outliers on a 1/8 grid): every path must match exactly.
 DenseSparseMatrix exact_matrix(Index rows, Index cols, std::uint64_t seed) {

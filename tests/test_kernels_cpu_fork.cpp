@@ -17,7 +17,7 @@ namespace {
 using npft::Matrix;
 namespace cpu = npft::kernels::cpu;
 namespace quant = npft::quant;
-using Index = npft::index;
+using Index = npft::Index;
 
 constexpr Index N = 96, K = 128, M = 3;  // 96 rows: 6 tiles of 16, so 2 threads really split them
 

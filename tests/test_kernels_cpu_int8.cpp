@@ -21,7 +21,7 @@ using npft::MatrixView;
 using npft::quant::Format;
 using npft::quant::QuantizedMatrix;
 namespace cpu = npft::kernels::cpu;
-using Index = npft::index;
+using Index = npft::Index;
 
 QuantizedMatrix random_matrix(Format format, int bits, Index rows, Index cols, Index group, std::uint64_t seed) {
     return npft_test::random_quantized(format, bits, rows, cols, group, seed);

@@ -20,7 +20,7 @@ using npft::MatrixView;
 using npft::quant::Format;
 using npft::quant::QuantizedMatrix;
 namespace cpu = npft::kernels::cpu;
-using Index = npft::index;
+using Index = npft::Index;
 
 Matrix run(const QuantizedMatrix& w, const Matrix& x, int threads = 1) {
     return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {threads, cpu::Path::best, cpu::Activations::int8});

@@ -21,7 +21,7 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using npft::MatrixView;
 using npft::quant::Format;
@@ -31,27 +31,27 @@ namespace cpu = npft::kernels::cpu;
 struct Case {
     Format format;
     int bits;
-    index group;  // 0: per channel (group = cols)
+    Index group;  // 0: per channel (group = cols)
 };
 
-std::string describe(const Case& c, index rows, index cols, index batch) {
+std::string describe(const Case& c, Index rows, Index cols, Index batch) {
     return std::string(npft::quant::format_name(c.format)) + " bits " + std::to_string(c.bits) + " group " +
            std::to_string(c.group == 0 ? cols : c.group) + " shape " + std::to_string(rows) + "x" + std::to_string(cols) +
            " batch " + std::to_string(batch);
 }
 
 /// A random matrix. exact: scales are powers of two and lut levels multiples of 1/8 (see the file comment).
-QuantizedMatrix random_matrix(const Case& c, index rows, index cols, std::uint64_t seed, bool exact) {
-    const index group = c.group == 0 ? cols : c.group;
+QuantizedMatrix random_matrix(const Case& c, Index rows, Index cols, std::uint64_t seed, bool exact) {
+    const Index group = c.group == 0 ? cols : c.group;
     QuantizedMatrix w(c.format, c.bits, rows, cols, group);
     const npft::RandomKey key{seed, npft::make_stream(7)};
     const std::uint32_t levels = 1u << c.bits;
-    for (index r = 0; r < rows; ++r)
-        for (index j = 0; j < cols; ++j)
+    for (Index r = 0; r < rows; ++r)
+        for (Index j = 0; j < cols; ++j)
             w.codes().set(r, j, npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0] % levels);
     const npft::RandomKey meta{seed, npft::make_stream(8)};
     if (c.format == Format::lut) {
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             npft::quant::LutParams p;
             p.bits = c.bits;
             float level = exact ? -8.0f : -1.0f;
@@ -63,8 +63,8 @@ QuantizedMatrix random_matrix(const Case& c, index rows, index cols, std::uint64
             w.set_lut(r, p);
         }
     } else {
-        for (index r = 0; r < rows; ++r) {
-            for (index g = 0; g < w.groups(); ++g) {
+        for (Index r = 0; r < rows; ++r) {
+            for (Index g = 0; g < w.groups(); ++g) {
                 const auto words = npft::random_words(meta, static_cast<std::uint64_t>(r * w.groups() + g));
                 npft::quant::UniformParams p;
                 p.bits = c.bits;
@@ -79,11 +79,11 @@ QuantizedMatrix random_matrix(const Case& c, index rows, index cols, std::uint64
     return w;
 }
 
-Matrix random_activations(index batch, index cols, std::uint64_t seed, bool exact) {
+Matrix random_activations(Index batch, Index cols, std::uint64_t seed, bool exact) {
     Matrix x(batch, cols);
     const npft::RandomKey key{seed, npft::make_stream(9)};
-    for (index m = 0; m < batch; ++m)
-        for (index j = 0; j < cols; ++j) {
+    for (Index m = 0; m < batch; ++m)
+        for (Index j = 0; j < cols; ++j) {
             const auto at = static_cast<std::uint64_t>(m * cols + j);
             x(m, j) = exact ? static_cast<float>(static_cast<int>(npft::random_words(key, at)[0] % 9) - 4) : npft::gaussian(key, at);
         }
@@ -98,8 +98,8 @@ Eigen::MatrixXd reference(const QuantizedMatrix& w, const Matrix& x) {
 /// The documented error bound of every path (file comment), per output element.
 Eigen::MatrixXd error_bound(const QuantizedMatrix& w, const Matrix& x) {
     Eigen::MatrixXd terms(w.rows(), w.cols());  // |s| (|q| + |z|) or |table value|
-    for (index r = 0; r < w.rows(); ++r)
-        for (index j = 0; j < w.cols(); ++j) {
+    for (Index r = 0; r < w.rows(); ++r)
+        for (Index j = 0; j < w.cols(); ++j) {
             if (w.format() == Format::lut) {
                 terms(r, j) = std::abs(w.dequantize_at(r, j));
             } else {
@@ -140,8 +140,8 @@ TEST_CASE("a hand-computed 2x8 product", "[kernels][cpu]") {
     // Symmetric 4-bit, one scale per row: w = s (q - 8).
     QuantizedMatrix w(Format::uniform_symmetric, 4, 2, 8, 8);
     const std::uint32_t codes[2][8] = {{8, 9, 10, 7, 0, 15, 8, 8}, {1, 2, 3, 4, 5, 6, 7, 8}};
-    for (npft::index r = 0; r < 2; ++r)
-        for (npft::index j = 0; j < 8; ++j) w.codes().set(r, j, codes[r][j]);
+    for (npft::Index r = 0; r < 2; ++r)
+        for (npft::Index j = 0; j < 8; ++j) w.codes().set(r, j, codes[r][j]);
     w.set_group(0, 0, {4, 0.5f, 8.0f});
     w.set_group(1, 0, {4, 2.0f, 8.0f});
     Matrix x(1, 8);
@@ -158,10 +158,10 @@ TEST_CASE("a hand-computed 2x8 product", "[kernels][cpu]") {
 TEST_CASE("every path is exact on exactly representable data", "[kernels][cpu]") {
     // Odd shapes: N not a multiple of any tile, K a multiple of 8 but not of 16 or 32 (or of 32 for group 32).
     for (const Case& c : all_formats) {
-        const npft::index cols = (c.group == 32 || c.group == 16) ? 96 : 104;
-        const npft::index rows = 13;
+        const npft::Index cols = (c.group == 32 || c.group == 16) ? 96 : 104;
+        const npft::Index rows = 13;
         const QuantizedMatrix w = random_matrix(c, rows, cols, 11, true);
-        for (const npft::index batch : {1, 2, 3, 5, 8, 17, 64}) {
+        for (const npft::Index batch : {1, 2, 3, 5, 8, 17, 64}) {
             const Matrix x = random_activations(batch, cols, 100 + static_cast<std::uint64_t>(batch), true);
             const Eigen::MatrixXd expected = reference(w, x);
             for (const cpu::Path path : supported_paths()) {
@@ -175,11 +175,11 @@ TEST_CASE("every path is exact on exactly representable data", "[kernels][cpu]")
 
 TEST_CASE("every path is within the documented bound on random data", "[kernels][cpu]") {
     for (const Case& c : all_formats) {
-        for (const npft::index cols : {npft::index{256}, npft::index{520}}) {
+        for (const npft::Index cols : {npft::Index{256}, npft::Index{520}}) {
             if (c.group != 0 && cols % c.group != 0) continue;
-            const npft::index rows = 29;
+            const npft::Index rows = 29;
             const QuantizedMatrix w = random_matrix(c, rows, cols, 3 + static_cast<std::uint64_t>(cols), false);
-            for (const npft::index batch : {1, 6}) {
+            for (const npft::Index batch : {1, 6}) {
                 const Matrix x = random_activations(batch, cols, 200 + static_cast<std::uint64_t>(batch), false);
                 const Eigen::MatrixXd expected = reference(w, x);
                 const Eigen::MatrixXd bound = error_bound(w, x);
@@ -213,7 +213,7 @@ TEST_CASE("group sizes that are not a multiple of 8 run the portable path and st
 TEST_CASE("threads split output rows without changing a bit", "[kernels][cpu]") {
     for (const Case& c : {Case{Format::uniform_asymmetric, 4, 128}, Case{Format::lut, 3, 0}, Case{Format::uniform_symmetric, 2, 64}}) {
         const QuantizedMatrix w = random_matrix(c, 301, 256, 21, false);
-        for (const npft::index batch : {1, 6}) {
+        for (const npft::Index batch : {1, 6}) {
             const Matrix x = random_activations(batch, 256, 22, false);
             for (const cpu::Path path : supported_paths()) {
                 INFO(describe(c, 301, 256, batch) << " path " << cpu::path_name(path));
@@ -245,9 +245,9 @@ TEST_CASE("strided activations and outputs, gemv", "[kernels][cpu]") {
         // tile tokens, and the tile width changes the summation order).
         const Matrix one_token = run(w, Matrix(x.row(1)), path);
         std::vector<float> strided_x(2 * 64), y(19);
-        for (npft::index j = 0; j < 64; ++j) strided_x[static_cast<std::size_t>(2 * j)] = x(1, j);
+        for (npft::Index j = 0; j < 64; ++j) strided_x[static_cast<std::size_t>(2 * j)] = x(1, j);
         cpu::gemv(w, npft::VectorView<const float>(strided_x.data(), 64, 2), npft::VectorView<float>(y.data(), 19), {1, path, cpu::Activations::fp32});
-        for (npft::index r = 0; r < 19; ++r) CHECK(y[static_cast<std::size_t>(r)] == one_token(0, r));
+        for (npft::Index r = 0; r < 19; ++r) CHECK(y[static_cast<std::size_t>(r)] == one_token(0, r));
     }
 }
 

@@ -14,7 +14,7 @@
 
 namespace {
 namespace cpu = npft::kernels::cpu;
-using Index = npft::index;
+using Index = npft::Index;
 
 /// Counts how often each row is visited and records the ranges' starts.
 std::vector<int> visit_counts(Index rows, int threads, Index align, std::vector<Index>* starts = nullptr) {

@@ -15,7 +15,7 @@ using tiny_llama::Token;
 
 namespace {
 
-std::vector<Token> counting_tokens(npft::index n) {
+std::vector<Token> counting_tokens(npft::Index n) {
     std::vector<Token> t(static_cast<std::size_t>(n));
     std::iota(t.begin(), t.end(), 0);
     return t;
@@ -29,8 +29,8 @@ struct UniformBytes {
 // Two bytes per token, as a subword vocabulary would have on average.
 struct TwoByteTokens final : tiny_llama::Tokenizer {
     std::vector<Token> encode(std::string_view) const override { return {}; }
-    npft::index vocab_size() const override { return 256; }
-    npft::index bytes_of(Token) const override { return 2; }
+    npft::Index vocab_size() const override { return 256; }
+    npft::Index bytes_of(Token) const override { return 2; }
     std::string describe() const override { return "two"; }
 };
 
@@ -43,18 +43,18 @@ TEST_CASE("whole_text_batches predicts every token but the first exactly once", 
     CHECK(batches[0].sequences == std::vector<std::vector<Token>>{{0, 1, 2, 3}, {3, 4, 5, 6}});
     CHECK(batches[1].sequences == std::vector<std::vector<Token>>{{6, 7, 8, 9}});
     CHECK(batches[2].sequences == std::vector<std::vector<Token>>{{9, 10}});
-    for (const npft::index n : {2, 5, 7, 100, 129, 130, 1000}) {
-        for (const npft::index length : {2, 5, 129}) {
+    for (const npft::Index n : {2, 5, 7, 100, 129, 130, 1000}) {
+        for (const npft::Index length : {2, 5, 129}) {
             INFO("n " << n << " length " << length);
             std::vector<int> predicted(static_cast<std::size_t>(n), 0);
             for (const Batch& b : tiny_llama::whole_text_batches(counting_tokens(n), length, 16)) {
                 for (const auto& s : b.sequences) {
-                    CHECK(static_cast<npft::index>(s.size()) == b.positions() + 1);  // one length per batch
+                    CHECK(static_cast<npft::Index>(s.size()) == b.positions() + 1);  // one length per batch
                     for (std::size_t t = 1; t < s.size(); ++t) ++predicted[static_cast<std::size_t>(s[t])];
                 }
             }
             CHECK(predicted[0] == 0);
-            for (npft::index t = 1; t < n; ++t) CHECK(predicted[static_cast<std::size_t>(t)] == 1);
+            for (npft::Index t = 1; t < n; ++t) CHECK(predicted[static_cast<std::size_t>(t)] == 1);
         }
     }
     CHECK_THROWS_AS(tiny_llama::whole_text_batches(counting_tokens(1), 4, 2), npft::Error);
@@ -89,7 +89,7 @@ TEST_CASE("evaluate agrees with the mean loss of a real model", "[llama][evaluat
     double nats = 0.0;
     for (const Batch& b : batches)
         for (const auto& s : b.sequences) nats += model.loss(Batch{{s}}) * static_cast<double>(s.size() - 1);
-    CHECK(e.predictions == static_cast<npft::index>(tokens.size()) - 1);
+    CHECK(e.predictions == static_cast<npft::Index>(tokens.size()) - 1);
     CHECK(e.nats == Approx(nats).epsilon(1e-9));
     CHECK(e.perplexity() == Approx(tiny_llama::perplexity(model, batches)).epsilon(1e-12));
 }

@@ -35,12 +35,12 @@ Config tiny_config() {
     return c;
 }
 
-Batch random_batch(const Config& c, npft::index sequences, npft::index length, std::uint64_t seed) {
+Batch random_batch(const Config& c, npft::Index sequences, npft::Index length, std::uint64_t seed) {
     Batch b;
     const npft::RandomKey key{seed, 77};
-    for (npft::index s = 0; s < sequences; ++s) {
+    for (npft::Index s = 0; s < sequences; ++s) {
         std::vector<tiny_llama::Token> seq;
-        for (npft::index t = 0; t < length; ++t)
+        for (npft::Index t = 0; t < length; ++t)
             seq.push_back(static_cast<tiny_llama::Token>(npft::uniform01(key, static_cast<std::uint64_t>(s * length + t)) *
                                                          static_cast<float>(c.vocab)));
         b.sequences.push_back(seq);
@@ -56,7 +56,7 @@ tiny_llama::Weights spread_weights(const Config& c, std::uint64_t seed) {
     w.for_each([&](const std::string& name, npft::Matrix& m) {
         const npft::RandomKey key{seed, tensor++};
         const bool gain = name.ends_with("norm");
-        for (npft::index i = 0; i < m.size(); ++i)
+        for (npft::Index i = 0; i < m.size(); ++i)
             m.data()[i] = (gain ? 1.0f : 0.0f) + (gain ? 0.2f : 0.4f) * npft::gaussian(key, static_cast<std::uint64_t>(i));
     });
     return w;
@@ -102,12 +102,12 @@ TEST_CASE("tiny llama: every parameter's gradient matches finite differences", "
             // Along a random +-1 direction: checks every element at once.
             npft::Matrix direction(w.rows(), w.cols());
             const npft::RandomKey key{seed, 1000 + tensor++};
-            for (npft::index i = 0; i < direction.size(); ++i) direction.data()[i] = npft::rademacher(key, static_cast<std::uint64_t>(i));
+            for (npft::Index i = 0; i < direction.size(); ++i) direction.data()[i] = npft::rademacher(key, static_cast<std::uint64_t>(i));
             const double expected = static_cast<double>(g.cwiseProduct(direction).sum());
             const double fd = directional_fd(model, w, direction, batch, h);
             CHECK(std::abs(fd - expected) <= 1e-3 * std::abs(expected) + rounding);
             // The single element with the largest gradient: checks that it is not a cancellation.
-            npft::index at = 0;
+            npft::Index at = 0;
             g.reshaped().cwiseAbs().maxCoeff(&at);
             npft::Matrix unit = npft::Matrix::Zero(w.rows(), w.cols());
             unit.data()[at] = 1.0f;
@@ -169,7 +169,7 @@ TEST_CASE("tiny llama: the packed forward equals the fp32 forward on the dequant
         // fp32 activations: the packed model must compute what the dequantized one does (int8 would add its own error).
         packed.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
         tiny_llama::Weights dequantized = model.weights();
-        for (npft::index l = 0; l < c.layers; ++l) {
+        for (npft::Index l = 0; l < c.layers; ++l) {
             for (const auto kind : tiny_llama::linear_kinds) {
                 npft::Matrix& w = dequantized.layers[static_cast<std::size_t>(l)].linear(kind);
                 const npft::MatrixView<const float> view(npft::as_matrix_view(w));

@@ -35,12 +35,12 @@ Config multi_tile_config(bool grouped) {
     return c;
 }
 
-Batch random_batch(const Config& c, npft::index sequences, npft::index length, std::uint64_t draw) {
+Batch random_batch(const Config& c, npft::Index sequences, npft::Index length, std::uint64_t draw) {
     Batch b;
     const npft::RandomKey key{draw, 91};
-    for (npft::index s = 0; s < sequences; ++s) {
+    for (npft::Index s = 0; s < sequences; ++s) {
         std::vector<tiny_llama::Token> seq;
-        for (npft::index t = 0; t < length; ++t)
+        for (npft::Index t = 0; t < length; ++t)
             seq.push_back(static_cast<tiny_llama::Token>(
                 npft::uniform01(key, static_cast<std::uint64_t>(s * length + t)) * static_cast<float>(c.vocab)));
         b.sequences.push_back(seq);
@@ -117,7 +117,7 @@ TEST_CASE("tiny llama: 2-thread gradients over several tiles match finite differ
     model.weights().for_each([&](const std::string& name, npft::Matrix& m) {
         const npft::RandomKey key{5, tensor++};
         const bool gain = name.ends_with("norm");
-        for (npft::index i = 0; i < m.size(); ++i)
+        for (npft::Index i = 0; i < m.size(); ++i)
             m.data()[i] = (gain ? 1.0f : 0.0f) + (gain ? 0.2f : 0.15f) * npft::gaussian(key, static_cast<std::uint64_t>(i));
     });
     const Batch batch = random_batch(c, 3, c.context + 1, 4);
@@ -133,7 +133,7 @@ TEST_CASE("tiny llama: 2-thread gradients over several tiles match finite differ
         INFO("tensor " << name);
         npft::Matrix direction(w.rows(), w.cols());
         const npft::RandomKey key{17, i++};
-        for (npft::index e = 0; e < direction.size(); ++e) direction.data()[e] = npft::rademacher(key, static_cast<std::uint64_t>(e));
+        for (npft::Index e = 0; e < direction.size(); ++e) direction.data()[e] = npft::rademacher(key, static_cast<std::uint64_t>(e));
         const npft::Matrix saved = w;
         const auto at = [&](double t) {
             w = saved + static_cast<float>(t) * direction;

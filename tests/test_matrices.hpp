@@ -11,28 +11,28 @@
 namespace npft_test {
 
 /// rows x cols standard normal entries, entry i (row-major flat index) drawn from core/random.hpp's key (seed, stream).
-inline npft::Matrix gaussian_matrix(npft::index rows, npft::index cols, std::uint64_t seed, std::uint64_t stream = 1) {
+inline npft::Matrix gaussian_matrix(npft::Index rows, npft::Index cols, std::uint64_t seed, std::uint64_t stream = 1) {
     npft::Matrix m(rows, cols);
-    for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = npft::gaussian({seed, stream}, static_cast<std::uint64_t>(i));
+    for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = npft::gaussian({seed, stream}, static_cast<std::uint64_t>(i));
     return m;
 }
 
 /// A quantized matrix of uniformly random codes (group 0: one group per row). Uniform formats: fp16 scales in
 /// [0.001, 0.101), random zero points when asymmetric (2^(bits-1) when symmetric). LUT: uneven random fp16 levels in
 /// [-0.24, 0.36), different per row (as k-means gives). Streams: codes 1, group parameters 2, LUT levels 5.
-inline npft::quant::QuantizedMatrix random_quantized(npft::quant::Format format, int bits, npft::index rows, npft::index cols,
-                                                     npft::index group, std::uint64_t seed) {
+inline npft::quant::QuantizedMatrix random_quantized(npft::quant::Format format, int bits, npft::Index rows, npft::Index cols,
+                                                     npft::Index group, std::uint64_t seed) {
     using npft::quant::Format;
     npft::quant::QuantizedMatrix w(format, bits, rows, cols, group == 0 ? cols : group);
     const npft::RandomKey key{seed, npft::make_stream(1)};
-    for (npft::index r = 0; r < rows; ++r)
-        for (npft::index j = 0; j < cols; ++j)
+    for (npft::Index r = 0; r < rows; ++r)
+        for (npft::Index j = 0; j < cols; ++j)
             w.codes().set(r, j, npft::random_words(key, static_cast<std::uint64_t>(r * cols + j))[0] % (1u << bits));
     if (format == Format::lut) {
-        for (npft::index r = 0; r < rows; ++r) {
+        for (npft::Index r = 0; r < rows; ++r) {
             npft::quant::LutParams p;
             p.bits = bits;
-            for (npft::index q = 0; q < p.size(); ++q)
+            for (npft::Index q = 0; q < p.size(); ++q)
                 p.levels[static_cast<std::size_t>(q)] = npft::quant::round_to_half(
                     0.6f * (npft::bits_to_unit_float(npft::random_words(npft::RandomKey{seed, npft::make_stream(5)},
                                                                         static_cast<std::uint64_t>(r * 256 + q))[0]) - 0.4f));
@@ -40,8 +40,8 @@ inline npft::quant::QuantizedMatrix random_quantized(npft::quant::Format format,
         }
         return w;
     }
-    for (npft::index r = 0; r < rows; ++r)
-        for (npft::index g = 0; g < w.groups(); ++g) {
+    for (npft::Index r = 0; r < rows; ++r)
+        for (npft::Index g = 0; g < w.groups(); ++g) {
             const auto words = npft::random_words(npft::RandomKey{seed, npft::make_stream(2)}, static_cast<std::uint64_t>(r * w.groups() + g));
             npft::quant::UniformParams p;
             p.bits = bits;

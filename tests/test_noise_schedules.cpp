@@ -6,7 +6,7 @@
 #include <thread>
 #include <vector>
 
-using Idx = npft::index;
+using Idx = npft::Index;
 using npft::Matrix;
 namespace o = npft::outliers;
 namespace n = npft::noise;

@@ -12,7 +12,7 @@
 
 // POSIX declares a global ::index(); the tests live in their own namespace so that npft::index is unambiguous.
 namespace ptq_test {
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using npft_test::gaussian_matrix;
 using MatrixD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
@@ -23,46 +23,46 @@ namespace {
 /// Linear blocks y = x W_j^T; the pre-activations of block j are p = x V_j^T (a fixed map standing for "norm, then q/k/v").
 struct LinearBlocks {
     std::vector<Matrix> weights, grads, preactivation_maps;
-    index widest_batch = 0;  // the most rows any block call has seen: the streamed batch bounds the working set
+    Index widest_batch = 0;  // the most rows any block call has seen: the streamed batch bounds the working set
 
-    LinearBlocks(index blocks, index width, index preactivation_width, std::uint64_t seed) {
-        for (index j = 0; j < blocks; ++j) {
+    LinearBlocks(Index blocks, Index width, Index preactivation_width, std::uint64_t seed) {
+        for (Index j = 0; j < blocks; ++j) {
             weights.push_back(gaussian_matrix(width, width, seed, 10 + static_cast<std::uint64_t>(j)) / std::sqrt(static_cast<float>(width)));
             grads.push_back(Matrix::Zero(width, width));
             preactivation_maps.push_back(gaussian_matrix(preactivation_width, width, seed, 20 + static_cast<std::uint64_t>(j)));
         }
     }
-    index num_blocks() const { return static_cast<index>(weights.size()); }
-    std::vector<npft::train::Parameter> block_parameters(index i) {
+    Index num_blocks() const { return static_cast<Index>(weights.size()); }
+    std::vector<npft::train::Parameter> block_parameters(Index i) {
         auto& w = weights[static_cast<std::size_t>(i)];
         auto& g = grads[static_cast<std::size_t>(i)];
         return {{"block" + std::to_string(i), npft::as_matrix_view(w), npft::as_matrix_view(g)}};
     }
-    void see(const Matrix& x) { widest_batch = std::max(widest_batch, static_cast<index>(x.rows())); }
-    Matrix block_forward(index i, const Matrix& x) {
+    void see(const Matrix& x) { widest_batch = std::max(widest_batch, static_cast<Index>(x.rows())); }
+    Matrix block_forward(Index i, const Matrix& x) {
         see(x);
         return x * weights[static_cast<std::size_t>(i)].transpose();
     }
-    Matrix block_backward(index i, const Matrix& x, const Matrix& dy) {
+    Matrix block_backward(Index i, const Matrix& x, const Matrix& dy) {
         see(x);
         grads[static_cast<std::size_t>(i)] = dy.transpose() * x;
         return dy * weights[static_cast<std::size_t>(i)];
     }
-    Matrix preactivation_forward(index i, const Matrix& x) { return x * preactivation_maps[static_cast<std::size_t>(i)].transpose(); }
-    Matrix preactivation_backward(index i, const Matrix&, const Matrix& dp) { return dp * preactivation_maps[static_cast<std::size_t>(i)]; }
+    Matrix preactivation_forward(Index i, const Matrix& x) { return x * preactivation_maps[static_cast<std::size_t>(i)].transpose(); }
+    Matrix preactivation_backward(Index i, const Matrix&, const Matrix& dp) { return dp * preactivation_maps[static_cast<std::size_t>(i)]; }
 };
 static_assert(npft::ptq::BlockwiseModel<LinearBlocks>);
 
 /// Codes minus zero points, C[r,c] = q - z, of a uniform packed matrix: then W_q[r,c] = scale[r, g(c)] * C[r,c].
 MatrixD centred_codes(const npft::quant::QuantizedMatrix& q) {
     MatrixD c(q.rows(), q.cols());
-    for (index r = 0; r < q.rows(); ++r)
-        for (index j = 0; j < q.cols(); ++j) c(r, j) = q.codes().get(r, j) - q.uniform_params(r, j / q.group_size()).zero;
+    for (Index r = 0; r < q.rows(); ++r)
+        for (Index j = 0; j < q.cols(); ++j) c(r, j) = q.codes().get(r, j) - q.uniform_params(r, j / q.group_size()).zero;
     return c;
 }
 
 /// Column of the output (tokens x rows, column-major vectorised) that scale (r, g) multiplies in y = X W_q^T.
-VectorD scale_feature(const MatrixD& x, const MatrixD& codes, index r, index g, index group) {
+VectorD scale_feature(const MatrixD& x, const MatrixD& codes, Index r, Index g, Index group) {
     return x.middleCols(g * group, group) * codes.row(r).segment(g * group, group).transpose();
 }
 
@@ -71,11 +71,11 @@ VectorD scale_feature(const MatrixD& x, const MatrixD& codes, index r, index g, 
 double optimal_single_block_error(const MatrixD& x, const npft::quant::QuantizedMatrix& q, const MatrixD& target_weights,
                                   const MatrixD& readout) {
     const MatrixD codes = centred_codes(q);
-    const index tokens = x.rows(), groups = q.groups(), group = q.group_size();
+    const Index tokens = x.rows(), groups = q.groups(), group = q.group_size();
     const MatrixD target = x * target_weights.transpose() * readout.transpose();  // tokens x outputs
     MatrixD design(tokens * readout.rows(), q.rows() * groups);
-    for (index r = 0; r < q.rows(); ++r)
-        for (index g = 0; g < groups; ++g) {
+    for (Index r = 0; r < q.rows(); ++r)
+        for (Index g = 0; g < groups; ++g) {
             const MatrixD contribution = scale_feature(x, codes, r, g, group) * readout.col(r).transpose();
             design.col(r * groups + g) = Eigen::Map<const VectorD>(contribution.data(), contribution.size());
         }
@@ -87,13 +87,13 @@ double optimal_single_block_error(const MatrixD& x, const npft::quant::Quantized
 std::map<std::string, npft::quant::QuantizedMatrix> rtn(LinearBlocks& model, const npft::quant::UniformGrid& grid) {
     std::map<std::string, npft::quant::QuantizedMatrix> packed;
     const npft::quant::Quantizer<npft::quant::UniformGrid> quantizer(grid);
-    for (index j = 0; j < model.num_blocks(); ++j)
+    for (Index j = 0; j < model.num_blocks(); ++j)
         for (auto& p : model.block_parameters(j)) packed.emplace(p.name, quantizer.quantize(npft::MatrixView<const float>(p.value)));
     return packed;
 }
 
-constexpr index kWidth = 16;
-constexpr index kPreactivationWidth = 12;
+constexpr Index kWidth = 16;
+constexpr Index kPreactivationWidth = 12;
 
 }  // namespace
 
@@ -106,9 +106,9 @@ TEST_CASE("metadata gradient matches finite differences for scales and LUT level
     npft::quant::LutParams levels;
     levels.bits = 2;
     levels.levels = {-1.5f, -0.5f, 0.25f, 1.0f};
-    for (index r = 0; r < 6; ++r) {
+    for (Index r = 0; r < 6; ++r) {
         lut.set_lut(r, levels);
-        for (index c = 0; c < 32; ++c) lut.codes().set(r, c, levels.encode(w(r, c)));
+        for (Index c = 0; c < 32; ++c) lut.codes().set(r, c, levels.encode(w(r, c)));
     }
     for (const auto* packed : {&uniform, &lut}) {
         npft::ptq::TrainableMetadata metadata(*packed);
@@ -148,13 +148,13 @@ TEST_CASE("theta = 0 reproduces the packed matrix; packed() keeps LUT levels asc
     levels.bits = 2;
     levels.levels = {-1.0f, 0.0f, 0.5f, 1.0f};
     lut.set_lut(0, levels);
-    for (index c = 0; c < 32; ++c) lut.codes().set(0, c, static_cast<std::uint32_t>(c % 4));
+    for (Index c = 0; c < 32; ++c) lut.codes().set(0, c, static_cast<std::uint32_t>(c % 4));
     npft::ptq::TrainableMetadata crossing(lut);
     crossing.parameters()[1] = 0.75f;  // level 1 moves from 0.0 to 0.75: above level 2 (0.5)
     const auto sorted = crossing.packed();
     const Matrix before = [&] { Matrix m(1, 32); crossing.write_weights(npft::as_matrix_view(m)); return m; }();
     CHECK(sorted.dequantize() == before);
-    for (index k = 0; k + 1 < 4; ++k) CHECK(static_cast<float>(sorted.lut()[k]) <= static_cast<float>(sorted.lut()[k + 1]));
+    for (Index k = 0; k + 1 < 4; ++k) CHECK(static_cast<float>(sorted.lut()[k]) <= static_cast<float>(sorted.lut()[k + 1]));
 }
 
 TEST_CASE("each objective converges to its least-squares optimum on linear blocks", "[ptq]") {
@@ -215,17 +215,17 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         const auto& q0 = rtn_packed.at("block0");
         const auto& q1 = rtn_packed.at("block1");
         const MatrixD c0 = centred_codes(q0), c1 = centred_codes(q1);
-        auto weights_of = [](const MatrixD& codes, const VectorD& scales, index group) {
+        auto weights_of = [](const MatrixD& codes, const VectorD& scales, Index group) {
             MatrixD w = codes;
-            const index groups = codes.cols() / group;
-            for (index r = 0; r < codes.rows(); ++r)
-                for (index c = 0; c < codes.cols(); ++c) w(r, c) *= scales(r * groups + c / group);
+            const Index groups = codes.cols() / group;
+            for (Index r = 0; r < codes.rows(); ++r)
+                for (Index c = 0; c < codes.cols(); ++c) w(r, c) *= scales(r * groups + c / group);
             return w;
         };
         auto scales_of = [](const npft::quant::QuantizedMatrix& q) {
             VectorD s(q.rows() * q.groups());
-            for (index r = 0; r < q.rows(); ++r)
-                for (index g = 0; g < q.groups(); ++g) s(r * q.groups() + g) = q.uniform_params(r, g).scale;
+            for (Index r = 0; r < q.rows(); ++r)
+                for (Index g = 0; g < q.groups(); ++g) s(r * q.groups() + g) = q.uniform_params(r, g).scale;
             return s;
         };
         VectorD s0 = scales_of(q0), s1 = scales_of(q1);
@@ -235,8 +235,8 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
             // Block 1's scales given block 0: an ordinary single-block problem on block 0's quantized output.
             const MatrixD h = xd * weights_of(c0, s0, q0.group_size()).transpose();
             MatrixD design1(target.size(), s1.size());
-            for (index r = 0; r < q1.rows(); ++r)
-                for (index g = 0; g < q1.groups(); ++g) {
+            for (Index r = 0; r < q1.rows(); ++r)
+                for (Index g = 0; g < q1.groups(); ++g) {
                     MatrixD contribution = MatrixD::Zero(target.rows(), target.cols());
                     contribution.col(r) = scale_feature(h, c1, r, g, q1.group_size());
                     design1.col(r * q1.groups() + g) = Eigen::Map<const VectorD>(contribution.data(), contribution.size());
@@ -245,8 +245,8 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
             // Block 0's scales given block 1: the output is linear in them through W1_q.
             const MatrixD w1 = weights_of(c1, s1, q1.group_size());
             MatrixD design0(target.size(), s0.size());
-            for (index r = 0; r < q0.rows(); ++r)
-                for (index g = 0; g < q0.groups(); ++g) {
+            for (Index r = 0; r < q0.rows(); ++r)
+                for (Index g = 0; g < q0.groups(); ++g) {
                     const MatrixD contribution = scale_feature(xd, c0, r, g, q0.group_size()) * w1.col(r).transpose();
                     design0.col(r * q0.groups() + g) = Eigen::Map<const VectorD>(contribution.data(), contribution.size());
                 }

@@ -21,7 +21,7 @@
 // POSIX declares a global ::index(); the tests live in their own namespace so that npft::index is unambiguous.
 namespace ptq_tiny_llama_test {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using tiny_llama::Batch;
 using tiny_llama::BlockwiseView;
@@ -46,7 +46,7 @@ tiny_llama::Weights test_weights(const Config& c, std::uint64_t seed) {
     std::uint64_t tensor = 0;
     w.for_each([&](const std::string& name, Matrix& m) {
         const npft::RandomKey key{seed, npft::make_stream(0x7e57, tensor++)};
-        for (index i = 0; i < m.size(); ++i) {
+        for (Index i = 0; i < m.size(); ++i) {
             const float u = npft::uniform01(key, static_cast<std::uint64_t>(i));
             m.data()[i] = name.ends_with("norm") ? 0.5f + u : (name == "embedding" ? 1.0f : 0.4f) * npft::gaussian(key, static_cast<std::uint64_t>(i) + (1u << 20));
         }
@@ -54,25 +54,25 @@ tiny_llama::Weights test_weights(const Config& c, std::uint64_t seed) {
     return w;
 }
 
-Batch random_batch(const Config& c, index sequences, index tokens, std::uint64_t seed) {
+Batch random_batch(const Config& c, Index sequences, Index tokens, std::uint64_t seed) {
     const npft::RandomKey key{seed, npft::make_stream(0xba7c)};
     Batch b;
-    for (index s = 0; s < sequences; ++s) {
+    for (Index s = 0; s < sequences; ++s) {
         b.sequences.emplace_back();
-        for (index t = 0; t < tokens; ++t)
+        for (Index t = 0; t < tokens; ++t)
             b.sequences.back().push_back(static_cast<tiny_llama::Token>(
-                std::min<index>(c.vocab - 1, static_cast<index>(npft::uniform01(key, static_cast<std::uint64_t>(s * tokens + t)) * static_cast<float>(c.vocab)))));
+                std::min<Index>(c.vocab - 1, static_cast<Index>(npft::uniform01(key, static_cast<std::uint64_t>(s * tokens + t)) * static_cast<float>(c.vocab)))));
     }
     return b;
 }
 
-Matrix random_matrix(index rows, index cols, std::uint64_t seed, std::uint64_t stream) {
+Matrix random_matrix(Index rows, Index cols, std::uint64_t seed, std::uint64_t stream) {
     return npft_test::gaussian_matrix(rows, cols, seed, npft::make_stream(0xd47a, stream));
 }
 
 double dot(const Matrix& a, const Matrix& b) {
     double s = 0.0;
-    for (index i = 0; i < a.size(); ++i) s += static_cast<double>(a.data()[i]) * static_cast<double>(b.data()[i]);
+    for (Index i = 0; i < a.size(); ++i) s += static_cast<double>(a.data()[i]) * static_cast<double>(b.data()[i]);
     return s;
 }
 
@@ -83,7 +83,7 @@ void check_gradient(Matrix& t, const Matrix& analytic, F&& f, const std::string&
     REQUIRE(analytic.cols() == t.cols());
     const double scale = std::max(1.0, static_cast<double>(analytic.cwiseAbs().maxCoeff()));
     double worst = 0.0;
-    for (index i = 0; i < t.size(); ++i) {
+    for (Index i = 0; i < t.size(); ++i) {
         const float original = t.data()[i];
         const float h = 1e-2f * std::max(1.0f, std::abs(original));
         t.data()[i] = original + h;
@@ -108,7 +108,7 @@ TEST_CASE("blocks chained through the view reproduce the model's forward pass", 
         const Batch batch = random_batch(c, 3, 8, seed);
         Matrix x = view.embed(batch);
         REQUIRE(x.rows() == 3 * 7);
-        for (index b = 0; b < view.num_blocks(); ++b) x = view.block_forward(b, x);
+        for (Index b = 0; b < view.num_blocks(); ++b) x = view.block_forward(b, x);
 
         tiny_llama::Activations cache;
         const double loss_sum = tiny_llama::forward_loss_sum(c, model.weights(), model.rope(),
@@ -117,13 +117,13 @@ TEST_CASE("blocks chained through the view reproduce the model's forward pass", 
 
         // The loss from the view's output through the final norm and the head, written here independently.
         double sum = 0.0;
-        for (index r = 0; r < x.rows(); ++r) {
+        for (Index r = 0; r < x.rows(); ++r) {
             const float rms = std::sqrt(x.row(r).squaredNorm() / static_cast<float>(c.dim) + c.norm_eps);
             const Eigen::RowVectorXf h = x.row(r).cwiseProduct(model.weights().final_norm.row(0)) / rms;
             const Eigen::RowVectorXf logits = h * model.weights().head.transpose();
             const double top = logits.maxCoeff();
             double z = 0.0;
-            for (index v = 0; v < c.vocab; ++v) z += std::exp(static_cast<double>(logits(v)) - top);
+            for (Index v = 0; v < c.vocab; ++v) z += std::exp(static_cast<double>(logits(v)) - top);
             const auto target = batch.sequences[static_cast<std::size_t>(r / 7)][static_cast<std::size_t>(r % 7 + 1)];
             sum -= static_cast<double>(logits(target)) - top - std::log(z);
         }
@@ -137,7 +137,7 @@ TEST_CASE("block parameters are the model's linear weights, by name", "[ptq][tin
     Model model(c, test_weights(c, 4));
     BlockwiseView view(model, 4);
     auto model_params = model.parameters();
-    for (index b = 0; b < view.num_blocks(); ++b) {
+    for (Index b = 0; b < view.num_blocks(); ++b) {
         const auto params = view.block_parameters(b);
         REQUIRE(params.size() == 7);
         for (const auto& p : params) {
@@ -162,7 +162,7 @@ TEST_CASE("block_backward matches central finite differences", "[ptq][tiny_llama
         Model model(c, test_weights(c, seed));
         BlockwiseView view(model, 4);
         Matrix x = random_matrix(2 * 4, c.dim, seed, 0);
-        for (const index b : {index{0}, index{2}}) {
+        for (const Index b : {Index{0}, Index{2}}) {
             const Matrix dy = random_matrix(2 * 4, c.dim, seed, 1 + static_cast<std::uint64_t>(b));
             const Matrix dx = view.block_backward(b, x, dy);
             const tiny_llama::LayerWeights grads = view.block_gradients(b);
@@ -192,7 +192,7 @@ TEST_CASE("preactivation_backward matches central finite differences", "[ptq][ti
     REQUIRE(p.cols() == 3 * c.dim);
     // The pre-activations are q, k, v of the normalized input, before rotation: compare with a hand-written norm.
     const auto& w = model.weights().layers[1];
-    for (index r = 0; r < x.rows(); ++r) {
+    for (Index r = 0; r < x.rows(); ++r) {
         const float rms = std::sqrt(x.row(r).squaredNorm() / static_cast<float>(c.dim) + c.norm_eps);
         const Eigen::RowVectorXf h = x.row(r).cwiseProduct(w.attn_norm.row(0)) / rms;
         CHECK((p.row(r).head(c.dim) - h * w.q.transpose()).cwiseAbs().maxCoeff() < 1e-5f);
@@ -210,7 +210,7 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
     Model reference(c, test_weights(c, 9));
     const tiny_llama::Weights fp32 = reference.weights();
     std::vector<Batch> calibration;
-    for (index i = 0; i < 4; ++i) calibration.push_back(random_batch(c, 2, 9, 100 + static_cast<std::uint64_t>(i)));
+    for (Index i = 0; i < 4; ++i) calibration.push_back(random_batch(c, 2, 9, 100 + static_cast<std::uint64_t>(i)));
     const Batch eval = random_batch(c, 4, 9, 200);
 
     const auto run = [&](const auto& objective) {
@@ -227,8 +227,8 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
         options.steps = 40;
         options.learning_rate = 1e-2f;
         const auto report = npft::ptq::reconstruct(view, packed, inputs, objective, options);
-        const index windows = (c.layers + objective.window_size() - 1) / objective.window_size();
-        REQUIRE(static_cast<index>(report.windows.size()) == windows);
+        const Index windows = (c.layers + objective.window_size() - 1) / objective.window_size();
+        REQUIRE(static_cast<Index>(report.windows.size()) == windows);
         for (const auto& w : report.windows) {
             INFO(objective.name() << " blocks " << w.first_block << ".." << w.last_block << ": " << w.loss_before << " -> "
                                   << w.loss_after);

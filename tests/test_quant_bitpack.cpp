@@ -7,7 +7,7 @@
 #include <npft/npft.hpp>
 
 namespace npft_test {
-using npft::index;  // hides ::index from <strings.h>
+using npft::Index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
@@ -20,7 +20,7 @@ std::uint32_t random_code(std::uint64_t seed, std::uint64_t i, int bits) {
 TEST_CASE("3-bit layout, hand-built: codes 0..7 repeated, rows padded to 32 codes", "[bitpack]") {
     // Row of 11 codes: 0 1 2 3 4 5 6 7 0 1 2 -> stream bits 3j..3j+2 hold code j, little endian.
     PackedCodes codes(1, 11, 3);
-    for (index j = 0; j < 11; ++j) codes.set(0, j, static_cast<std::uint32_t>(j % 8));
+    for (Index j = 0; j < 11; ++j) codes.set(0, j, static_cast<std::uint32_t>(j % 8));
     REQUIRE(codes.words_per_row() == 3);  // one block of 32 codes = 3 words
     // Word 0 holds codes 0..9 (30 bits) and the low 2 bits of code 10 (= 2 = 0b010 -> low bits 0b10):
     //   code j at bits 3j: 0 | 1<<3 | 2<<6 | 3<<9 | 4<<12 | 5<<15 | 6<<18 | 7<<21 | 0<<24 | 1<<27 | (2 & 3)<<30
@@ -49,24 +49,24 @@ TEST_CASE("packed words per row: bits * ceil(cols / 32)", "[bitpack]") {
 }
 
 TEST_CASE("pack/unpack round trip for every width and odd shapes", "[bitpack]") {
-    const std::vector<std::pair<index, index>> shapes = {{1, 1}, {3, 31}, {2, 32}, {5, 33}, {7, 97}, {4, 130}};
+    const std::vector<std::pair<Index, Index>> shapes = {{1, 1}, {3, 31}, {2, 32}, {5, 33}, {7, 97}, {4, 130}};
     for (int bits = 2; bits <= 8; ++bits) {
         for (const auto& [rows, cols] : shapes) {
             PackedCodes codes(rows, cols, bits);
             REQUIRE(codes.words().size() == static_cast<std::size_t>(rows * bits * ((cols + 31) / 32)));
             std::uint64_t i = 0;
-            for (index r = 0; r < rows; ++r)
-                for (index c = 0; c < cols; ++c) codes.set(r, c, random_code(static_cast<std::uint64_t>(bits), i++, bits));
+            for (Index r = 0; r < rows; ++r)
+                for (Index c = 0; c < cols; ++c) codes.set(r, c, random_code(static_cast<std::uint64_t>(bits), i++, bits));
             i = 0;
             bool all_equal = true;
-            for (index r = 0; r < rows; ++r)
-                for (index c = 0; c < cols; ++c) all_equal &= codes.get(r, c) == random_code(static_cast<std::uint64_t>(bits), i++, bits);
+            for (Index r = 0; r < rows; ++r)
+                for (Index c = 0; c < cols; ++c) all_equal &= codes.get(r, c) == random_code(static_cast<std::uint64_t>(bits), i++, bits);
             CHECK(all_equal);
 
             // The bulk row packer writes exactly the same words, padding included.
             PackedCodes bulk(rows, cols, bits);
             i = 0;
-            for (index r = 0; r < rows; ++r) {
+            for (Index r = 0; r < rows; ++r) {
                 std::vector<std::uint8_t> row(static_cast<std::size_t>(cols));
                 for (auto& code : row) code = static_cast<std::uint8_t>(random_code(static_cast<std::uint64_t>(bits), i++, bits));
                 pack_row(row.data(), cols, bits, bulk.row_words(r));
@@ -80,9 +80,9 @@ TEST_CASE("rewriting a code clears its old bits and leaves neighbours alone", "[
     for (int bits = 2; bits <= 8; ++bits) {
         const std::uint32_t max = (1u << bits) - 1u;
         PackedCodes codes(1, 64, bits);
-        for (index j = 0; j < 64; ++j) codes.set(0, j, max);
-        for (index j = 0; j < 64; j += 3) codes.set(0, j, 0u);
-        for (index j = 0; j < 64; ++j) CHECK(codes.get(0, j) == (j % 3 == 0 ? 0u : max));
+        for (Index j = 0; j < 64; ++j) codes.set(0, j, max);
+        for (Index j = 0; j < 64; j += 3) codes.set(0, j, 0u);
+        for (Index j = 0; j < 64; ++j) CHECK(codes.get(0, j) == (j % 3 == 0 ? 0u : max));
     }
 }
 

@@ -20,13 +20,13 @@ namespace {
 struct NoZeroLutGrid {
     int bits() const { return 3; }
     Format format() const { return Format::lut; }
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
     LutParams fit(std::span<const float> values, std::span<const float> /*importance*/) const {
         float absmax = 0.0f;
         for (const float v : values) absmax = std::max(absmax, std::abs(v));
         LutParams p;
         p.bits = 3;
-        for (index i = 0; i < 8; ++i) {
+        for (Index i = 0; i < 8; ++i) {
             const float t = -1.0f + 2.0f * static_cast<float>(i) / 7.0f;
             p.levels[static_cast<std::size_t>(i)] = round_to_half(absmax * t * std::abs(t));
         }
@@ -35,9 +35,9 @@ struct NoZeroLutGrid {
 };
 
 /// Gaussian weights with a heavy tail: every 97th weight is scaled up 20x.
-Matrix heavy_tailed_weights(index rows, index cols, std::uint64_t seed) {
+Matrix heavy_tailed_weights(Index rows, Index cols, std::uint64_t seed) {
     Matrix w(rows, cols);
-    for (index i = 0; i < w.size(); ++i) {
+    for (Index i = 0; i < w.size(); ++i) {
         w.data()[i] = 0.1f * gaussian({seed, 1}, static_cast<std::uint64_t>(i));
         if (i % 97 == 5) w.data()[i] *= 20.0f;
     }
@@ -78,11 +78,11 @@ TEST_CASE("dense-sparse: outliers reconstructed exactly (to fp16), the dense par
     SECTION("uniform grid: dense + sparse = fp16(w) at the outliers, RTN of the zeroed matrix elsewhere") {
         const DenseSparseMatrix split = split_dense_sparse(view(w), mask, Uniform<3, 32>{});
         Matrix zeroed = w;
-        for (const index p : mask.positions) zeroed(p / 128, p % 128) = 0.0f;
+        for (const Index p : mask.positions) zeroed(p / 128, p % 128) = 0.0f;
         const Matrix rtn_zeroed = Quantizer<Uniform<3, 32>>{}.quantize(view(zeroed)).dequantize();
         const Matrix d = split.dequantize();
-        for (index r = 0; r < 16; ++r) {
-            for (index c = 0; c < 128; ++c) {
+        for (Index r = 0; r < 16; ++r) {
+            for (Index c = 0; c < 128; ++c) {
                 if (mask.contains(r, c)) {
                     REQUIRE(d(r, c) == round_to_half(w(r, c)));
                 } else {
@@ -98,9 +98,9 @@ TEST_CASE("dense-sparse: outliers reconstructed exactly (to fp16), the dense par
         const DenseSparseMatrix split = split_dense_sparse(view(w), mask, NoZeroLutGrid{});
         split.validate();
         const Matrix d = split.dequantize();
-        index nonzero_dense = 0;
-        for (const index p : mask.positions) {
-            const index r = p / 128, c = p % 128;
+        Index nonzero_dense = 0;
+        for (const Index p : mask.positions) {
+            const Index r = p / 128, c = p % 128;
             const float dense = split.dense.dequantize_at(r, c);
             nonzero_dense += dense != 0.0f;
             const float correction = w(r, c) - dense;
@@ -113,13 +113,13 @@ TEST_CASE("dense-sparse: outliers reconstructed exactly (to fp16), the dense par
 }
 
 TEST_CASE("dense-sparse: the outlier fraction is honoured, by magnitude and by sensitivity", "[dense_sparse]") {
-    const index rows = 64, cols = 256, n = rows * cols;
+    const Index rows = 64, cols = 256, n = rows * cols;
     const Matrix w = heavy_tailed_weights(rows, cols, 3);
     Matrix fisher(rows, cols);
-    for (index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({3, 9}, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({3, 9}, static_cast<std::uint64_t>(i));
     for (const double fraction : {0.0005, 0.0045, 0.05}) {
         INFO("fraction " << fraction);
-        const auto expected = static_cast<index>(std::llround(fraction * static_cast<double>(n)));
+        const auto expected = static_cast<Index>(std::llround(fraction * static_cast<double>(n)));
         const DenseSparseMatrix by_magnitude = split_dense_sparse(view(w), outliers::TopMagnitude{fraction}, Uniform<4>{});
         REQUIRE(by_magnitude.sparse.nnz() == expected);
         CHECK(by_magnitude.outlier_fraction() == Approx(fraction).margin(0.5 / static_cast<double>(n)));
@@ -131,16 +131,16 @@ TEST_CASE("dense-sparse: the outlier fraction is honoured, by magnitude and by s
             const Matrix& score = split == &by_magnitude ? Matrix(w.cwiseAbs()) : fisher;
             std::vector<bool> kept(static_cast<std::size_t>(n), false);
             float lowest_kept = std::numeric_limits<float>::infinity();
-            for (index r = 0; r < rows; ++r) {
+            for (Index r = 0; r < rows; ++r) {
                 for (std::int32_t k = split->sparse.row_offsets[static_cast<std::size_t>(r)];
                      k < split->sparse.row_offsets[static_cast<std::size_t>(r + 1)]; ++k) {
-                    const index c = split->sparse.columns[static_cast<std::size_t>(k)];
+                    const Index c = split->sparse.columns[static_cast<std::size_t>(k)];
                     kept[static_cast<std::size_t>(r * cols + c)] = true;
                     lowest_kept = std::min(lowest_kept, score(r, c));
                 }
             }
             float highest_dropped = 0.0f;
-            for (index i = 0; i < n; ++i)
+            for (Index i = 0; i < n; ++i)
                 if (!kept[static_cast<std::size_t>(i)]) highest_dropped = std::max(highest_dropped, score(i / cols, i % cols));
             CHECK(lowest_kept >= highest_dropped);
         }
@@ -151,20 +151,20 @@ TEST_CASE("dense-sparse: the outlier fraction is honoured, by magnitude and by s
 }
 
 TEST_CASE("dense-sparse: any quantizer, GPTQ included, through a callable", "[dense_sparse]") {
-    const index rows = 8, cols = 32;
+    const Index rows = 8, cols = 32;
     const Matrix w = heavy_tailed_weights(rows, cols, 4);
     Matrix x(64, cols);
-    for (index i = 0; i < x.size(); ++i) x.data()[i] = gaussian({4, 2}, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] = gaussian({4, 2}, static_cast<std::uint64_t>(i));
     const Eigen::MatrixXd h = (2.0 / 64.0) * x.cast<double>().transpose() * x.cast<double>();
     const Gptq<Uniform<3, 16>> gptq;
     const outliers::OutlierMask mask = outliers::TopMagnitude{0.02}.select({view(w), {}, {}});
-    index calls = 0;
+    Index calls = 0;
     const DenseSparseMatrix split = split_dense_sparse(
         view(w), mask,
         [&](MatrixView<const float> dense, MatrixView<const float> importance) {
             ++calls;
             // The quantizer sees the outliers zeroed, with zero importance.
-            for (const index p : mask.positions) {
+            for (const Index p : mask.positions) {
                 REQUIRE(dense(p / cols, p % cols) == 0.0f);
                 REQUIRE(importance(p / cols, p % cols) == 0.0f);
             }
@@ -173,7 +173,7 @@ TEST_CASE("dense-sparse: any quantizer, GPTQ included, through a callable", "[de
     CHECK(calls == 1);
     split.validate();
     const Matrix d = split.dequantize();
-    for (const index p : mask.positions) CHECK(d(p / cols, p % cols) == Approx(w(p / cols, p % cols)).epsilon(1e-3));
+    for (const Index p : mask.positions) CHECK(d(p / cols, p % cols) == Approx(w(p / cols, p % cols)).epsilon(1e-3));
 }
 
 TEST_CASE("dense-sparse: bad input is a clear error", "[dense_sparse]") {

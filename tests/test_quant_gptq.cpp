@@ -22,14 +22,14 @@ struct SquareLutGrid {
     int bits_ = 3;
     int bits() const { return bits_; }
     Format format() const { return Format::lut; }
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
     LutParams fit(std::span<const float> values, std::span<const float> /*importance*/) const {
         float absmax = 0.0f;
         for (const float v : values) absmax = std::max(absmax, std::abs(v));
         LutParams p;
         p.bits = bits_;
-        const index n = p.size();
-        for (index i = 0; i < n; ++i) {
+        const Index n = p.size();
+        for (Index i = 0; i < n; ++i) {
             const float t = -1.0f + 2.0f * static_cast<float>(i) / static_cast<float>(n - 1);
             p.levels[static_cast<std::size_t>(i)] = round_to_half(absmax * t * std::abs(t));
         }
@@ -39,14 +39,14 @@ struct SquareLutGrid {
 static_assert(Grid<SquareLutGrid>);
 
 /// Calibration inputs with strongly correlated features: x = A z + 0.1 noise, A a random mixing of 4 latent factors.
-Matrix correlated_inputs(index tokens, index features, std::uint64_t seed) {
+Matrix correlated_inputs(Index tokens, Index features, std::uint64_t seed) {
     const npft::RandomKey mix{seed, 1}, latent{seed, 2}, noise{seed, 3};
-    constexpr index factors = 4;
+    constexpr Index factors = 4;
     Matrix a(factors, features), z(tokens, factors), x(tokens, features);
-    for (index i = 0; i < a.size(); ++i) a.data()[i] = npft::gaussian(mix, static_cast<std::uint64_t>(i));
-    for (index i = 0; i < z.size(); ++i) z.data()[i] = npft::gaussian(latent, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < a.size(); ++i) a.data()[i] = npft::gaussian(mix, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < z.size(); ++i) z.data()[i] = npft::gaussian(latent, static_cast<std::uint64_t>(i));
     x = z * a;
-    for (index i = 0; i < x.size(); ++i) x.data()[i] += 0.1f * npft::gaussian(noise, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < x.size(); ++i) x.data()[i] += 0.1f * npft::gaussian(noise, static_cast<std::uint64_t>(i));
     return x;
 }
 
@@ -67,47 +67,47 @@ double output_error(const Matrix& w, const Matrix& q, const Matrix& x) {
 struct ReferenceGptq {
     Matrix q;                  ///< the quantized weights
     Eigen::MatrixXd rounded;   ///< the updated value each weight had when it was rounded
-    std::vector<index> order;  ///< the column order
+    std::vector<Index> order;  ///< the column order
 };
 
 template <class G>
 ReferenceGptq reference_gptq(const G& grid, const Matrix& weights, Eigen::MatrixXd h, const GptqOptions& options) {
-    const index rows = weights.rows(), cols = weights.cols();
-    const index group = grid.group_size(cols);
+    const Index rows = weights.rows(), cols = weights.cols();
+    const Index group = grid.group_size(cols);
     Eigen::MatrixXd w = weights.cast<double>();
-    for (index j = 0; j < cols; ++j) {
+    for (Index j = 0; j < cols; ++j) {
         if (h(j, j) == 0.0) {
             h(j, j) = 1.0;
             w.col(j).setZero();
         }
     }
-    std::vector<index> order(static_cast<std::size_t>(cols));
-    std::iota(order.begin(), order.end(), index{0});
-    if (options.act_order) std::stable_sort(order.begin(), order.end(), [&](index a, index b) { return h(a, a) > h(b, b); });
+    std::vector<Index> order(static_cast<std::size_t>(cols));
+    std::iota(order.begin(), order.end(), Index{0});
+    if (options.act_order) std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return h(a, a) > h(b, b); });
     h.diagonal().array() += options.damp_fraction * h.diagonal().mean();
     Eigen::MatrixXd hinv = h.llt().solve(Eigen::MatrixXd::Identity(cols, cols));
 
     using P = params_of<G>;
     std::vector<P> params(static_cast<std::size_t>(rows * (cols / group)));
     std::vector<bool> fitted(static_cast<std::size_t>(cols / group), false), done(static_cast<std::size_t>(cols), false);
-    auto fit = [&](index g) {
-        for (index r = 0; r < rows; ++r) {
+    auto fit = [&](Index g) {
+        for (Index r = 0; r < rows; ++r) {
             std::vector<float> values(static_cast<std::size_t>(group));
-            for (index t = 0; t < group; ++t) values[static_cast<std::size_t>(t)] = static_cast<float>(w(r, g * group + t));
+            for (Index t = 0; t < group; ++t) values[static_cast<std::size_t>(t)] = static_cast<float>(w(r, g * group + t));
             params[static_cast<std::size_t>(r * (cols / group) + g)] = grid.fit(values, {});
         }
         fitted[static_cast<std::size_t>(g)] = true;
     };
     if (options.group_fit == GroupFit::upfront)
-        for (index g = 0; g < cols / group; ++g) fit(g);
+        for (Index g = 0; g < cols / group; ++g) fit(g);
 
     Matrix q(rows, cols);
     Eigen::MatrixXd rounded(rows, cols);
-    for (const index j : order) {
-        const index g = j / group;
+    for (const Index j : order) {
+        const Index g = j / group;
         if (!fitted[static_cast<std::size_t>(g)]) fit(g);
         Eigen::VectorXd err(rows);
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             const P& p = params[static_cast<std::size_t>(r * (cols / group) + g)];
             rounded(r, j) = w(r, j);
             q(r, j) = p.decode(p.encode(static_cast<float>(w(r, j))));
@@ -115,7 +115,7 @@ ReferenceGptq reference_gptq(const G& grid, const Matrix& weights, Eigen::Matrix
         }
         done[static_cast<std::size_t>(j)] = true;
         const double d = hinv(j, j);
-        for (index k = 0; k < cols; ++k)
+        for (Index k = 0; k < cols; ++k)
             if (!done[static_cast<std::size_t>(k)]) w.col(k) -= err * (hinv(j, k) / d);
         const Eigen::VectorXd column = hinv.col(j);
         hinv -= column * column.transpose() / d;
@@ -129,8 +129,8 @@ MatrixView<const float> view(const Matrix& m) { return npft::as_matrix_view(m); 
 /// exactly the grid points GPTQ chose, and nothing decodes outside its group's grid).
 void require_codes_round_trip(const QuantizedMatrix& q) {
     q.validate();
-    for (index r = 0; r < q.rows(); ++r) {
-        for (index j = 0; j < q.cols(); ++j) {
+    for (Index r = 0; r < q.rows(); ++r) {
+        for (Index j = 0; j < q.cols(); ++j) {
             const std::uint32_t code = q.codes().get(r, j);
             const float value = q.dequantize_at(r, j);
             if (q.is_uniform()) {
@@ -144,7 +144,7 @@ void require_codes_round_trip(const QuantizedMatrix& q) {
 
 template <class G>
 void check_against_reference(const G& grid, const GptqOptions& options, std::uint64_t seed) {
-    const index rows = 12, cols = 32, tokens = 128;
+    const Index rows = 12, cols = 32, tokens = 128;
     const Matrix x = correlated_inputs(tokens, cols, seed);
     const Matrix w = npft_test::gaussian_matrix(rows, cols, seed, 7);
     const Eigen::MatrixXd h = hessian_of(x);
@@ -158,10 +158,10 @@ void check_against_reference(const G& grid, const GptqOptions& options, std::uin
     // (in GPTQ's order) with another code must be one where the reference's value is within 1e-4 level spacings of
     // the midpoint between the two levels. Later codes of that row see a different error feedback, so they may differ
     // too; over all cases at most 2 of the 384 codes differ (docs/baselines.md).
-    index differing = 0;
-    for (index r = 0; r < rows; ++r) {
+    Index differing = 0;
+    for (Index r = 0; r < rows; ++r) {
         bool first = true;
-        for (const index j : reference.order) {
+        for (const Index j : reference.order) {
             if (q(r, j) == expected(r, j)) continue;
             ++differing;
             if (!first) continue;
@@ -199,7 +199,7 @@ TEST_CASE("gptq: equals the sequential reference for every grid, group and order
     for (const bool act_order : {false, true}) {
         for (const GroupFit fit : {GroupFit::when_reached, GroupFit::upfront}) {
             // Blocks larger than the layer (one block), not dividing the layer (groups straddle blocks), and of one column.
-            for (const index block : {index{128}, index{5}, index{1}}) {
+            for (const Index block : {Index{128}, Index{5}, Index{1}}) {
                 const GptqOptions options{.damp_fraction = 0.01, .block_size = block, .act_order = act_order, .group_fit = fit};
                 INFO("act_order " << act_order << ", upfront " << (fit == GroupFit::upfront) << ", block " << block);
                 for (const int bits : {2, 3, 4}) {
@@ -215,7 +215,7 @@ TEST_CASE("gptq: equals the sequential reference for every grid, group and order
 }
 
 TEST_CASE("gptq: act-order keeps canonical groups, so the packed matrix decodes in the canonical column order", "[gptq]") {
-    const index rows = 6, cols = 32;
+    const Index rows = 6, cols = 32;
     const Matrix x = correlated_inputs(64, cols, 21);
     const Matrix w = npft_test::gaussian_matrix(rows, cols, 21, 7);
     const Eigen::MatrixXd h = hessian_of(x);
@@ -226,16 +226,16 @@ TEST_CASE("gptq: act-order keeps canonical groups, so the packed matrix decodes 
         // Each group's levels come from that group's canonical columns: every decoded value lies within the group's range
         // widened by the feedback (at most a few steps), never on another group's scale.
         const Matrix d = q.dequantize();
-        for (index r = 0; r < rows; ++r)
-            for (index j = 0; j < cols; ++j) CHECK(std::abs(d(r, j) - w(r, j)) <= 8.0f * q.uniform_params(r, j / 8).scale);
+        for (Index r = 0; r < rows; ++r)
+            for (Index j = 0; j < cols; ++j) CHECK(std::abs(d(r, j) - w(r, j)) <= 8.0f * q.uniform_params(r, j / 8).scale);
     }
 }
 
 TEST_CASE("gptq: lower output error than RTN on correlated inputs, on average and in at least 95% of seeds", "[gptq]") {
-    const index rows = 8, cols = 32, tokens = 96, seeds = 200;
-    index wins = 0;
+    const Index rows = 8, cols = 32, tokens = 96, seeds = 200;
+    Index wins = 0;
     double gptq_total = 0.0, rtn_total = 0.0;
-    for (index s = 0; s < seeds; ++s) {
+    for (Index s = 0; s < seeds; ++s) {
         const auto seed = static_cast<std::uint64_t>(1000 + s);
         const Matrix x = correlated_inputs(tokens, cols, seed);
         const Matrix w = npft_test::gaussian_matrix(rows, cols, seed, 7);
@@ -270,7 +270,7 @@ TEST_CASE("gptq: over the library's non-uniform grids (weighted k-means and Norm
     const Matrix x = correlated_inputs(64, 32, 37);
     const Matrix w = npft_test::gaussian_matrix(8, 32, 37, 7);
     Matrix fisher(8, 32);
-    for (index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({37, 5}, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < fisher.size(); ++i) fisher.data()[i] = uniform01({37, 5}, static_cast<std::uint64_t>(i));
     // The k-means table is fitted once per row, on the original weights, weighted by the importance.
     const QuantizedMatrix q = Gptq<NonUniform<3>>{}.quantize(view(w), hessian_of(x), view(fisher));
     const QuantizedMatrix rtn = Quantizer<NonUniform<3>>{}.quantize(view(w), view(fisher));
@@ -279,7 +279,7 @@ TEST_CASE("gptq: over the library's non-uniform grids (weighted k-means and Norm
 }
 
 TEST_CASE("gptq: dead inputs (zero diagonal) are zeroed and do not disturb the other columns", "[gptq]") {
-    const index rows = 5, cols = 16;
+    const Index rows = 5, cols = 16;
     Matrix x = correlated_inputs(48, cols, 41);
     x.col(3).setZero();
     x.col(10).setZero();
@@ -299,7 +299,7 @@ TEST_CASE("gptq: dead inputs (zero diagonal) are zeroed and do not disturb the o
 }
 
 TEST_CASE("gptq: a singular Hessian (duplicate inputs, fewer tokens than inputs) works thanks to dampening", "[gptq]") {
-    const index rows = 6, cols = 32;
+    const Index rows = 6, cols = 32;
     const Matrix half_inputs = correlated_inputs(20, cols / 2, 51);
     Matrix x(20, cols);
     x << half_inputs, half_inputs;  // every input appears twice: rank <= 16 < 32
@@ -341,18 +341,18 @@ TEST_CASE("gptq: bad input is a clear error", "[gptq]") {
 }
 
 TEST_CASE("gptq hessian: streamed batches of any type and stride equal (2/N) X^T X", "[gptq][hessian]") {
-    const index features = 24;
+    const Index features = 24;
     const Matrix x = correlated_inputs(70, features, 71);
     GptqHessian acc(features);
     acc.add(view(x.topRows(30).eval()));
     // A strided view (every other row of a taller buffer) and a half-precision batch.
     Matrix tall = Matrix::Zero(2 * 25, features);
-    for (index r = 0; r < 25; ++r) tall.row(2 * r) = x.row(30 + r);
+    for (Index r = 0; r < 25; ++r) tall.row(2 * r) = x.row(30 + r);
     acc.add(MatrixView<const float>(tall.data(), 25, features, 2 * features, 1));
     std::vector<npft::half> halves;
     Matrix rest_rounded(15, features);
-    for (index r = 0; r < 15; ++r) {
-        for (index c = 0; c < features; ++c) {
+    for (Index r = 0; r < 15; ++r) {
+        for (Index c = 0; c < features; ++c) {
             halves.emplace_back(x(55 + r, c));
             rest_rounded(r, c) = static_cast<float>(halves.back());
         }

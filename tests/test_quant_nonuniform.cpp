@@ -11,7 +11,7 @@
 #include "test_matrices.hpp"
 
 namespace npft_test {
-using npft::index;  // hides ::index from <strings.h>
+using npft::Index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
@@ -71,15 +71,15 @@ TEST_CASE("weighted k-means: hand-computed weighted means", "[quant][kmeans]") {
 // on the raw step below.
 TEST_CASE("weighted k-means: every iterate's objective matches a brute-force reference", "[quant][kmeans]") {
     for (std::uint64_t seed = 1; seed <= 12; ++seed) {
-        const index n = 257;
+        const Index n = 257;
         std::vector<float> x(static_cast<std::size_t>(n)), w;
-        for (index i = 0; i < n; ++i) {
+        for (Index i = 0; i < n; ++i) {
             const float g = gaussian({seed, 2}, static_cast<std::uint64_t>(i));
             x[static_cast<std::size_t>(i)] = seed % 2 ? g : g * g * g;  // Gaussian and heavy-tailed rows
         }
         if (seed % 3 != 0) {
             w.resize(x.size());
-            for (index i = 0; i < n; ++i) w[static_cast<std::size_t>(i)] = uniform({seed, 3}, static_cast<std::uint64_t>(i), 0.0f, 5.0f);
+            for (Index i = 0; i < n; ++i) w[static_cast<std::size_t>(i)] = uniform({seed, 3}, static_cast<std::uint64_t>(i), 0.0f, 5.0f);
         }
         const int k = 1 << (2 + static_cast<int>(seed % 3));
         const KMeansResult result = weighted_kmeans_1d(x, w, k, KMeans{100, 0.0}, true);
@@ -106,9 +106,9 @@ TEST_CASE("one raw Lloyd step never raises the objective, from any start", "[qua
     // clusters (centroids drawn from a range wider than the data, some duplicated), so the re-seeding runs too.
     int reseeding_starts = 0;
     for (std::uint64_t seed = 1; seed <= 40; ++seed) {
-        const index n = 97 + static_cast<index>(seed);
+        const Index n = 97 + static_cast<Index>(seed);
         std::vector<float> x(static_cast<std::size_t>(n)), w(x.size());
-        for (index i = 0; i < n; ++i) {
+        for (Index i = 0; i < n; ++i) {
             const float g = gaussian({seed, 5}, static_cast<std::uint64_t>(i));
             x[static_cast<std::size_t>(i)] = seed % 2 ? g : g * g * g;
             w[static_cast<std::size_t>(i)] = uniform({seed, 6}, static_cast<std::uint64_t>(i), 0.0f, 3.0f);
@@ -138,9 +138,9 @@ TEST_CASE("one raw Lloyd step never raises the objective, from any start", "[qua
 }
 
 TEST_CASE("weighted k-means pulls a centroid onto heavily weighted points", "[quant][kmeans]") {
-    const index n = 512;
+    const Index n = 512;
     std::vector<float> x(static_cast<std::size_t>(n));
-    for (index i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = gaussian({7, 4}, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < n; ++i) x[static_cast<std::size_t>(i)] = gaussian({7, 4}, static_cast<std::uint64_t>(i));
     const std::size_t heavy = 17;
     const float target = x[heavy];
     std::vector<float> w(x.size(), 1.0f);
@@ -165,12 +165,12 @@ TEST_CASE("k-means LUT: every weight decodes to its nearest level, levels strict
         const Matrix w = gaussian_matrix(3, 300, static_cast<std::uint64_t>(bits));
         const QuantizedMatrix q = Quantizer<NonUniformGrid>(NonUniformGrid(bits)).quantize(w);
         const Matrix d = q.dequantize();
-        for (index r = 0; r < w.rows(); ++r) {
+        for (Index r = 0; r < w.rows(); ++r) {
             const LutParams p = q.lut_params(r);
-            for (index i = 1; i < p.size(); ++i) CHECK(p.levels[static_cast<std::size_t>(i)] > p.levels[static_cast<std::size_t>(i - 1)]);
-            for (index c = 0; c < w.cols(); ++c) {
+            for (Index i = 1; i < p.size(); ++i) CHECK(p.levels[static_cast<std::size_t>(i)] > p.levels[static_cast<std::size_t>(i - 1)]);
+            for (Index c = 0; c < w.cols(); ++c) {
                 float best = std::numeric_limits<float>::infinity();
-                for (index i = 0; i < p.size(); ++i) best = std::min(best, std::abs(w(r, c) - p.levels[static_cast<std::size_t>(i)]));
+                for (Index i = 0; i < p.size(); ++i) best = std::min(best, std::abs(w(r, c) - p.levels[static_cast<std::size_t>(i)]));
                 CHECK(std::abs(w(r, c) - d(r, c)) == best);
             }
         }
@@ -190,13 +190,13 @@ TEST_CASE("the quantizer's codes are exactly LutParams::encode of each weight, m
             // Move some weights onto midpoints between levels, and beyond both ends (still inside the absmax for NF).
             const std::vector<float> row(w.row(2).data(), w.row(2).data() + 96);
             const LutParams p = grid.fit(row);
-            for (index j = 0; j + 1 < p.size() && j < 40; ++j)
+            for (Index j = 0; j + 1 < p.size() && j < 40; ++j)
                 w(2, 2 * j + 1) = 0.5f * (p.levels[static_cast<std::size_t>(j)] + p.levels[static_cast<std::size_t>(j + 1)]);
             const QuantizedMatrix q = Quantizer<NonUniformGrid>(grid).quantize(w);
             bool same = true;
-            for (index r = 0; r < w.rows(); ++r) {
+            for (Index r = 0; r < w.rows(); ++r) {
                 const LutParams fitted = q.lut_params(r);
-                for (index c = 0; c < w.cols(); ++c) same &= q.codes().get(r, c) == fitted.encode(w(r, c));
+                for (Index c = 0; c < w.cols(); ++c) same &= q.codes().get(r, c) == fitted.encode(w(r, c));
             }
             CHECK(same);
         }
@@ -209,14 +209,14 @@ TEST_CASE("k-means LUT handles degenerate rows", "[quant][kmeans]") {
         w.row(1).setZero();
         const QuantizedMatrix q = Quantizer<NonUniform<4>>().quantize(w);
         CHECK(q.dequantize() == w);
-        for (index r = 0; r < 2; ++r) {
+        for (Index r = 0; r < 2; ++r) {
             const LutParams p = q.lut_params(r);
-            for (index i = 1; i < p.size(); ++i) CHECK(p.levels[static_cast<std::size_t>(i)] > p.levels[static_cast<std::size_t>(i - 1)]);
+            for (Index i = 1; i < p.size(); ++i) CHECK(p.levels[static_cast<std::size_t>(i)] > p.levels[static_cast<std::size_t>(i - 1)]);
         }
     }
     SECTION("fewer distinct values than levels are reproduced exactly") {
         Matrix w(1, 50);
-        for (index c = 0; c < 50; ++c) w(0, c) = static_cast<float>(c % 5) * 0.25f - 0.5f;
+        for (Index c = 0; c < 50; ++c) w(0, c) = static_cast<float>(c % 5) * 0.25f - 0.5f;
         CHECK(Quantizer<NonUniform<3>>().quantize(w).dequantize() == w);
     }
     SECTION("fewer values than levels") {
@@ -262,10 +262,10 @@ TEST_CASE("NormalFloat grid scales the codebook by the row's absmax", "[quant][n
     w(1, 3) = -6.0f;  // a negative absmax
     const QuantizedMatrix q = Quantizer<NonUniform<4, NormalFloat>>().quantize(w);
     const std::vector<double> code = normal_float_codebook(4);
-    for (index r = 0; r < w.rows(); ++r) {
+    for (Index r = 0; r < w.rows(); ++r) {
         const float absmax = w.row(r).cwiseAbs().maxCoeff();
         const LutParams p = q.lut_params(r);
-        for (index i = 0; i < p.size(); ++i)
+        for (Index i = 0; i < p.size(); ++i)
             CHECK(p.levels[static_cast<std::size_t>(i)] == round_to_half(static_cast<float>(code[static_cast<std::size_t>(i)] * absmax)));
     }
     // Zero is a level, so exact zeros survive.

@@ -17,7 +17,7 @@ namespace {
 using Catch::Matchers::Contains;
 using npft::Matrix;
 namespace quant = npft::quant;
-using Index = npft::index;
+using Index = npft::Index;
 
 // 2 rows x 64 inputs, groups of 32: row 0 ordinary weights, row 1 group 1 spread evenly over [0, top].
 Matrix with_tiny_group(float top) {

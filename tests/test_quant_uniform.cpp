@@ -10,16 +10,16 @@
 #include "test_matrices.hpp"
 
 namespace npft_test {
-using npft::index;  // hides ::index from <strings.h>
+using npft::Index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
 namespace {
 
 // Heavy tails: Student-t with 3 degrees of freedom, g / sqrt(chi2_3 / 3), plus planted outliers of +-outlier.
-Matrix heavy_tailed_matrix(index rows, index cols, std::uint64_t seed, int outliers, float outlier) {
+Matrix heavy_tailed_matrix(Index rows, Index cols, std::uint64_t seed, int outliers, float outlier) {
     Matrix m(rows, cols);
-    for (index i = 0; i < m.size(); ++i) {
+    for (Index i = 0; i < m.size(); ++i) {
         const auto u = static_cast<std::uint64_t>(i);
         double chi2 = 0.0;
         for (std::uint64_t d = 0; d < 3; ++d) {
@@ -29,7 +29,7 @@ Matrix heavy_tailed_matrix(index rows, index cols, std::uint64_t seed, int outli
         m.data()[i] = static_cast<float>(gaussian({seed, 1}, u) / std::sqrt(chi2 / 3.0));
     }
     for (int k = 0; k < outliers; ++k) {
-        const auto at = static_cast<index>(random_words({seed, 20}, static_cast<std::uint64_t>(k))[0] % static_cast<std::uint32_t>(m.size()));
+        const auto at = static_cast<Index>(random_words({seed, 20}, static_cast<std::uint64_t>(k))[0] % static_cast<std::uint32_t>(m.size()));
         m.data()[at] = (k % 2 ? -outlier : outlier);
     }
     return m;
@@ -43,8 +43,8 @@ MatrixView<const float> cview(const Matrix& m) { return as_matrix_view(m); }
 void check_rtn_error(const Matrix& w, const QuantizedMatrix& q) {
     const Matrix d = q.dequantize();
     const bool symmetric = q.format() == Format::uniform_symmetric;
-    for (index r = 0; r < w.rows(); ++r) {
-        for (index c = 0; c < w.cols(); ++c) {
+    for (Index r = 0; r < w.rows(); ++r) {
+        for (Index c = 0; c < w.cols(); ++c) {
             const UniformParams p = q.uniform_params(r, c / q.group_size());
             const float lo = p.decode(0), hi = p.decode(p.max_code());
             const float error = std::abs(w(r, c) - d(r, c));
@@ -97,7 +97,7 @@ TEST_CASE("symmetric 4-bit, hand-computed", "[quant][uniform]") {
     const std::vector<std::uint32_t> codes = {0, 10, 12, 13};
     const std::vector<float> values = {-1.06640625f, 0.2666015625f, 0.533203125f, 0.66650390625f};
     const Matrix d = q.dequantize();
-    for (index j = 0; j < 4; ++j) {
+    for (Index j = 0; j < 4; ++j) {
         CHECK(q.codes().get(0, j) == codes[static_cast<std::size_t>(j)]);
         CHECK(d(0, j) == values[static_cast<std::size_t>(j)]);
     }
@@ -139,7 +139,7 @@ TEST_CASE("RTN error within half a step inside the clipping range, random matric
         const Matrix w = gaussian_matrix(6, 256, seed) * static_cast<float>(seed * seed);
         for (int bits = 2; bits <= 8; ++bits) {
             for (const Symmetry s : {Symmetry::symmetric, Symmetry::asymmetric}) {
-                for (const index group : {index{0}, index{32}, index{128}}) {
+                for (const Index group : {Index{0}, Index{32}, Index{128}}) {
                     const QuantizedMatrix q = Quantizer<UniformGrid>(UniformGrid(bits, group, s)).quantize(w);
                     q.validate();
                     check_rtn_error(w, q);
@@ -156,14 +156,14 @@ TEST_CASE("quantizing is a projection: re-encoding the dequantized values gives 
             const QuantizedMatrix q = Quantizer<UniformGrid>(UniformGrid(bits, 64, s)).quantize(w);
             const Matrix d = q.dequantize();
             bool same = true;
-            for (index r = 0; r < d.rows(); ++r)
-                for (index c = 0; c < d.cols(); ++c) same &= q.uniform_params(r, c / 64).encode(d(r, c)) == q.codes().get(r, c);
+            for (Index r = 0; r < d.rows(); ++r)
+                for (Index c = 0; c < d.cols(); ++c) same &= q.uniform_params(r, c / 64).encode(d(r, c)) == q.codes().get(r, c);
             CHECK(same);
         }
     }
     // Asymmetric min-max with the extremes on the grid: quantizing the dequantized matrix reproduces it exactly.
     Matrix grid_values(1, 16);
-    for (index c = 0; c < 16; ++c) grid_values(0, c) = 0.25f * static_cast<float>(c - 5);
+    for (Index c = 0; c < 16; ++c) grid_values(0, c) = 0.25f * static_cast<float>(c - 5);
     const Quantizer<Uniform<4>> quantizer;
     const Matrix once = quantizer.quantize(grid_values).dequantize();
     CHECK(once == grid_values);
@@ -176,18 +176,18 @@ TEST_CASE("the quantizer's codes are exactly UniformParams::encode of each weigh
             Matrix w = gaussian_matrix(4, 64, static_cast<std::uint64_t>(bits) + 100);
             // Put every other weight of row 1 on (or next to) a midpoint between two levels of its group.
             const UniformGrid grid(bits, 32, s);
-            for (index g = 0; g < 2; ++g) {
+            for (Index g = 0; g < 2; ++g) {
                 const std::vector<float> group(w.row(1).data() + g * 32, w.row(1).data() + g * 32 + 32);
                 const UniformParams p = grid.fit(group);
-                for (index j = 0; j < 32; j += 2) {
-                    const float code = static_cast<float>(j % static_cast<index>(p.max_code()));
+                for (Index j = 0; j < 32; j += 2) {
+                    const float code = static_cast<float>(j % static_cast<Index>(p.max_code()));
                     w(1, g * 32 + j) = p.scale * (code + 0.5f - p.zero);
                 }
             }
             const QuantizedMatrix q = Quantizer<UniformGrid>(grid).quantize(w);
             bool same = true;
-            for (index r = 0; r < w.rows(); ++r)
-                for (index c = 0; c < w.cols(); ++c) same &= q.codes().get(r, c) == q.uniform_params(r, c / 32).encode(w(r, c));
+            for (Index r = 0; r < w.rows(); ++r)
+                for (Index c = 0; c < w.cols(); ++c) same &= q.codes().get(r, c) == q.uniform_params(r, c / 32).encode(w(r, c));
             CHECK(same);
         }
     }
@@ -210,7 +210,7 @@ TEST_CASE("per-group scales change exactly at group borders", "[quant][uniform]"
     CHECK(std::abs(d(1, 127) - 40.0f) <= 0.5f * after.uniform_params(1, 0).scale);
     CHECK(std::abs(d(1, 128) - w(1, 128)) <= 0.5f * after.uniform_params(1, 1).scale);
     CHECK(std::abs(d(1, 255) - w(1, 255)) <= 0.5f * after.uniform_params(1, 1).scale);
-    for (index c = 128; c < 256; ++c) CHECK(after.codes().get(1, c) == before.codes().get(1, c));
+    for (Index c = 128; c < 256; ++c) CHECK(after.codes().get(1, c) == before.codes().get(1, c));
 }
 
 TEST_CASE("heavy-tailed matrices with planted outliers", "[quant][uniform]") {
@@ -222,9 +222,9 @@ TEST_CASE("heavy-tailed matrices with planted outliers", "[quant][uniform]") {
     check_rtn_error(w, qc);
     check_rtn_error(w, qg);
     // Outliers set the range, so they themselves are reproduced within half a step ...
-    for (index i = 0; i < w.size(); ++i) {
+    for (Index i = 0; i < w.size(); ++i) {
         if (std::abs(w.data()[i]) == 60.0f) {
-            const index r = i / w.cols(), c = i % w.cols();
+            const Index r = i / w.cols(), c = i % w.cols();
             CHECK(std::abs(qc.dequantize_at(r, c) - w(r, c)) <= 0.5f * qc.uniform_params(r, 0).scale);
         }
     }
@@ -240,7 +240,7 @@ TEST_CASE("element types and layouts give the same result", "[quant][uniform]") 
     Matrix rounded(6, 64);
     std::vector<half> h(static_cast<std::size_t>(w.size()));
     std::vector<bfloat16> b(h.size());
-    for (index i = 0; i < w.size(); ++i) {
+    for (Index i = 0; i < w.size(); ++i) {
         rounded.data()[i] = static_cast<float>(bfloat16(w.data()[i]));
         h[static_cast<std::size_t>(i)] = half(rounded.data()[i]);
         b[static_cast<std::size_t>(i)] = bfloat16(rounded.data()[i]);

@@ -34,8 +34,8 @@ struct DistanceModel {
 };
 
 Matrix row(std::initializer_list<float> values) {
-    Matrix m(1, static_cast<npft::index>(values.size()));
-    npft::index i = 0;
+    Matrix m(1, static_cast<npft::Index>(values.size()));
+    npft::Index i = 0;
     for (const float x : values) m(0, i++) = x;
     return m;
 }

@@ -175,7 +175,7 @@ TEST_CASE("checkpoints are safetensors files; corrupt, truncated or foreign ones
     const auto file = npft::io::SafetensorsFile::load(path);
     CHECK(file.metadata("npft.format") == "npft.pipeline/2");
     CHECK(file.metadata("npft.step") == "6");
-    CHECK(file.info("mlp.up.clean").shape == std::vector<npft::index>{16, 8});
+    CHECK(file.info("mlp.up.clean").shape == std::vector<npft::Index>{16, 8});
     CHECK(file.contains("mlp.up.lora_a.optimizer.1"));  // AdamW's second moment
     CHECK(file.metadata().contains("mlp.down.lora_b.optimizer.steps"));
 
@@ -232,7 +232,7 @@ TEST_CASE("resume is bit-identical with a continuing adapter, the balanced loss 
     TinyMlp reference = npft_test::small_mlp(9);
     auto reference_pipe = make(options);
     reference_pipe.fit(reference, batches, calibration);
-    for (const npft::index stop_at : {2, 4, 6}) {
+    for (const npft::Index stop_at : {2, 4, 6}) {
         INFO("stop at " << stop_at);
         auto interrupted = options;
         interrupted.checkpoint_path = path;

@@ -20,7 +20,7 @@ double quadratic_loss(const MatrixD& w, const MatrixD& c, const MatrixD& d) {
 }  // namespace
 
 TEST_CASE("LoRA gradients match central finite differences of the loss in A and B", "[train][lora]") {
-    const npft::index rows = 6, cols = 5;
+    const npft::Index rows = 6, cols = 5;
     LoraAdapter lora(rows, cols, LoraOptions{.rank = 3, .alpha = 6.0f});
     lora.initialize(npft::RandomKey{7, 1});
     npft_test::fill_gaussian(lora.b(), 0.5f, 7, 2);  // B = 0 would make dL/dA vanish
@@ -43,14 +43,14 @@ TEST_CASE("LoRA gradients match central finite differences of the loss in A and 
         return quadratic_loss(base + s * bb * aa, cd, dd);
     };
     const double h = 1e-4;
-    for (npft::index i = 0; i < a.size(); ++i) {
+    for (npft::Index i = 0; i < a.size(); ++i) {
         MatrixD plus = a, minus = a;
         plus.data()[i] += h;
         minus.data()[i] -= h;
         const double fd = (loss_at(plus, b) - loss_at(minus, b)) / (2 * h);
         CHECK(grad_a.data()[i] == Approx(fd).epsilon(1e-4).margin(1e-5));
     }
-    for (npft::index i = 0; i < b.size(); ++i) {
+    for (npft::Index i = 0; i < b.size(); ++i) {
         MatrixD plus = b, minus = b;
         plus.data()[i] += h;
         minus.data()[i] -= h;

@@ -10,7 +10,7 @@
 
 #include "train_test_models.hpp"
 
-using Index = npft::index;
+using Index = npft::Index;
 using npft::Matrix;
 using npft_test::Batch;
 using npft_test::TinyMlp;

@@ -20,7 +20,7 @@ namespace train = npft::train;
 
 namespace {
 
-constexpr npft::index inputs = 8, hidden = 24, outputs = 4;
+constexpr npft::Index inputs = 8, hidden = 24, outputs = 4;
 
 
 struct Outcome {
@@ -49,7 +49,7 @@ TinyMlp quantized(const TinyMlp& m) {
 }
 
 // Teacher data, first two inputs scaled by `heavy`.
-Batch make_batch(const TinyMlp& teacher, npft::index n, std::uint64_t seed, std::uint64_t stream, float heavy) {
+Batch make_batch(const TinyMlp& teacher, npft::Index n, std::uint64_t seed, std::uint64_t stream, float heavy) {
     Batch b = npft_test::teacher_batch(teacher, n, seed, stream, 0.0f);
     b.x.topRows(2) *= heavy;
     const Batch noisy = npft_test::teacher_batch(teacher, n, seed, stream, 0.05f);
@@ -109,8 +109,8 @@ Outcome fine_tune(const Problem& problem, std::uint64_t seed, Noise noise) {
     Outcome out;
     for (const auto& b : held_out) {
         const auto [h1, h2] = model.hessian_diagonal(b);
-        for (const npft::index p : mask1.positions) out.trace += h1(p / inputs, p % inputs);
-        for (const npft::index p : mask2.positions) out.trace += h2(p / hidden, p % hidden);
+        for (const npft::Index p : mask1.positions) out.trace += h1(p / inputs, p % inputs);
+        for (const npft::Index p : mask2.positions) out.trace += h2(p / hidden, p % hidden);
     }
     out.trace /= static_cast<double>(held_out.size());
     out.clean_loss = mean_loss(model, held_out);

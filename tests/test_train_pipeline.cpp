@@ -129,7 +129,7 @@ TEST_CASE("a run interrupted and resumed from its checkpoint ends bit-identical"
     const auto calibration = npft_test::teacher_batches(2, 50);
     const std::string path = "test_train_pipeline_resume.ckpt";
     for (const bool lora : {true, false}) {
-        for (const npft::index stop_at : {3, 5, 7}) {  // mid-stage, at the stage boundary, in the second stage
+        for (const npft::Index stop_at : {3, 5, 7}) {  // mid-stage, at the stage boundary, in the second stage
             INFO("lora " << lora << ", stop at " << stop_at);
             auto options = small_options();
             if (!lora) options.peft = train::MaskedWeights{};
@@ -236,8 +236,8 @@ TEST_CASE("the outlier trace before training matches the exact Hessian diagonal"
     const auto estimate = pipe.outlier_trace(model, batches[0]);
     const auto [h1, h2] = model.hessian_diagonal(batches[0]);
     double exact = 0.0;
-    for (const npft::index p : pipe.selection("mlp.up").positions) exact += h1(p / 8, p % 8);
-    for (const npft::index p : pipe.selection("mlp.down").positions) exact += h2(p / 16, p % 16);
+    for (const npft::Index p : pipe.selection("mlp.up").positions) exact += h1(p / 8, p % 8);
+    for (const npft::Index p : pipe.selection("mlp.down").positions) exact += h2(p / 16, p % 16);
     CHECK(std::abs(estimate.value - exact) <= 4.0 * estimate.standard_error + 1e-3 * std::abs(exact));
     CHECK(model.w1 == npft_test::small_mlp(10).w1);  // the estimate leaves the weights as they were
 }
@@ -313,7 +313,7 @@ TEST_CASE("masked-weight PEFT trains only its mask", "[train][pipeline]") {
     make_pipe(options).fit(model, batches);
     CHECK(model.w2 == start.w2);  // perturbed, not adapted: back to its clean bits
     int changed = 0;
-    for (npft::index p = 0; p < model.w1.size(); ++p) changed += model.w1.data()[p] != start.w1.data()[p];
+    for (npft::Index p = 0; p < model.w1.size(); ++p) changed += model.w1.data()[p] != start.w1.data()[p];
     CHECK(changed == 3);
     CHECK(model.w1.data()[9] != start.w1.data()[9]);
 }

@@ -240,12 +240,12 @@ struct SplittingMlp : TinyMlp {
     explicit SplittingMlp(const TinyMlp& m) : TinyMlp(m) {}
     std::vector<Batch> split_sequences(const Batch& b) const {
         std::vector<Batch> out;
-        for (npft::index c = 0; c < b.x.cols(); ++c) out.push_back({b.x.col(c), b.y.col(c)});
+        for (npft::Index c = 0; c < b.x.cols(); ++c) out.push_back({b.x.col(c), b.y.col(c)});
         return out;
     }
 };
-std::vector<npft::index> positions(const Pipe& pipe) {
-    std::vector<npft::index> out;
+std::vector<npft::Index> positions(const Pipe& pipe) {
+    std::vector<npft::Index> out;
     for (const auto& [name, mask] : pipe.selections()) out.insert(out.end(), mask.positions.begin(), mask.positions.end());
     return out;
 }
@@ -256,7 +256,7 @@ TEST_CASE("with split_sequences the Fisher pass is per sequence however the cali
     const auto batched = npft_test::teacher_batches(2, 0);  // 2 batches of 16 samples
     std::vector<Batch> single;
     for (const auto& b : batched)
-        for (npft::index c = 0; c < b.x.cols(); ++c) single.push_back({b.x.col(c), b.y.col(c)});
+        for (npft::Index c = 0; c < b.x.cols(); ++c) single.push_back({b.x.col(c), b.y.col(c)});
     const auto options = small_options(train::AdapterAcrossStages::restart);
 
     SplittingMlp splitting(npft_test::small_mlp(6));

@@ -33,8 +33,8 @@ struct LoggingNoise {
     std::shared_ptr<int> draws = std::make_shared<int>(0);
     bool every_step = true;
 
-    float scale(npft::index, npft::index) const { return 1.0f; }
-    bool redraw_at(npft::index step, npft::index per_stage) const { return every_step || step % per_stage == 0; }
+    float scale(npft::Index, npft::Index) const { return 1.0f; }
+    bool redraw_at(npft::Index step, npft::Index per_stage) const { return every_step || step % per_stage == 0; }
     void draw(const npft::noise::NoiseRequest& r, std::span<float> out) const {
         for (std::size_t i = 0; i < out.size(); ++i) {
             const auto p = static_cast<std::uint64_t>(r.mask->positions[i]);
@@ -76,7 +76,7 @@ Matrix prescribed(const Pipe& pipe, const std::string& name, bool adapted, const
     const std::vector<float>& noise = log.at(&mask);
     REQUIRE(noise.size() == mask.positions.size());
     for (std::size_t i = 0; i < noise.size(); ++i) {
-        const npft::index p = mask.positions[i];
+        const npft::Index p = mask.positions[i];
         expected(mask.row_of(p), mask.col_of(p)) += noise[i];
     }
     noised += static_cast<long long>(noise.size());
@@ -84,8 +84,8 @@ Matrix prescribed(const Pipe& pipe, const std::string& name, bool adapted, const
 }
 
 void compare(const Matrix& seen, const Matrix& expected, const std::string& name, Tally& tally) {
-    for (npft::index r = 0; r < seen.rows(); ++r)
-        for (npft::index c = 0; c < seen.cols(); ++c) {
+    for (npft::Index r = 0; r < seen.rows(); ++r)
+        for (npft::Index c = 0; c < seen.cols(); ++c) {
             if (seen(r, c) == expected(r, c)) continue;
             if (tally.mismatches++ == 0)
                 tally.first_mismatch = name + "(" + std::to_string(r) + ", " + std::to_string(c) + "): seen " +

@@ -9,7 +9,7 @@
 
 namespace npft_test {
 
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 
 /// Columns are samples: x is inputs x n, y is outputs x n.
@@ -23,7 +23,7 @@ struct TinyMlp {
     Matrix w1, w2, g1, g2;
     int calls = 0;
 
-    TinyMlp(index inputs, index hidden, index outputs)
+    TinyMlp(Index inputs, Index hidden, Index outputs)
         : w1(Matrix::Zero(hidden, inputs)), w2(Matrix::Zero(outputs, hidden)), g1(w1), g2(w2) {}
 
     std::vector<npft::train::Parameter> parameters() {
@@ -67,20 +67,20 @@ struct TinyMlp {
 };
 
 /// A random batch from a teacher network (fixed seed streams, so every test sees the same data).
-inline Batch teacher_batch(const TinyMlp& teacher, index n, std::uint64_t seed, std::uint64_t stream, float label_noise = 0.0f) {
+inline Batch teacher_batch(const TinyMlp& teacher, Index n, std::uint64_t seed, std::uint64_t stream, float label_noise = 0.0f) {
     Batch b{Matrix(teacher.w1.cols(), n), Matrix()};
     const npft::RandomKey key{seed, npft::make_stream(stream, 77)};
-    for (index i = 0; i < b.x.size(); ++i) b.x.data()[i] = npft::gaussian(key, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < b.x.size(); ++i) b.x.data()[i] = npft::gaussian(key, static_cast<std::uint64_t>(i));
     b.y = teacher.w2 * (teacher.w1 * b.x).array().tanh().matrix();
     const npft::RandomKey noise_key{seed, npft::make_stream(stream, 78)};
-    for (index i = 0; i < b.y.size(); ++i) b.y.data()[i] += label_noise * npft::gaussian(noise_key, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < b.y.size(); ++i) b.y.data()[i] += label_noise * npft::gaussian(noise_key, static_cast<std::uint64_t>(i));
     return b;
 }
 
 /// Fills a matrix with N(0, scale^2) from a keyed stream.
 inline void fill_gaussian(Matrix& m, float scale, std::uint64_t seed, std::uint64_t stream) {
     const npft::RandomKey key{seed, npft::make_stream(stream, 79)};
-    for (index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian(key, static_cast<std::uint64_t>(i));
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian(key, static_cast<std::uint64_t>(i));
 }
 
 /// The 8-16-4 MLP of the pipeline tests, weights Gaussian(0, 0.5^2) keyed by seed.

@@ -20,13 +20,13 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::quant::Format;
 namespace nc = npft::cuda;
 
 struct LayerShape {
     const char* name;
-    index n, k;  // output channels, inputs
+    Index n, k;  // output channels, inputs
 };
 
 const LayerShape shapes[] = {
@@ -38,7 +38,7 @@ struct FormatSpec {
     const char* name;
     Format format;
     int bits;
-    index group;  // 0: per channel
+    Index group;  // 0: per channel
 };
 
 const FormatSpec formats[] = {
@@ -50,7 +50,7 @@ const FormatSpec formats[] = {
     {"lut3", Format::lut, 3, 0},
 };
 
-const index batches[] = {1, 2, 4, 8, 16, 32, 64, 128};
+const Index batches[] = {1, 2, 4, 8, 16, 32, 64, 128};
 
 constexpr std::size_t kRotationBytes = std::size_t{512} << 20;
 
@@ -58,7 +58,7 @@ constexpr std::size_t kRotationBytes = std::size_t{512} << 20;
 std::size_t rotation_copies(std::size_t bytes) { return std::max<std::size_t>(2, (kRotationBytes + bytes - 1) / bytes); }
 
 /// Random tiled weights built directly (any bit pattern is a valid code), with small fp16 metadata.
-nc::TiledWeights random_tiled(const FormatSpec& f, index n, index k) {
+nc::TiledWeights random_tiled(const FormatSpec& f, Index n, Index k) {
     nc::TiledWeights t;
     t.format = f.format;
     t.shape.rows = n;
@@ -101,8 +101,8 @@ double time_loop(benchmark::State& state, nc::Stream& stream, Launch launch) {
 }
 
 /// Median cuBLAS fp16 time (ms) of a shape, measured once and cached for the speedup counter.
-double cublas_ms(const LayerShape& s, index batch) {
-    static std::map<std::tuple<index, index, index>, double> cache;
+double cublas_ms(const LayerShape& s, Index batch) {
+    static std::map<std::tuple<Index, Index, Index>, double> cache;
     const auto key = std::make_tuple(s.n, s.k, batch);
     if (const auto it = cache.find(key); it != cache.end()) return it->second;
     nc::CublasHandle handle;
@@ -129,7 +129,7 @@ double cublas_ms(const LayerShape& s, index batch) {
     return cache[key] = times[10];
 }
 
-void bench_cublas(benchmark::State& state, LayerShape s, index batch) {
+void bench_cublas(benchmark::State& state, LayerShape s, Index batch) {
     nc::CublasHandle handle;
     nc::Stream stream;
     handle.set_stream(stream.get());
@@ -148,7 +148,7 @@ void bench_cublas(benchmark::State& state, LayerShape s, index batch) {
     state.counters["speedup_vs_cublas"] = 1.0;
 }
 
-void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, index batch) {
+void bench_quantized(benchmark::State& state, FormatSpec f, LayerShape s, Index batch) {
     const nc::TiledWeights host = random_tiled(f, s.n, s.k);
     std::vector<nc::DeviceQuantizedMatrix> copies;
     copies.emplace_back(host);
@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
         return 77;
     }
     for (const LayerShape& s : shapes)
-        for (const npft::index batch : batches) {
+        for (const npft::Index batch : batches) {
             const std::string suffix = std::string(s.name) + "_" + std::to_string(s.n) + "x" + std::to_string(s.k) +
                                        "/batch:" + std::to_string(batch);
             benchmark::RegisterBenchmark(("cublas_fp16/" + suffix).c_str(), bench_cublas, s, batch)

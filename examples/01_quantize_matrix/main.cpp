@@ -12,9 +12,9 @@ namespace q = npft::quant;
 
 // Student-t weights with 3 degrees of freedom (g / sqrt(chi2_3 / 3)), scaled like an LLM projection: the heavy tails
 // are what make low-bit quantization of real weights hard.
-npft::Matrix student_t_weights(npft::index rows, npft::index cols, std::uint64_t seed) {
+npft::Matrix student_t_weights(npft::Index rows, npft::Index cols, std::uint64_t seed) {
     npft::Matrix w(rows, cols);
-    for (npft::index i = 0; i < w.size(); ++i) {
+    for (npft::Index i = 0; i < w.size(); ++i) {
         const auto at = static_cast<std::uint64_t>(i);
         double chi2 = 0.0;
         for (std::uint64_t k = 1; k <= 3; ++k) {
@@ -38,8 +38,8 @@ void report(const std::string& name, const G& grid, const npft::Matrix& w) {
 }
 
 int main(int argc, char** argv) {
-    const npft::index rows = argc > 2 ? std::atol(argv[1]) : 1024;
-    const npft::index cols = argc > 2 ? std::atol(argv[2]) : 1024;
+    const npft::Index rows = argc > 2 ? std::atol(argv[1]) : 1024;
+    const npft::Index cols = argc > 2 ? std::atol(argv[2]) : 1024;
     try {
         const npft::Matrix w = student_t_weights(rows, cols, 2024);
         std::printf("Student-t (3 dof) weights, %ld x %ld, absmax %.4f, rms %.4f\n\n", static_cast<long>(rows), static_cast<long>(cols),

@@ -25,7 +25,7 @@ auto view(M& m) {  // a view of an Eigen matrix's memory, for the LoRA adapter c
 
 class Regressor {
 public:
-    Regressor(npft::index inputs, npft::index hidden, npft::index outputs)
+    Regressor(npft::Index inputs, npft::Index hidden, npft::Index outputs)
         : up_(hidden, inputs), down_(outputs, hidden), up_grad_(hidden, inputs), down_grad_(outputs, hidden) {}
 
     npft::Matrix& up() { return up_; }
@@ -76,13 +76,13 @@ private:
 };
 
 // ---- data: a random teacher network, keyed draws -------------------------------------------------------------------
-npft::Matrix keyed_gaussian(npft::index rows, npft::index cols, float scale, std::uint64_t stream) {
+npft::Matrix keyed_gaussian(npft::Index rows, npft::Index cols, float scale, std::uint64_t stream) {
     npft::Matrix m(rows, cols);
-    for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian({2024, stream}, static_cast<std::uint64_t>(i));
+    for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = scale * npft::gaussian({2024, stream}, static_cast<std::uint64_t>(i));
     return m;
 }
 
-std::vector<Batch> make_batches(Regressor& teacher, int count, npft::index samples, std::uint64_t first_stream) {
+std::vector<Batch> make_batches(Regressor& teacher, int count, npft::Index samples, std::uint64_t first_stream) {
     std::vector<Batch> out;
     for (int i = 0; i < count; ++i) {
         Batch b{keyed_gaussian(teacher.up().cols(), samples, 1.0f, first_stream + static_cast<std::uint64_t>(i)), {}};

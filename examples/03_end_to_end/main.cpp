@@ -51,7 +51,7 @@
 namespace demo {
 
 namespace fs = std::filesystem;
-using npft::index;
+using npft::Index;
 using tiny_llama::Batch;
 using tiny_llama::Model;
 using tiny_llama::PackedLinear;
@@ -64,18 +64,18 @@ struct Settings {
     std::string text_file;  // empty: the King James Bible
     bool large = false;
     fs::path hf;             // a Hugging Face checkpoint folder instead of the model trained here
-    index hf_context = 512;  // its windows: context tokens + 1
+    Index hf_context = 512;  // its windows: context tokens + 1
     std::uint64_t seed = 0;
     Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
     // Evaluation: the whole test split in windows of context + 1 bytes with stride context (every byte but the first
     // predicted once); N > 0 evaluates N non-overlapping windows spread evenly through it instead (faster, noisier).
-    index eval_windows = 0;
+    Index eval_windows = 0;
     int threads = 2;  // training and evaluation; the results do not depend on it
     // Calibration: sequences from the train split, one per batch, for the Fisher (per-sequence squared gradients) and
     // the GPTQ Hessians.
-    index calibration_sequences = 64;
+    Index calibration_sequences = 64;
     NpftRecipe npft;  // method.md's recipe scaled to this model (see README.md): 3 stages x 50 steps of 8 windows
-    index trace_sequences = 8;
+    Index trace_sequences = 8;
     // The dense-and-sparse baseline keeps 0.45% of each matrix in fp16, as SqueezeLLM's largest setting: the 0.05% most
     // sensitive weights (Fisher) and the 0.40% largest in magnitude (the union may be a little smaller).
     double sparse_sensitive_fraction = 0.0005;
@@ -111,7 +111,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
-        else if (cl.is("--threads")) s.threads = static_cast<int>(std::max<index>(1, cl.integer()));
+        else if (cl.is("--threads")) s.threads = static_cast<int>(std::max<Index>(1, cl.integer()));
         else if (cl.is("--quick")) {
             s.pretraining.steps = 20;
             s.eval_windows = 8;
@@ -132,7 +132,7 @@ std::map<std::string, npft::quant::GptqHessian> gptq_hessians(const Model& model
     for (const std::string& name : model.linear_names())
         hessians.emplace(name, npft::quant::GptqHessian(name.ends_with("down") ? model.config().hidden : model.config().dim));
     const tiny_llama::DenseLinears dense{&model.weights()};
-    const auto recording = [&](index layer, tiny_llama::LinearKind kind, const npft::Matrix& x, npft::Matrix& y) {
+    const auto recording = [&](Index layer, tiny_llama::LinearKind kind, const npft::Matrix& x, npft::Matrix& y) {
         hessians.at(tiny_llama::linear_name(layer, kind)).add(x);
         dense(layer, kind, x, y);
     };
@@ -167,7 +167,7 @@ npft::hessian::TraceEstimate outlier_trace(Model& model, const Batch& batch, con
 struct Row {
     std::string method;
     int bits = 0;
-    index group = 0;
+    Index group = 0;
     double test_ppl = 0.0;
     double bits_per_byte = 0.0;
     double gap = 0.0;  // test_ppl minus that of the fp32 model it was quantized from (fine-tuned, for +npft rows)
@@ -182,11 +182,11 @@ struct Row {
 /// Quantizes every linear layer with `quantize_one(name, weights)` and measures the result.
 template <class F>
 Row quantized_row(const Model& model, const std::vector<Batch>& test, const tiny_llama::Tokenizer& tokenizer,
-                  double source_ppl, std::string method, int bits, index group, F&& quantize_one,
+                  double source_ppl, std::string method, int bits, Index group, F&& quantize_one,
                   double extra_seconds = 0.0) {
     const auto start = Clock::now();
     QuantizedModel q(model);
-    for (index l = 0; l < model.config().layers; ++l)
+    for (Index l = 0; l < model.config().layers; ++l)
         for (const auto kind : tiny_llama::linear_kinds) {
             const std::string name = tiny_llama::linear_name(l, kind);
             q.set_linear(name, quantize_one(name, model.weights().layers[static_cast<std::size_t>(l)].linear(kind)));
@@ -306,7 +306,7 @@ int run(int argc, char** argv) {
         const auto test = s.eval_windows == 0
                               ? tiny_llama::whole_text_batches(test_tokens, config.context + 1, 16)
                               : tiny_llama::evaluation_batches(test_tokens, config.context + 1, s.eval_windows, 16);
-        index test_predictions = 0, test_windows = 0;
+        Index test_predictions = 0, test_windows = 0;
         for (const auto& b : test) {
             test_predictions += b.count() * b.positions();
             test_windows += b.count();
@@ -345,7 +345,7 @@ int run(int argc, char** argv) {
         // ---- calibration: Fisher from squared per-sequence gradients, GPTQ Hessians from the layer inputs
         const npft::RandomKey calibration_key{s.seed, npft::make_stream(0x63616c)};  // "cal"
         std::vector<Batch> calibration;
-        for (index i = 0; i < s.calibration_sequences; ++i)
+        for (Index i = 0; i < s.calibration_sequences; ++i)
             calibration.push_back(tiny_llama::random_windows(train_tokens, 1, config.context + 1, calibration_key,
                                                              static_cast<std::uint64_t>(i)));
         auto calibration_start = Clock::now();
@@ -356,13 +356,13 @@ int run(int argc, char** argv) {
         std::vector<Row> rows;
         for (const int bits : {4, 3}) {
             std::fprintf(stderr, "[quantize] %d-bit baselines\n", bits);
-            for (const index group : {index{0}, index{128}}) {
+            for (const Index group : {Index{0}, Index{128}}) {
                 const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
                 rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "rtn", bits, group, [&](const std::string&, const npft::Matrix& w) {
                     return PackedLinear(rtn.quantize(view(w)));
                 }));
             }
-            for (const index group : {index{0}, index{128}}) {
+            for (const Index group : {Index{0}, Index{128}}) {
                 const npft::quant::Gptq gptq(npft::quant::UniformGrid(bits, group));
                 rows.push_back(quantized_row(model, test, tokenizer, fp32_ppl, "gptq", bits, group, [&](const std::string& name, const npft::Matrix& w) {
                     return PackedLinear(gptq.quantize(w, hessians.at(name)));
@@ -393,7 +393,7 @@ int run(int argc, char** argv) {
         Masks masks;
         npft::hessian::TraceEstimate trace_before;
         double npft_ppl = 0.0, control_ppl = 0.0;
-        index outliers = 0, noised = 0;
+        Index outliers = 0, noised = 0;
         for (const bool with_noise : {true, false}) {
             const char* tag = with_noise ? "npft" : "lora";
             NpftPipeline pipeline = npft_pipeline(s.npft, s.seed, with_noise ? 1.0f : 0.0f);
@@ -406,8 +406,8 @@ int run(int argc, char** argv) {
                 for (const auto& name : model.linear_names()) masks.emplace(name, pipeline.selection(name));
                 // The reference noise is uniform over each row's outlier range: a row with one outlier gets none.
                 for (const auto& [name, mask] : masks) {
-                    std::map<index, index> per_row;
-                    for (const index p : mask.positions) ++per_row[p / mask.cols];
+                    std::map<Index, Index> per_row;
+                    for (const Index p : mask.positions) ++per_row[p / mask.cols];
                     for (const auto& [row, count] : per_row) {
                         outliers += count;
                         if (count > 1) noised += count;
@@ -457,7 +457,7 @@ int run(int argc, char** argv) {
                     row.control = !with_noise;
                     rows.push_back(std::move(row));
                 };
-                for (const index group : {index{0}, index{128}}) {
+                for (const Index group : {Index{0}, Index{128}}) {
                     const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
                     add(quantized_row(model, test, tokenizer, tuned_ppl, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
                         return PackedLinear(rtn.quantize(view(w)));

@@ -36,7 +36,7 @@
 namespace demo {
 
 namespace fs = std::filesystem;
-using npft::index;
+using npft::Index;
 using npft::Matrix;
 using tiny_llama::Batch;
 using tiny_llama::Model;
@@ -47,16 +47,16 @@ struct Settings {
     fs::path checkpoint_dir;  // empty: the output folder
     fs::path text_file;       // empty: the King James Bible
     fs::path hf;              // a Hugging Face checkpoint folder instead of the demo's model
-    index hf_context = 512;   // its windows: context tokens + 1
+    Index hf_context = 512;   // its windows: context tokens + 1
     std::uint64_t seed = 0;
     // The fp32 model: the end-to-end demo's recipe, so its cached checkpoint is found by the same key.
     Pretraining pretraining;
     // Calibration: windows of 129 bytes from the train split, a few per reconstruction step.
-    index calibration_sequences = 32;
-    index calibration_batch = 4;
-    index steps = 100;  // per window
+    Index calibration_sequences = 32;
+    Index calibration_batch = 4;
+    Index steps = 100;  // per window
     float lr = 5e-3f;
-    index eval_windows = 96;
+    Index eval_windows = 96;
     // NPFT before quantization: the demo's recipe on a smaller budget.
     NpftRecipe npft{.stages = 2, .steps = 20, .batch = 4};
 };
@@ -104,7 +104,7 @@ Settings parse_settings(int argc, char** argv) {
         } else cl.reject();
     }
     if (s.checkpoint_dir.empty()) s.checkpoint_dir = s.out_dir;
-    if (s.calibration_sequences < s.calibration_batch) s.calibration_batch = std::max<index>(1, s.calibration_sequences);
+    if (s.calibration_sequences < s.calibration_batch) s.calibration_batch = std::max<Index>(1, s.calibration_sequences);
     return s;
 }
 
@@ -112,7 +112,7 @@ Settings parse_settings(int argc, char** argv) {
 Packed rtn(const Model& model, int bits) {
     const npft::quant::Quantizer quantizer(npft::quant::UniformGrid(bits, 0));
     Packed packed;
-    for (index l = 0; l < model.config().layers; ++l)
+    for (Index l = 0; l < model.config().layers; ++l)
         for (const auto kind : tiny_llama::linear_kinds)
             packed.emplace(tiny_llama::linear_name(l, kind),
                            quantizer.quantize(npft::MatrixView<const float>(npft::as_matrix_view(
@@ -186,7 +186,7 @@ int run(int argc, char** argv) {
         // ---- calibration batches (train split), disjoint in stream from the demo's
         const npft::RandomKey calibration_key{s.seed, npft::make_stream(0x62777074)};  // "bwpt"
         std::vector<Batch> calibration;
-        for (index i = 0; i < s.calibration_sequences / s.calibration_batch; ++i)
+        for (Index i = 0; i < s.calibration_sequences / s.calibration_batch; ++i)
             calibration.push_back(tiny_llama::random_windows(train_tokens, s.calibration_batch, config.context + 1,
                                                              calibration_key, static_cast<std::uint64_t>(i)));
 

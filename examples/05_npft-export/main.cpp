@@ -37,7 +37,7 @@ struct Settings {
     bool demo = false, large = false;
     std::uint64_t seed = 1;
     Pretraining pretraining;
-    npft::index eval_windows = 64;
+    npft::Index eval_windows = 64;
     tiny_llama::GgufTypes types;
 };
 
@@ -204,7 +204,7 @@ int evaluate_model(const Settings& s) {
     const kjv::Corpus corpus = load_corpus(s);
     const auto test = tiny_llama::evaluation_batches(tiny_llama::byte_tokens(corpus.test), config.context + 1, s.eval_windows, 16);
     const double ppl = tiny_llama::perplexity(model, test);
-    npft::index windows = 0;
+    npft::Index windows = 0;
     for (const auto& b : test) windows += b.count();
     std::printf("npft test perplexity %.6f on %td windows of %td tokens (%s)\n", ppl, windows, config.context + 1, s.evaluate.string().c_str());
     if (!s.windows.empty()) {

@@ -24,13 +24,13 @@ namespace reference {
 namespace fs = std::filesystem;
 using demo::Clock;
 using demo::seconds_since;
-using npft::index;
+using npft::Index;
 
 struct Settings {
     fs::path out_dir = "reference_model";
     fs::path text_file;  // empty: the King James Bible
     tiny_llama::Config config = tiny_llama::Config::small();
-    index tokens = 0;  // training tokens; 0: the recipe's steps as given
+    Index tokens = 0;  // training tokens; 0: the recipe's steps as given
     tiny_llama::Pretraining recipe{.steps = 600, .batch = 16, .lr = 2e-3f};
     std::uint64_t seed = 0;
     int threads = 2;
@@ -57,7 +57,7 @@ constexpr const char* usage_text =
 Settings parse_settings(int argc, char** argv) {
     Settings s;
     demo::CommandLine cl(argc, argv, usage_text);
-    index steps = -1;
+    Index steps = -1;
     while (cl.next()) {
         if (cl.is("--out")) s.out_dir = cl.value();
         else if (cl.is("--text")) s.text_file = cl.value();
@@ -78,7 +78,7 @@ Settings parse_settings(int argc, char** argv) {
         else cl.reject();
     }
     if (steps >= 0) s.recipe.steps = steps;
-    const index per_step = s.recipe.batch * s.config.context;
+    const Index per_step = s.recipe.batch * s.config.context;
     if (s.tokens > 0 && per_step > 0) s.recipe.steps = (s.tokens + per_step - 1) / per_step;
     return s;
 }
@@ -116,7 +116,7 @@ int run(int argc, char** argv) {
             trainer.resume(state_path, run_key);
             std::printf("resumed %s at step %td of %td\n", state_path.string().c_str(), trainer.step(), s.recipe.steps);
         }
-        const index tokens_per_step = s.recipe.batch * s.config.context;
+        const Index tokens_per_step = s.recipe.batch * s.config.context;
         std::printf("model %s: %td parameters; %td steps of %td x %td tokens (%.1f M tokens, %.2f epochs of %zu training "
                     "bytes), %d threads\n",
                     s.config.describe().c_str(), model.weights().parameter_count(), s.recipe.steps, s.recipe.batch,
@@ -129,7 +129,7 @@ int run(int argc, char** argv) {
         std::signal(SIGTERM, on_interrupt);
         const auto start = Clock::now();
         auto last_save = Clock::now(), last_print = Clock::now();
-        const index first_step = trainer.step();
+        const Index first_step = trainer.step();
         double smoothed = 0.0;
         const bool tty = ::isatty(2);
         while (!trainer.done() && !interrupted.load()) {

@@ -29,7 +29,7 @@
 
 namespace demo {
 
-using npft::index;
+using npft::Index;
 using Clock = std::chrono::steady_clock;
 
 inline double seconds_since(Clock::time_point start) {
@@ -76,13 +76,13 @@ public:
     }
 
     /// The value as a non-negative integer.
-    index integer() {
+    Index integer() {
         const std::string v = value();
         char* end = nullptr;
         const long long n = std::strtoll(v.c_str(), &end, 10);
         if (end == v.c_str() || *end != '\0' || n < 0)
             fail(arg_ + " expects a non-negative integer, got '" + v + "'");
-        return static_cast<index>(n);
+        return static_cast<Index>(n);
     }
 
     /// The value as a non-negative real number.
@@ -135,7 +135,7 @@ inline void pretrain(tiny_llama::Model& model, const std::vector<tiny_llama::Tok
     double smoothed = 0.0;
     const bool tty = ::isatty(2);
     while (!trainer.done()) {
-        const index step = trainer.step();
+        const Index step = trainer.step();
         const double loss = trainer.train_step(train);
         // The printed loss is smoothed: one batch's loss is too noisy to read a trend from.
         smoothed = step == 0 ? loss : 0.95 * smoothed + 0.05 * loss;
@@ -190,9 +190,9 @@ inline std::optional<tiny_llama::Weights> load_checkpoint(const Checkpoint& chec
 /// The demos' NPFT budget. The defaults are end_to_end's: method.md's recipe scaled to this model (its README says
 /// how).
 struct NpftRecipe {
-    index stages = 3;
-    index steps = 50;  // per stage
-    index batch = 8;   // windows of context + 1 bytes per step
+    Index stages = 3;
+    Index steps = 50;  // per stage
+    Index batch = 8;   // windows of context + 1 bytes per step
     float lr = 1e-3f;
     double outlier_fraction = 0.005;  // of every linear weight, by Fisher
 };
@@ -229,9 +229,9 @@ inline npft::RandomKey npft_key(std::uint64_t seed) { return {seed, npft::make_s
 
 /// The fine-tuning batches: one per step, `recipe.batch` random windows of `length` tokens from `train`.
 inline std::vector<tiny_llama::Batch> npft_batches(const std::vector<tiny_llama::Token>& train,
-                                                   const NpftRecipe& recipe, index length, std::uint64_t seed) {
+                                                   const NpftRecipe& recipe, Index length, std::uint64_t seed) {
     std::vector<tiny_llama::Batch> batches;
-    for (index i = 0; i < recipe.stages * recipe.steps; ++i)
+    for (Index i = 0; i < recipe.stages * recipe.steps; ++i)
         batches.push_back(
             tiny_llama::random_windows(train, recipe.batch, length, npft_key(seed), static_cast<std::uint64_t>(i)));
     return batches;

@@ -21,7 +21,7 @@ struct HfModel {
 };
 
 /// Loads `dir` (tokenizer.model required) with its context capped at `context` tokens.
-inline HfModel load_hf_model(const std::filesystem::path& dir, npft::index context) {
+inline HfModel load_hf_model(const std::filesystem::path& dir, npft::Index context) {
     npft::require(context > 0, "--context must be positive");
     tiny_llama::HfCheckpoint hf = tiny_llama::load_hf_checkpoint(dir, tiny_llama::HfTokenizer::required);
     hf.config.context = std::min(hf.config.context, context);

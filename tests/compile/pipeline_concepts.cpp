@@ -38,7 +38,7 @@ struct MyOptimizer {
         std::int64_t steps = 0;
         std::vector<std::span<float>> buffers() { return {}; }
     };
-    State make_state(npft::index) const { return {}; }
+    State make_state(npft::Index) const { return {}; }
     void step(State& s, std::span<float> p, std::span<const float> g, float lr) const {
         ++s.steps;
         for (std::size_t i = 0; i < p.size(); ++i) p[i] -= lr * g[i];
@@ -56,10 +56,10 @@ struct LargestPerRow {
     static constexpr bool needs_fisher = false;
     static constexpr bool needs_quant_steps = false;
     npft::outliers::OutlierMask select(const npft::outliers::SelectionInputs& in) const {
-        std::vector<npft::index> positions;
-        for (npft::index r = 0; r < in.weights.rows(); ++r) {
-            npft::index best = 0;
-            for (npft::index c = 1; c < in.weights.cols(); ++c)
+        std::vector<npft::Index> positions;
+        for (npft::Index r = 0; r < in.weights.rows(); ++r) {
+            npft::Index best = 0;
+            for (npft::Index c = 1; c < in.weights.cols(); ++c)
                 if (std::abs(in.weights(r, c)) > std::abs(in.weights(r, best))) best = c;
             positions.push_back(r * in.weights.cols() + best);
         }
@@ -68,11 +68,11 @@ struct LargestPerRow {
 };
 struct HalfStepEveryTenSteps {
     static constexpr bool needs_quant_steps = true;
-    float scale(npft::index, npft::index) const { return 0.5f; }
-    bool redraw_at(npft::index step, npft::index) const { return step % 10 == 0; }
+    float scale(npft::Index, npft::Index) const { return 0.5f; }
+    bool redraw_at(npft::Index step, npft::Index) const { return step % 10 == 0; }
     void draw(const npft::noise::NoiseRequest& r, std::span<float> out) const {
         for (std::size_t i = 0; i < out.size(); ++i) {
-            const npft::index p = r.mask->positions[i];
+            const npft::Index p = r.mask->positions[i];
             const float delta = r.quant_steps(r.mask->row_of(p), r.mask->col_of(p));
             out[i] = r.scale * delta * (npft::uniform01(r.key, static_cast<std::uint64_t>(p)) - 0.5f);
         }
@@ -90,13 +90,13 @@ struct OptimizerWithoutStep {
         std::int64_t steps = 0;
         std::vector<std::span<float>> buffers() { return {}; }
     };
-    State make_state(npft::index) const { return {}; }
+    State make_state(npft::Index) const { return {}; }
 };
 struct OptimizerWithoutBuffers {
     struct State {
         std::int64_t steps = 0;
     };
-    State make_state(npft::index) const { return {}; }
+    State make_state(npft::Index) const { return {}; }
     void step(State&, std::span<float>, std::span<const float>, float) const {}
 };
 struct LossWithoutWeight {

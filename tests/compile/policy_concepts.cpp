@@ -31,8 +31,8 @@ struct FirstColumn {
     static constexpr bool needs_fisher = false;
     static constexpr bool needs_quant_steps = false;
     o::OutlierMask select(const o::SelectionInputs& in) const {
-        std::vector<npft::index> p;
-        for (npft::index r = 0; r < in.weights.rows(); ++r) p.push_back(r * in.weights.cols());
+        std::vector<npft::Index> p;
+        for (npft::Index r = 0; r < in.weights.rows(); ++r) p.push_back(r * in.weights.cols());
         return o::OutlierMask(in.weights.rows(), in.weights.cols(), std::move(p));
     }
 };
@@ -43,7 +43,7 @@ static_assert(o::OutlierSelector<o::Union<FirstColumn, o::TopFisher>>);
 struct SquaredWeight {
     static constexpr bool needs_fisher = false;
     static constexpr bool needs_quant_steps = false;
-    float operator()(const o::SelectionInputs& in, npft::index r, npft::index c) const { return in.weights(r, c) * in.weights(r, c); }
+    float operator()(const o::SelectionInputs& in, npft::Index r, npft::Index c) const { return in.weights(r, c) * in.weights(r, c); }
 };
 static_assert(o::SelectionScore<SquaredWeight>);
 static_assert(o::OutlierSelector<o::TopFraction<SquaredWeight>>);
@@ -55,7 +55,7 @@ struct SelectorWithoutFlags {  // no needs_fisher / needs_quant_steps
 struct SelectorReturningPositions {  // select() must return an OutlierMask
     static constexpr bool needs_fisher = false;
     static constexpr bool needs_quant_steps = false;
-    std::vector<npft::index> select(const o::SelectionInputs&) const { return {}; }
+    std::vector<npft::Index> select(const o::SelectionInputs&) const { return {}; }
 };
 struct SelectorWithRuntimeFlag {  // the flags must be compile-time constants
     static inline bool needs_fisher = false;
@@ -73,7 +73,7 @@ static_assert(!o::OutlierSelector<SelectorWithRuntimeFlag>);
 static_assert(!o::OutlierSelector<SelectorMutating>);
 static_assert(!o::OutlierSelector<int>);
 struct ScoreWithoutFlags {
-    float operator()(const o::SelectionInputs&, npft::index, npft::index) const { return 0.0f; }
+    float operator()(const o::SelectionInputs&, npft::Index, npft::Index) const { return 0.0f; }
 };
 static_assert(!o::SelectionScore<ScoreWithoutFlags>);
 
@@ -93,8 +93,8 @@ static_assert(n::Schedule<n::QuantStepUniform>::needs_quant_steps && !n::Referen
 struct FixedSigmaGaussian {
     static constexpr bool needs_quant_steps = false;
     float sigma = 1e-3f;
-    float scale(npft::index step, npft::index) const { return 1.0f / static_cast<float>(1 << (step / 100)); }
-    bool redraw_at(npft::index step, npft::index) const { return step % 2 == 0; }
+    float scale(npft::Index step, npft::Index) const { return 1.0f / static_cast<float>(1 << (step / 100)); }
+    bool redraw_at(npft::Index step, npft::Index) const { return step % 2 == 0; }
     void draw(const n::NoiseRequest& r, std::span<float> out) const {
         for (std::size_t i = 0; i < out.size(); ++i)
             out[i] = r.scale * sigma * npft::gaussian(r.key, static_cast<std::uint64_t>(r.mask->positions[i]));
@@ -112,23 +112,23 @@ static_assert(n::NoiseSchedule<n::Schedule<Zero, n::CosineDecay, n::OncePerEpoch
 
 struct ScheduleWithoutRedraw {
     static constexpr bool needs_quant_steps = false;
-    float scale(npft::index, npft::index) const { return 1.0f; }
+    float scale(npft::Index, npft::Index) const { return 1.0f; }
     void draw(const n::NoiseRequest&, std::span<float>) const {}
 };
 struct ScheduleWithoutDraw {
     static constexpr bool needs_quant_steps = false;
-    float scale(npft::index, npft::index) const { return 1.0f; }
-    bool redraw_at(npft::index, npft::index) const { return true; }
+    float scale(npft::Index, npft::Index) const { return 1.0f; }
+    bool redraw_at(npft::Index, npft::Index) const { return true; }
 };
 struct ScheduleWithoutFlag {
-    float scale(npft::index, npft::index) const { return 1.0f; }
-    bool redraw_at(npft::index, npft::index) const { return true; }
+    float scale(npft::Index, npft::Index) const { return 1.0f; }
+    bool redraw_at(npft::Index, npft::Index) const { return true; }
     void draw(const n::NoiseRequest&, std::span<float>) const {}
 };
 struct ScheduleWithStringScale {
     static constexpr bool needs_quant_steps = false;
-    const char* scale(npft::index, npft::index) const { return "1"; }
-    bool redraw_at(npft::index, npft::index) const { return true; }
+    const char* scale(npft::Index, npft::Index) const { return "1"; }
+    bool redraw_at(npft::Index, npft::Index) const { return true; }
     void draw(const n::NoiseRequest&, std::span<float>) const {}
 };
 static_assert(!n::NoiseSchedule<ScheduleWithoutRedraw>);
@@ -159,7 +159,7 @@ static_assert(h::TraceEstimator<h::Hutchinson<h::Rademacher>, h::ExplicitHvp>);
 static_assert(h::TraceEstimator<h::Hutchinson<h::Gaussian>, h::FiniteDifferenceHvp<QuadraticModel, int>>);
 
 struct UserHvp {  // a user's operator: H = 2 I on 3 dimensions
-    npft::index dimension() const { return 3; }
+    npft::Index dimension() const { return 3; }
     void apply(std::span<const float> v, std::span<float> out) const {
         for (std::size_t i = 0; i < v.size(); ++i) out[i] = 2.0f * v[i];
     }
@@ -170,7 +170,7 @@ struct HvpWithoutDimension {
     void apply(std::span<const float>, std::span<float>) const {}
 };
 struct HvpWithoutApply {
-    npft::index dimension() const { return 3; }
+    npft::Index dimension() const { return 3; }
 };
 static_assert(!h::HessianVectorProduct<HvpWithoutDimension>);
 static_assert(!h::HessianVectorProduct<HvpWithoutApply>);

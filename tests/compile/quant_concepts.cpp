@@ -5,7 +5,7 @@
 #include <npft/npft.hpp>
 
 namespace npft_compile_test {
-using npft::index;  // hides ::index from <strings.h>
+using npft::Index;  // hides ::index from <strings.h>
 using namespace npft;
 using namespace npft::quant;
 
@@ -13,7 +13,7 @@ using namespace npft::quant;
 struct MyAbsmaxGrid {
     int bits() const { return 2; }
     Format format() const { return Format::uniform_symmetric; }
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
     UniformParams fit(std::span<const float> values, std::span<const float>) const {
         float absmax = 0.0f;
         for (const float v : values) absmax = std::max(absmax, v < 0 ? -v : v);
@@ -24,13 +24,13 @@ struct MyAbsmaxGrid {
 struct MissingFit {
     int bits() const { return 4; }
     Format format() const { return Format::lut; }
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
 };
 
 struct WrongParams {
     int bits() const { return 4; }
     Format format() const { return Format::lut; }
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
     float fit(std::span<const float>, std::span<const float>) const { return 0.0f; }
 };
 

@@ -11,6 +11,6 @@ template void dense_sparse_gemm<half>(const GemmArguments<half>&, const DeviceSp
                                       cudaStream_t);
 template void dense_sparse_gemm<bfloat16>(const GemmArguments<bfloat16>&, const DeviceSparseOutliers&, DeviceBuffer<float>&,
                                           cudaStream_t);
-template void spmv_add<half>(const SparseView&, const half*, index, index, float*, cudaStream_t);
-template void spmv_add<bfloat16>(const SparseView&, const bfloat16*, index, index, float*, cudaStream_t);
+template void spmv_add<half>(const SparseView&, const half*, Index, Index, float*, cudaStream_t);
+template void spmv_add<bfloat16>(const SparseView&, const bfloat16*, Index, Index, float*, cudaStream_t);
 }  // namespace npft::cuda

@@ -10,16 +10,16 @@
 
 namespace npft::test {
 
-inline quant::QuantizedMatrix random_quantized(quant::Format format, int bits, index rows, index cols, index group_size,
+inline quant::QuantizedMatrix random_quantized(quant::Format format, int bits, Index rows, Index cols, Index group_size,
                                                std::uint64_t seed) {
     quant::QuantizedMatrix q(format, bits, rows, cols, group_size);
     const RandomKey codes{seed, 1}, metadata{seed, 2};
     const std::uint32_t levels = 1u << bits;
-    for (index r = 0; r < rows; ++r)
-        for (index j = 0; j < cols; ++j)
+    for (Index r = 0; r < rows; ++r)
+        for (Index j = 0; j < cols; ++j)
             q.codes().set(r, j, random_words(codes, static_cast<std::uint64_t>(r * cols + j))[0] % levels);
     if (format == quant::Format::lut) {
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             quant::LutParams p;
             p.bits = bits;
             for (std::uint32_t i = 0; i < levels; ++i)
@@ -29,8 +29,8 @@ inline quant::QuantizedMatrix random_quantized(quant::Format format, int bits, i
         }
         return q;
     }
-    for (index r = 0; r < rows; ++r)
-        for (index g = 0; g < q.groups(); ++g) {
+    for (Index r = 0; r < rows; ++r)
+        for (Index g = 0; g < q.groups(); ++g) {
             const std::uint64_t at = static_cast<std::uint64_t>(r * q.groups() + g);
             quant::UniformParams p;
             p.bits = bits;

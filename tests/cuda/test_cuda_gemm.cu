@@ -15,7 +15,7 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 using npft::quant::Format;
 namespace nc = npft::cuda;
 
@@ -29,12 +29,12 @@ constexpr double unit_roundoff() {
 using npft_test::Csr;
 
 /// Outliers with one heavy row (row 1: 6 * cols nonzeros, several SpMV tiles) and short or empty others.
-Csr random_outliers(index rows, index cols, std::uint64_t seed) { return npft_test::random_csr(rows, cols, 1, 6 * cols, seed); }
+Csr random_outliers(Index rows, Index cols, std::uint64_t seed) { return npft_test::random_csr(rows, cols, 1, 6 * cols, seed); }
 
 /// Runs one problem and compares every output with the reference in double. The tensor-core path rounds weights to T
 /// and every output is rounded to T once, so the bound is 2 u_T * sum |w x| (+ the same for the outliers).
 template <class T>
-std::vector<T> random_activations(index batch, index k, float low, float high) {
+std::vector<T> random_activations(Index batch, Index k, float low, float high) {
     std::vector<T> x(static_cast<std::size_t>(batch * k));
     for (std::size_t i = 0; i < x.size(); ++i) x[i] = T(npft::uniform({77, 5}, i, low, high));
     return x;
@@ -47,22 +47,22 @@ enum class Path { unsplit, split };
 /// relative_bound: tolerance as a fraction of sum |w x|; 0 picks 2 u_T (weights and output rounded to T).
 /// expect_split: the shape must trigger split-K on this device (the split path is what the case is about).
 template <class T>
-void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& x, index batch, const Csr* outliers,
+void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& x, Index batch, const Csr* outliers,
                    const std::string& name, double relative_bound = 0.0, Path path = Path::unsplit,
                    bool expect_split = false) {
-    const index n = q.rows(), k = q.cols();
+    const Index n = q.rows(), k = q.cols();
     std::vector<double> expected(static_cast<std::size_t>(batch * n), 0.0), magnitude(expected.size(), 0.0);
     const npft::Matrix w = q.dequantize();
-    for (index m = 0; m < batch; ++m)
-        for (index r = 0; r < n; ++r) {
+    for (Index m = 0; m < batch; ++m)
+        for (Index r = 0; r < n; ++r) {
             double sum = 0.0, abs_sum = 0.0;
-            for (index j = 0; j < k; ++j) {
+            for (Index j = 0; j < k; ++j) {
                 const double term = static_cast<double>(w(r, j)) * static_cast<float>(x[static_cast<std::size_t>(m * k + j)]);
                 sum += term;
                 abs_sum += std::abs(term);
             }
             if (outliers)
-                for (index i = outliers->row_offsets[static_cast<std::size_t>(r)]; i < outliers->row_offsets[static_cast<std::size_t>(r + 1)]; ++i) {
+                for (Index i = outliers->row_offsets[static_cast<std::size_t>(r)]; i < outliers->row_offsets[static_cast<std::size_t>(r + 1)]; ++i) {
                     const double term = static_cast<double>(static_cast<float>(outliers->values[static_cast<std::size_t>(i)])) *
                                         static_cast<float>(x[static_cast<std::size_t>(m * k + outliers->columns[static_cast<std::size_t>(i)])]);
                     sum += term;
@@ -122,7 +122,7 @@ void check_problem(const npft::quant::QuantizedMatrix& q, const std::vector<T>& 
 struct FormatCase {
     Format format;
     int bits;
-    index group;  // 0: one group per row
+    Index group;  // 0: one group per row
 };
 
 /// Split-K: few output rows and a long K, so that every path (GEMV batch 1 and 2..8, MidBatchTile, LargeBatchTile)
@@ -135,10 +135,10 @@ void run_split_k(const char* type) {
                                   {Format::lut, 3, 0}};
     std::uint64_t seed = 3000;
     for (const FormatCase& f : formats)
-        for (const auto& shape : {std::pair<index, index>{256, 8192}, std::pair<index, index>{136, 4104}}) {
-            const index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
+        for (const auto& shape : {std::pair<Index, Index>{256, 8192}, std::pair<Index, Index>{136, 4104}}) {
+            const Index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
             const auto q = npft::test::random_quantized(f.format, f.bits, shape.first, shape.second, group, seed++);
-            for (const index batch : {index{1}, index{5}, index{16}, index{64}}) {
+            for (const Index batch : {Index{1}, Index{5}, Index{16}, Index{64}}) {
                 const std::string name = std::string(type) + " split-K " + npft::quant::format_name(f.format) + " " +
                                          std::to_string(f.bits) + "-bit g" + std::to_string(group) + " " +
                                          std::to_string(shape.first) + "x" + std::to_string(shape.second) + " batch " +
@@ -151,7 +151,7 @@ void run_split_k(const char* type) {
     // Dense and sparse with a split dense part: the outliers' fp32 sums enter once, in the reduction.
     const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 4, 256, 8192, 128, 8);
     const Csr outliers = random_outliers(256, 8192, 9);
-    for (const index batch : {index{1}, index{16}})
+    for (const Index batch : {Index{1}, Index{16}})
         check_problem<T>(q, random_activations<T>(batch, 8192, -1.0f, 1.0f), batch, &outliers,
                          std::string(type) + " split-K dense+sparse batch " + std::to_string(batch), 0.0, Path::split, true);
 }
@@ -162,14 +162,14 @@ void run_all(const char* type) {
                                   {Format::uniform_symmetric, 3, 0},   {Format::uniform_asymmetric, 3, 128},
                                   {Format::uniform_symmetric, 4, 128}, {Format::uniform_asymmetric, 4, 0},
                                   {Format::lut, 3, 0},                 {Format::lut, 4, 0}};
-    const index batches[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 64, 100, 256};
+    const Index batches[] = {1, 2, 3, 4, 5, 8, 9, 16, 33, 64, 100, 256};
     std::uint64_t seed = 1000;
     for (const FormatCase& f : formats) {
         // Odd shapes: N not a multiple of any tile, K not a multiple of 32 (but of 8, as required).
-        for (const auto& shape : {std::pair<index, index>{300, 256}, std::pair<index, index>{129, 264}}) {
-            const index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
+        for (const auto& shape : {std::pair<Index, Index>{300, 256}, std::pair<Index, Index>{129, 264}}) {
+            const Index group = f.group == 0 || shape.second % f.group != 0 ? shape.second : f.group;
             const auto q = npft::test::random_quantized(f.format, f.bits, shape.first, shape.second, group, seed++);
-            for (const index batch : batches) {
+            for (const Index batch : batches) {
                 const std::string name = std::string(type) + " " + npft::quant::format_name(f.format) + " " +
                                          std::to_string(f.bits) + "-bit g" + std::to_string(group) + " " +
                                          std::to_string(shape.first) + "x" + std::to_string(shape.second) + " batch " +
@@ -181,29 +181,29 @@ void run_all(const char* type) {
     // Large activations: the first half of K multiplies +1500, the second half the same weights by -1500, so the
     // result is 0 while partial sums reach ~3e6, far beyond fp16's 65504 (an fp16 accumulator returns Inf or garbage).
     {
-        const index rows = 256, k = 4096;
+        const Index rows = 256, k = 4096;
         auto big = npft::test::random_quantized(Format::uniform_asymmetric, 4, rows, k, k, 5);
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             npft::quant::UniformParams p = big.uniform_params(r, 0);
             p.zero = 0.0f;  // codes 8..15 with zero point 0: every weight positive
             big.set_group(r, 0, p);
-            for (index j = 0; j < k / 2; ++j) {
+            for (Index j = 0; j < k / 2; ++j) {
                 const std::uint32_t code = 8u + npft::random_words({55, 1}, static_cast<std::uint64_t>(r * k + j))[0] % 8u;
                 big.codes().set(r, j, code);
                 big.codes().set(r, j + k / 2, code);
             }
         }
-        for (const index batch : {index{1}, index{8}, index{64}}) {
+        for (const Index batch : {Index{1}, Index{8}, Index{64}}) {
             std::vector<T> x(static_cast<std::size_t>(batch * k));
-            for (index m = 0; m < batch; ++m)
-                for (index j = 0; j < k; ++j) x[static_cast<std::size_t>(m * k + j)] = T(j < k / 2 ? 1500.0f : -1500.0f);
+            for (Index m = 0; m < batch; ++m)
+                for (Index j = 0; j < k; ++j) x[static_cast<std::size_t>(m * k + j)] = T(j < k / 2 ? 1500.0f : -1500.0f);
             check_problem<T>(big, x, batch, nullptr, std::string(type) + " large activations batch " + std::to_string(batch), 1e-4);
         }
     }
     // Dense and sparse: fp16 outliers through the nnz-balanced SpMV (row 1 spans several tiles), added before rounding.
     const auto q = npft::test::random_quantized(Format::uniform_asymmetric, 3, 200, 512, 128, 6);
     const Csr outliers = random_outliers(200, 512, 7);
-    for (const index batch : {index{1}, index{7}, index{40}})
+    for (const Index batch : {Index{1}, Index{7}, Index{40}})
         check_problem<T>(q, random_activations<T>(batch, 512, -1.0f, 1.0f), batch, &outliers,
                          std::string(type) + " dense+sparse batch " + std::to_string(batch));
     run_split_k<T>(type);

@@ -15,7 +15,7 @@
 
 namespace {
 
-using npft::index;
+using npft::Index;
 namespace nc = npft::cuda;
 
 using npft_test::gpu::expect;
@@ -25,17 +25,17 @@ using npft_test::random_csr;
 
 /// out = initial + S x^T on the GPU, compared with the double reference within fp32 rounding of the sums.
 template <class T>
-void check_spmv(const Csr& c, index batch, const std::string& name) {
-    const index ldx = c.cols + 8;
+void check_spmv(const Csr& c, Index batch, const std::string& name) {
+    const Index ldx = c.cols + 8;
     std::vector<T> x(static_cast<std::size_t>(batch * ldx), T(0.0f));
-    for (index m = 0; m < batch; ++m)
-        for (index k = 0; k < c.cols; ++k)
+    for (Index m = 0; m < batch; ++m)
+        for (Index k = 0; k < c.cols; ++k)
             x[static_cast<std::size_t>(m * ldx + k)] = T(npft::uniform({91, 5}, static_cast<std::uint64_t>(m * c.cols + k), -2.0f, 2.0f));
     std::vector<float> initial(static_cast<std::size_t>(batch * c.rows));
     for (std::size_t i = 0; i < initial.size(); ++i) initial[i] = npft::uniform({91, 6}, i, -1.0f, 1.0f);
     std::vector<double> expected(initial.size()), magnitude(initial.size());
-    for (index m = 0; m < batch; ++m)
-        for (index r = 0; r < c.rows; ++r) {
+    for (Index m = 0; m < batch; ++m)
+        for (Index r = 0; r < c.rows; ++r) {
             const auto o = static_cast<std::size_t>(m * c.rows + r);
             expected[o] = initial[o];
             magnitude[o] = std::abs(initial[o]);
@@ -67,7 +67,7 @@ template <class T>
 void run_all(const char* type) {
     const std::string t(type);
     const Csr heavy = random_csr(300, 512, 37, 5000, 1);  // one row holds ~90% of the nonzeros, over 5+ tiles
-    for (index batch = 1; batch <= 8; ++batch) check_spmv<T>(heavy, batch, t + " heavy row batch " + std::to_string(batch));
+    for (Index batch = 1; batch <= 8; ++batch) check_spmv<T>(heavy, batch, t + " heavy row batch " + std::to_string(batch));
     check_spmv<T>(random_csr(1000, 256, -1, 0, 2), 3, t + " short rows, empty rows");
     Csr last_only;  // every row empty but the last
     last_only.rows = 2000;

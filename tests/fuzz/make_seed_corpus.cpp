@@ -25,9 +25,9 @@ void write_file(const fs::path& path, const std::vector<std::byte>& bytes) {
     npft::require(static_cast<bool>(out), "cannot write ", path.string());
 }
 
-npft::Matrix weights(npft::index rows, npft::index cols) {
+npft::Matrix weights(npft::Index rows, npft::Index cols) {
     npft::Matrix w(rows, cols);
-    for (npft::index i = 0; i < w.size(); ++i) w.data()[i] = npft::gaussian({11, 0}, static_cast<std::uint64_t>(i));
+    for (npft::Index i = 0; i < w.size(); ++i) w.data()[i] = npft::gaussian({11, 0}, static_cast<std::uint64_t>(i));
     return w;
 }
 

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
         const auto start = std::chrono::steady_clock::now();
         const tiny_llama::HfCheckpoint hf = tiny_llama::load_hf_checkpoint(argv[1], tiny_llama::HfTokenizer::skip);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        npft::index largest = 0;
+        npft::Index largest = 0;
         hf.weights.for_each([&](const std::string&, const tiny_llama::Matrix& m) { largest = std::max(largest, m.size()); });
         const double gib = 1024.0 * 1024.0 * 1024.0;
         const double weights = static_cast<double>(hf.weights.parameter_count()) * 4.0 / gib;

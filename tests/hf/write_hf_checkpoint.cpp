@@ -20,7 +20,7 @@
 #include <npft/io/sentencepiece.hpp>
 
 namespace fs = std::filesystem;
-using Index = npft::index;
+using Index = npft::Index;
 
 namespace {
 

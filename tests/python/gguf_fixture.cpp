@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
         w.set("npft.strings", Value::strings({"<0x00>", "", "\xe2\x96\x81the"}));
         w.set("npft.floats", Value::f32s({0.5f, -1.25f}));
 
-        const npft::index rows = 16, cols = 256;
+        const npft::Index rows = 16, cols = 256;
         const npft::RandomKey key{2026, npft::make_stream(0x66697874)};
         std::uint64_t draw = 0;
         const auto gaussian = [&] { return npft::gaussian(key, draw++); };
@@ -47,23 +47,23 @@ int main(int argc, char** argv) {
             w.add_quantized(name + ".q8_0", npft::quant::Quantizer<npft::quant::GgmlQ8_0Grid>().quantize(m), gguf::TensorType::q8_0);
         };
         npft::Matrix m(rows, cols);
-        for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = 0.05f * gaussian();
+        for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = 0.05f * gaussian();
         add("gaussian", m);
-        for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = std::pow(gaussian(), 3.0f);
+        for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = std::pow(gaussian(), 3.0f);
         add("heavy_tailed", m);
         // Multiples of 1/2 up to 8 in magnitude: with a block maximum of +-8, x * id + 8.5 lands on exact halves.
-        for (npft::index i = 0; i < m.size(); ++i) m.data()[i] = std::round(std::clamp(gaussian() * 6.0f, -16.0f, 16.0f)) / 2.0f;
-        for (npft::index r = 0; r < rows; ++r)
-            for (npft::index b = 0; b < cols / 32; ++b) m(r, b * 32 + (r + b) % 32) = (r + b) % 2 ? 8.0f : -8.0f;
+        for (npft::Index i = 0; i < m.size(); ++i) m.data()[i] = std::round(std::clamp(gaussian() * 6.0f, -16.0f, 16.0f)) / 2.0f;
+        for (npft::Index r = 0; r < rows; ++r)
+            for (npft::Index b = 0; b < cols / 32; ++b) m(r, b * 32 + (r + b) % 32) = (r + b) % 2 ? 8.0f : -8.0f;
         add("ties", m);
         // Special blocks: all zero; one weight; +3 and -3 both present (the first wins the sign); tiny; large.
         m.setZero();
-        for (npft::index r = 0; r < rows; ++r) {
+        for (npft::Index r = 0; r < rows; ++r) {
             m(r, 32 + r) = r % 2 ? 1.0f : -1.0f;
             m(r, 64) = 3.0f, m(r, 70) = -3.0f, m(r, 96) = -3.0f, m(r, 100) = 3.0f;
-            for (npft::index j = 128; j < 160; ++j) m(r, j) = 1e-6f * gaussian();
-            for (npft::index j = 160; j < 192; ++j) m(r, j) = 1e4f * gaussian();
-            for (npft::index j = 192; j < 256; ++j) m(r, j) = static_cast<float>(j - 224) * 0.25f;
+            for (npft::Index j = 128; j < 160; ++j) m(r, j) = 1e-6f * gaussian();
+            for (npft::Index j = 160; j < 192; ++j) m(r, j) = 1e4f * gaussian();
+            for (npft::Index j = 192; j < 256; ++j) m(r, j) = static_cast<float>(j - 224) * 0.25f;
         }
         add("special", m);
         w.save(argv[1]);

@@ -32,8 +32,8 @@ int main(int argc, char** argv) {
         tiny_llama::forward_loss_sum(model.config(), model.weights(), model.rope(), tiny_llama::DenseLinears{&model.weights()}, batch, &a);
         std::ofstream out(argv[2]);
         char text[32];
-        for (npft::index r = 0; r < a.probs.rows(); ++r) {
-            for (npft::index c = 0; c < a.probs.cols(); ++c) {
+        for (npft::Index r = 0; r < a.probs.rows(); ++r) {
+            for (npft::Index c = 0; c < a.probs.cols(); ++c) {
                 std::snprintf(text, sizeof text, "%s%.9g", c ? " " : "", std::log(static_cast<double>(a.probs(r, c))));
                 out << text;
             }

@@ -35,7 +35,7 @@ struct BlockActivations {
 
 /// y = x W^T for the linear `kind` of block `layer`; y arrives sized (tokens x out_features).
 template <class F>
-concept LinearFn = requires(const F& f, index layer, LinearKind kind, const Matrix& x, Matrix& y) { f(layer, kind, x, y); };
+concept LinearFn = requires(const F& f, Index layer, LinearKind kind, const Matrix& x, Matrix& y) { f(layer, kind, x, y); };
 
 
 /// Runs block `layer` on the residual stream `x` (tokens x dim: sequences of `length` tokens stacked), in place.
@@ -44,11 +44,11 @@ concept LinearFn = requires(const F& f, index layer, LinearKind kind, const Matr
 /// on that many threads (the linears thread as `linear` does), with the same bits for every count.
 template <LinearFn Linears>
 void block_forward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, const Linears& linear,
-                   index layer, index length, Matrix& x, BlockActivations& a, bool keep_for_backward, int threads = 1) {
+                   Index layer, Index length, Matrix& x, BlockActivations& a, bool keep_for_backward, int threads = 1) {
     npft::require(length >= 1 && length <= config.context && x.rows() % length == 0, "block input of ", x.rows(),
                   " tokens must hold whole sequences of 1 to ", config.context, " tokens, got length ", length);
     npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
-    const index tokens = x.rows();
+    const Index tokens = x.rows();
     layers::rmsnorm_forward(x, lw.attn_norm, config.norm_eps, a.h_attn, a.inv_rms_attn, threads);
     a.q.resize(tokens, config.dim);
     a.k.resize(tokens, config.kv_dim());
@@ -79,7 +79,7 @@ void block_forward(const Config& config, const LayerWeights& lw, const layers::R
 /// Backward through one block: `dx` holds dL/d(block output) on entry and dL/d(block input) on return. Writes (does
 /// not accumulate) every gradient of the block into `lg`. `a` must come from block_forward with keep_for_backward.
 /// Every product and layer runs on `threads` threads, split as parallel.hpp says: the same bits for every count.
-inline void block_backward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, index length,
+inline void block_backward(const Config& config, const LayerWeights& lw, const layers::RopeTable& rope, Index length,
                            const BlockActivations& a, Matrix& dx, LayerWeights& lg, int threads = 1) {
     npft::require(dx.rows() == a.x_mid.rows() && dx.cols() == config.dim, "block output gradient must be ",
                   a.x_mid.rows(), " x ", config.dim, ", got ", dx.rows(), " x ", dx.cols());
@@ -128,7 +128,7 @@ inline Matrix preactivation_forward(const Config& config, const LayerWeights& lw
 /// dL/dx for a gradient dp (tokens x (dim + 2 kv_dim)) on preactivation_forward's output.
 inline Matrix preactivation_backward(const Config& config, const LayerWeights& lw, const Matrix& x, const Matrix& dp) {
     npft::require(x.cols() == config.dim, "block input must have ", config.dim, " columns, got ", x.cols());
-    const index width = config.dim + 2 * config.kv_dim();
+    const Index width = config.dim + 2 * config.kv_dim();
     npft::require(dp.rows() == x.rows() && dp.cols() == width, "pre-activation gradient must be ", x.rows(), " x ", width,
                   ", got ", dp.rows(), " x ", dp.cols());
     Matrix h;

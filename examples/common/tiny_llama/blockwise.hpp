@@ -18,7 +18,7 @@ namespace tiny_llama {
 class BlockwiseView {
 public:
     /// Views `model` (which must outlive the view) for batches of sequences of `length` input tokens.
-    BlockwiseView(Model& model, index length) : model_(&model), length_(length) {
+    BlockwiseView(Model& model, Index length) : model_(&model), length_(length) {
         const Config& c = model.config();
         npft::require(length >= 1 && length <= c.context, "block-wise sequence length must be in [1, ", c.context,
                       "], got ", length);
@@ -28,11 +28,11 @@ public:
     BlockwiseView(const BlockwiseView&) = delete;
     BlockwiseView& operator=(const BlockwiseView&) = delete;
 
-    index length() const { return length_; }
-    index num_blocks() const { return model_->config().layers; }
+    Index length() const { return length_; }
+    Index num_blocks() const { return model_->config().layers; }
 
     /// The 7 linear weights of block i, named as Model::parameters names them; gradients live in this view.
-    std::vector<npft::train::Parameter> block_parameters(index i) {
+    std::vector<npft::train::Parameter> block_parameters(Index i) {
         check_block(i);
         LayerWeights& w = model_->weights().layers[static_cast<std::size_t>(i)];
         LayerWeights& g = grads_[static_cast<std::size_t>(i)];
@@ -42,7 +42,7 @@ public:
         return out;
     }
 
-    Matrix block_forward(index i, const Matrix& x) const {
+    Matrix block_forward(Index i, const Matrix& x) const {
         check_input(i, x);
         Matrix y = x;
         BlockActivations scratch;
@@ -50,7 +50,7 @@ public:
         return y;
     }
 
-    Matrix block_backward(index i, const Matrix& x, const Matrix& dy) {
+    Matrix block_backward(Index i, const Matrix& x, const Matrix& dy) {
         check_input(i, x);
         npft::require(dy.rows() == x.rows() && dy.cols() == x.cols(), "block output gradient must be ", x.rows(), " x ",
                       x.cols(), ", got ", dy.rows(), " x ", dy.cols());
@@ -63,12 +63,12 @@ public:
         return dx;
     }
 
-    Matrix preactivation_forward(index i, const Matrix& x) const {
+    Matrix preactivation_forward(Index i, const Matrix& x) const {
         check_input(i, x);
         return tiny_llama::preactivation_forward(model_->config(), layer(i), x);
     }
 
-    Matrix preactivation_backward(index i, const Matrix& x, const Matrix& dp) const {
+    Matrix preactivation_backward(Index i, const Matrix& x, const Matrix& dp) const {
         check_input(i, x);
         return tiny_llama::preactivation_backward(model_->config(), layer(i), x, dp);
     }
@@ -81,30 +81,30 @@ public:
                       batch.positions() + 1);
         const Matrix& embedding = model_->weights().embedding;
         Matrix x(batch.count() * length_, model_->config().dim);
-        for (index s = 0; s < batch.count(); ++s)
-            for (index t = 0; t < length_; ++t)
+        for (Index s = 0; s < batch.count(); ++s)
+            for (Index t = 0; t < length_; ++t)
                 x.row(s * length_ + t) = embedding.row(batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t)]);
         return x;
     }
 
     /// Gradients of the last block_backward of block i (all its tensors, norm gains included).
-    const LayerWeights& block_gradients(index i) const {
+    const LayerWeights& block_gradients(Index i) const {
         check_block(i);
         return grads_[static_cast<std::size_t>(i)];
     }
 
 private:
-    const LayerWeights& layer(index i) const { return model_->weights().layers[static_cast<std::size_t>(i)]; }
+    const LayerWeights& layer(Index i) const { return model_->weights().layers[static_cast<std::size_t>(i)]; }
 
-    void run_block(index i, Matrix& x, BlockActivations& a, bool keep) const {
+    void run_block(Index i, Matrix& x, BlockActivations& a, bool keep) const {
         tiny_llama::block_forward(model_->config(), layer(i), model_->rope(), DenseLinears{&model_->weights()}, i, length_,
                                   x, a, keep);
     }
 
-    void check_block(index i) const {
+    void check_block(Index i) const {
         npft::require(i >= 0 && i < num_blocks(), "block index must be in [0, ", num_blocks(), "), got ", i);
     }
-    void check_input(index i, const Matrix& x) const {
+    void check_input(Index i, const Matrix& x) const {
         check_block(i);
         npft::require(x.rows() > 0 && x.rows() % length_ == 0, "block input must hold whole sequences of ", length_,
                       " tokens, got ", x.rows(), " rows");
@@ -113,7 +113,7 @@ private:
     }
 
     Model* model_;
-    index length_;
+    Index length_;
     std::vector<LayerWeights> grads_;
 };
 

@@ -9,24 +9,24 @@
 
 namespace tiny_llama {
 
-using npft::index;
+using npft::Index;
 using Token = std::int32_t;
 
 struct Config {
-    index vocab = 256;  ///< byte-level by default
-    index layers = 4;
-    index dim = 128;
-    index heads = 4;
-    index kv_heads = 0;  ///< key/value heads for grouped-query attention; 0 means one per query head
-    index hidden = 384;   ///< SwiGLU inner width
-    index context = 128;  ///< longest sequence (RoPE table size)
+    Index vocab = 256;  ///< byte-level by default
+    Index layers = 4;
+    Index dim = 128;
+    Index heads = 4;
+    Index kv_heads = 0;  ///< key/value heads for grouped-query attention; 0 means one per query head
+    Index hidden = 384;   ///< SwiGLU inner width
+    Index context = 128;  ///< longest sequence (RoPE table size)
     float rope_theta = 10000.0f;
     float norm_eps = 1e-5f;
 
-    index head_dim() const { return dim / heads; }
-    index kv_head_count() const { return kv_heads == 0 ? heads : kv_heads; }
+    Index head_dim() const { return dim / heads; }
+    Index kv_head_count() const { return kv_heads == 0 ? heads : kv_heads; }
     /// Width of k and v: kv heads x head dim (dim itself without grouped-query attention).
-    index kv_dim() const { return kv_head_count() * head_dim(); }
+    Index kv_dim() const { return kv_head_count() * head_dim(); }
 
     /// The default: trains in a few minutes on 2 cores. Every linear input width (128, 384) is a multiple of 128,
     /// so group-128 quantization applies to every layer.
@@ -65,9 +65,9 @@ struct Config {
 struct Batch {
     std::vector<std::vector<Token>> sequences;
 
-    index count() const { return static_cast<index>(sequences.size()); }
+    Index count() const { return static_cast<Index>(sequences.size()); }
     /// Input positions per sequence (sequence length minus one).
-    index positions() const { return sequences.empty() ? 0 : static_cast<index>(sequences.front().size()) - 1; }
+    Index positions() const { return sequences.empty() ? 0 : static_cast<Index>(sequences.front().size()) - 1; }
 };
 
 }  // namespace tiny_llama

@@ -22,14 +22,14 @@ inline std::vector<Token> byte_tokens(const std::string& text) {
 }
 
 /// `sequences` windows of `length` tokens at offsets drawn from (seed, stream, draw): the same arguments give the same batch.
-inline Batch random_windows(const std::vector<Token>& tokens, index sequences, index length, npft::RandomKey key,
+inline Batch random_windows(const std::vector<Token>& tokens, Index sequences, Index length, npft::RandomKey key,
                             std::uint64_t draw) {
-    const index span = static_cast<index>(tokens.size()) - length;
+    const Index span = static_cast<Index>(tokens.size()) - length;
     npft::require(span > 0, "text of ", tokens.size(), " tokens is too short for windows of ", length, " tokens");
     Batch b;
-    for (index s = 0; s < sequences; ++s) {
+    for (Index s = 0; s < sequences; ++s) {
         const auto u = npft::uniform01(key, draw * static_cast<std::uint64_t>(sequences) + static_cast<std::uint64_t>(s));
-        const index start = std::min(span - 1, static_cast<index>(static_cast<double>(u) * static_cast<double>(span)));
+        const Index start = std::min(span - 1, static_cast<Index>(static_cast<double>(u) * static_cast<double>(span)));
         b.sequences.emplace_back(tokens.begin() + start, tokens.begin() + start + length);
     }
     return b;
@@ -37,15 +37,15 @@ inline Batch random_windows(const std::vector<Token>& tokens, index sequences, i
 
 /// Non-overlapping windows of `length` tokens (each window predicts length - 1 tokens), evenly spaced through the text,
 /// at most `max_windows` of them, grouped in batches of `batch_size`. Deterministic.
-inline std::vector<Batch> evaluation_batches(const std::vector<Token>& tokens, index length, index max_windows,
-                                             index batch_size) {
-    const index available = static_cast<index>(tokens.size()) / length;
+inline std::vector<Batch> evaluation_batches(const std::vector<Token>& tokens, Index length, Index max_windows,
+                                             Index batch_size) {
+    const Index available = static_cast<Index>(tokens.size()) / length;
     npft::require(available > 0, "evaluation text of ", tokens.size(), " tokens is shorter than one window of ", length);
-    const index windows = max_windows > 0 ? std::min(available, max_windows) : available;
+    const Index windows = max_windows > 0 ? std::min(available, max_windows) : available;
     std::vector<Batch> out;
-    for (index w = 0; w < windows; ++w) {
+    for (Index w = 0; w < windows; ++w) {
         // Window w of `windows` evenly spaced ones among the `available` aligned slots.
-        const index slot = w * available / windows;
+        const Index slot = w * available / windows;
         if (w % batch_size == 0) out.emplace_back();
         out.back().sequences.emplace_back(tokens.begin() + slot * length, tokens.begin() + (slot + 1) * length);
     }
@@ -56,14 +56,14 @@ inline std::vector<Batch> evaluation_batches(const std::vector<Token>& tokens, i
 /// on the previous window's last token, so every token but the first is predicted exactly once (the context restarts
 /// at each window), and the last window is shorter. Batches of `batch_size` windows; the short last window gets a
 /// batch of its own (a batch's sequences share one length). Deterministic.
-inline std::vector<Batch> whole_text_batches(const std::vector<Token>& tokens, index length, index batch_size) {
+inline std::vector<Batch> whole_text_batches(const std::vector<Token>& tokens, Index length, Index batch_size) {
     npft::require(length >= 2, "evaluation windows must hold at least 2 tokens, got ", length);
     npft::require(batch_size >= 1, "evaluation batch size must be at least 1, got ", batch_size);
-    const index n = static_cast<index>(tokens.size());
+    const Index n = static_cast<Index>(tokens.size());
     npft::require(n >= 2, "evaluation text of ", n, " tokens has nothing to predict");
     std::vector<Batch> out;
-    for (index start = 0; start + 1 < n;) {
-        const index end = std::min(n, start + length);
+    for (Index start = 0; start + 1 < n;) {
+        const Index end = std::min(n, start + length);
         const bool full = end - start == length;
         if (out.empty() || !full || out.back().count() == batch_size ||
             out.back().positions() != end - start - 1)
@@ -77,8 +77,8 @@ inline std::vector<Batch> whole_text_batches(const std::vector<Token>& tokens, i
 /// Cross-entropy totals of a model over evaluation batches, per token and per byte of text.
 struct Evaluation {
     double nats = 0.0;      // sum of -ln p(next token) over every prediction
-    index predictions = 0;  // tokens predicted
-    index bytes = 0;        // bytes of text those tokens stand for
+    Index predictions = 0;  // tokens predicted
+    Index bytes = 0;        // bytes of text those tokens stand for
 
     double perplexity() const { return std::exp(nats / static_cast<double>(predictions)); }
     /// nats / (bytes x ln 2): compares models with different vocabularies.
@@ -90,7 +90,7 @@ template <class M>
 Evaluation evaluate(const M& model, const std::vector<Batch>& batches, const Tokenizer& tokenizer) {
     Evaluation e;
     for (const Batch& b : batches) {
-        const index n = b.count() * b.positions();
+        const Index n = b.count() * b.positions();
         e.nats += model.loss(b) * static_cast<double>(n);
         e.predictions += n;
         for (const auto& sequence : b.sequences)

@@ -33,18 +33,18 @@ struct Activations {
 struct DenseLinears {
     const Weights* weights;
     int threads = 1;
-    void operator()(index layer, LinearKind kind, const Matrix& x, Matrix& y) const {
+    void operator()(Index layer, LinearKind kind, const Matrix& x, Matrix& y) const {
         parallel::x_wt(x, weights->layers[static_cast<std::size_t>(layer)].linear(kind), y, threads);
     }
 };
 
 inline void require_valid_batch(const Config& config, const Batch& batch) {
     npft::require(batch.count() > 0, "batch must hold at least one sequence");
-    const index n = batch.positions();
+    const Index n = batch.positions();
     npft::require(n >= 1 && n <= config.context, "batch sequences must hold 2 to ", config.context + 1, " tokens, got ",
                   n + 1);
     for (const auto& s : batch.sequences) {
-        npft::require(static_cast<index>(s.size()) == n + 1, "all sequences of a batch must have the same length ", n + 1,
+        npft::require(static_cast<Index>(s.size()) == n + 1, "all sequences of a batch must have the same length ", n + 1,
                       ", got ", s.size());
         for (const Token t : s)
             npft::require(t >= 0 && t < config.vocab, "token ", t, " is outside the vocabulary [0, ", config.vocab, ")");
@@ -57,15 +57,15 @@ template <LinearFn Linears>
 double forward_loss_sum(const Config& config, const Weights& w, const layers::RopeTable& rope, const Linears& linear,
                         const Batch& batch, Activations* cache, int threads = 1) {
     require_valid_batch(config, batch);
-    const index length = batch.positions(), tokens = batch.count() * length;
+    const Index length = batch.positions(), tokens = batch.count() * length;
     Matrix x(tokens, config.dim);
-    for (index s = 0; s < batch.count(); ++s)
-        for (index t = 0; t < length; ++t)
+    for (Index s = 0; s < batch.count(); ++s)
+        for (Index t = 0; t < length; ++t)
             x.row(s * length + t) = w.embedding.row(batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t)]);
 
     if (cache) cache->blocks.resize(static_cast<std::size_t>(config.layers));
     BlockActivations scratch;
-    for (index l = 0; l < config.layers; ++l)
+    for (Index l = 0; l < config.layers; ++l)
         block_forward(config, w.layers[static_cast<std::size_t>(l)], rope, linear, l, length, x,
                       cache ? cache->blocks[static_cast<std::size_t>(l)] : scratch, cache != nullptr, threads);
 
@@ -75,8 +75,8 @@ double forward_loss_sum(const Config& config, const Weights& w, const layers::Ro
     Matrix logits;
     parallel::x_wt(h_final, w.head, logits, threads);
     std::vector<double> token_loss(static_cast<std::size_t>(tokens));
-    parallel::for_each_row_tile(tokens, parallel::token_tile, threads, [&](index begin, index end) {
-        for (index r = begin; r < end; ++r) {
+    parallel::for_each_row_tile(tokens, parallel::token_tile, threads, [&](Index begin, Index end) {
+        for (Index r = begin; r < end; ++r) {
             auto row = logits.row(r);
             const float top = row.maxCoeff();
             row.array() = (row.array() - top).exp();
@@ -101,13 +101,13 @@ double forward_loss_sum(const Config& config, const Weights& w, const layers::Ro
 /// `threads`: see block_backward.
 inline void backward(const Config& config, const Weights& w, const layers::RopeTable& rope, const Batch& batch,
                      const Activations& a, float loss_scale, Weights& grads, int threads = 1) {
-    const index length = batch.positions(), tokens = batch.count() * length;
+    const Index length = batch.positions(), tokens = batch.count() * length;
     grads.for_each([](const std::string&, Matrix& g) { g.setZero(); });
 
     // Cross-entropy through softmax: dlogits = (p - onehot) * scale.
     Matrix dlogits = a.probs * loss_scale;
-    for (index s = 0; s < batch.count(); ++s)
-        for (index t = 0; t < length; ++t)
+    for (Index s = 0; s < batch.count(); ++s)
+        for (Index t = 0; t < length; ++t)
             dlogits(s * length + t, batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t + 1)]) -= loss_scale;
     parallel::dyt_x(dlogits, a.h_final, grads.head, threads);
     Matrix dh_final;
@@ -115,12 +115,12 @@ inline void backward(const Config& config, const Weights& w, const layers::RopeT
     Matrix dx = Matrix::Zero(tokens, config.dim);
     layers::rmsnorm_backward(a.x_out, w.final_norm, a.inv_rms_final, dh_final, dx, grads.final_norm, threads);
 
-    for (index l = config.layers - 1; l >= 0; --l)
+    for (Index l = config.layers - 1; l >= 0; --l)
         block_backward(config, w.layers[static_cast<std::size_t>(l)], rope, length, a.blocks[static_cast<std::size_t>(l)], dx,
                        grads.layers[static_cast<std::size_t>(l)], threads);
 
-    for (index s = 0; s < batch.count(); ++s)
-        for (index t = 0; t < length; ++t)
+    for (Index s = 0; s < batch.count(); ++s)
+        for (Index t = 0; t < length; ++t)
             grads.embedding.row(batch.sequences[static_cast<std::size_t>(s)][static_cast<std::size_t>(t)]) += dx.row(s * length + t);
 }
 

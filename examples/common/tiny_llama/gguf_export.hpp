@@ -67,7 +67,7 @@ inline std::uint32_t llama_file_type(gguf::TensorType t) {
 /// The architecture keys llama.cpp requires for "llama".
 inline void add_llama_metadata(gguf::Writer& out, const Config& c, const GgufTypes& types, const std::string& name) {
     using gguf::Value;
-    const auto u32 = [](npft::index v) { return Value::u32(static_cast<std::uint32_t>(v)); };
+    const auto u32 = [](npft::Index v) { return Value::u32(static_cast<std::uint32_t>(v)); };
     out.set("general.architecture", Value::string("llama"));
     out.set("general.name", Value::string(name));
     out.set("general.file_type", Value::u32(llama_file_type(types.linear)));
@@ -128,7 +128,7 @@ inline void add_sentencepiece_vocabulary(gguf::Writer& out, const Config& c, con
         scores.push_back(p.score);
         types.push_back(static_cast<std::int32_t>(p.type));
     }
-    for (npft::index id = tokenizer.vocab_size(); id < c.vocab; ++id) {
+    for (npft::Index id = tokenizer.vocab_size(); id < c.vocab; ++id) {
         tokens.push_back("[PAD" + std::to_string(id) + "]");
         scores.push_back(-1000.0f);
         types.push_back(static_cast<std::int32_t>(npft::io::TokenType::unused));
@@ -162,7 +162,7 @@ inline void add_llama_weights(gguf::Writer& out, const Weights& w, const GgufTyp
             out.add_vector(target, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
         } else {
             const gguf::TensorType type = name == "embedding" ? types.embedding : name == "head" ? types.output : types.linear;
-            npft::require(m.cols() % static_cast<npft::index>(gguf::block_size(type)) == 0, "tensor '", name, "' has ", m.cols(),
+            npft::require(m.cols() % static_cast<npft::Index>(gguf::block_size(type)) == 0, "tensor '", name, "' has ", m.cols(),
                           " inputs, not a multiple of ", gguf::type_name(type), "'s block of ", gguf::block_size(type),
                           ": choose F16 or F32 for its class");
             switch (type) {
@@ -200,7 +200,7 @@ inline void save_gguf(const std::filesystem::path& path, const Config& c, const 
 inline Config config_from_gguf(const gguf::File& f) {
     const std::string arch = f.get("general.architecture").as_string();
     npft::require(arch == "llama", f.source(), ": architecture '", arch, "' is not supported (only \"llama\")");
-    const auto count = [&](const char* key) { return static_cast<npft::index>(f.get(key).as_uint()); };
+    const auto count = [&](const char* key) { return static_cast<npft::Index>(f.get(key).as_uint()); };
     Config c;
     c.layers = count("llama.block_count");
     c.dim = count("llama.embedding_length");
@@ -209,7 +209,7 @@ inline Config config_from_gguf(const gguf::File& f) {
     c.context = count("llama.context_length");
     c.norm_eps = static_cast<float>(f.get("llama.attention.layer_norm_rms_epsilon").as_real());
     c.rope_theta = f.has("llama.rope.freq_base") ? static_cast<float>(f.get("llama.rope.freq_base").as_real()) : 10000.0f;
-    c.vocab = static_cast<npft::index>(f.tensor("token_embd.weight").rows());
+    c.vocab = static_cast<npft::Index>(f.tensor("token_embd.weight").rows());
     if (f.has("llama.attention.head_count_kv") && count("llama.attention.head_count_kv") != c.heads)
         c.kv_heads = count("llama.attention.head_count_kv");
     c.validate();

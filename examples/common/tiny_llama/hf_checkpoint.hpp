@@ -62,12 +62,12 @@ inline double number(const json::Value& config, const std::filesystem::path& pat
     return std::stod(v->text);
 }
 
-inline npft::index count(const json::Value& config, const std::filesystem::path& path, std::string_view key,
+inline npft::Index count(const json::Value& config, const std::filesystem::path& path, std::string_view key,
                          std::optional<double> fallback = std::nullopt) {
     const double v = number(config, path, key, fallback);
-    npft::require(v > 0 && v == static_cast<double>(static_cast<npft::index>(v)), "'", path.string(), "': \"", key,
+    npft::require(v > 0 && v == static_cast<double>(static_cast<npft::Index>(v)), "'", path.string(), "': \"", key,
                   "\" must be a positive integer");
-    return static_cast<npft::index>(v);
+    return static_cast<npft::Index>(v);
 }
 }  // namespace hf_detail
 
@@ -112,7 +112,7 @@ inline HfConfig read_hf_config(const std::filesystem::path& dir) {
     c.hidden = hf_detail::count(root, path, "intermediate_size");
     c.layers = hf_detail::count(root, path, "num_hidden_layers");
     c.heads = hf_detail::count(root, path, "num_attention_heads");
-    const npft::index kv = hf_detail::count(root, path, "num_key_value_heads", static_cast<double>(c.heads));
+    const npft::Index kv = hf_detail::count(root, path, "num_key_value_heads", static_cast<double>(c.heads));
     c.kv_heads = kv == c.heads ? 0 : kv;
     c.vocab = hf_detail::count(root, path, "vocab_size");
     c.context = hf_detail::count(root, path, "max_position_embeddings");
@@ -144,11 +144,11 @@ inline std::string hf_tensor_name(const std::string& name) {
 }
 
 /// Rows of a q or k projection from rotate-half order to interleaved pairs, head by head (see the top of the file).
-inline Matrix rotate_half_to_interleaved(const Matrix& w, npft::index head_dim) {
+inline Matrix rotate_half_to_interleaved(const Matrix& w, npft::Index head_dim) {
     Matrix out(w.rows(), w.cols());
-    const npft::index half = head_dim / 2;
-    for (npft::index h = 0; h < w.rows() / head_dim; ++h)
-        for (npft::index i = 0; i < half; ++i) {
+    const npft::Index half = head_dim / 2;
+    for (npft::Index h = 0; h < w.rows() / head_dim; ++h)
+        for (npft::Index i = 0; i < half; ++i) {
             out.row(h * head_dim + 2 * i) = w.row(h * head_dim + i);
             out.row(h * head_dim + 2 * i + 1) = w.row(h * head_dim + half + i);
         }
@@ -167,7 +167,7 @@ inline std::filesystem::path require_sentencepiece_model(const std::filesystem::
 
 /// The folder's tokenizer.model, checked against the config: every id it produces must index the embedding (a config's
 /// vocab_size may be larger, padded; never smaller).
-inline npft::io::SentencePieceTokenizer load_hf_tokenizer(const std::filesystem::path& dir, npft::index vocab) {
+inline npft::io::SentencePieceTokenizer load_hf_tokenizer(const std::filesystem::path& dir, npft::Index vocab) {
     npft::io::SentencePieceTokenizer t = npft::io::SentencePieceTokenizer::load(require_sentencepiece_model(dir));
     npft::require(t.vocab_size() <= vocab, "'", t.source(), "' has ", t.vocab_size(), " tokens but config.json's vocab_size is ",
                   vocab, ": the tokenizer does not belong to this model");
@@ -226,8 +226,8 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfToken
     std::map<std::string, std::filesystem::path> where;
     const std::filesystem::path index_path = dir / "model.safetensors.index.json";
     if (std::filesystem::exists(index_path)) {
-        const json::Value index = json::parse(hf_detail::read_text(index_path));
-        const json::Value* map = index.is_object() ? hf_detail::member(index, "weight_map") : nullptr;
+        const json::Value Index = json::parse(hf_detail::read_text(index_path));
+        const json::Value* map = Index.is_object() ? hf_detail::member(Index, "weight_map") : nullptr;
         npft::require(map && map->is_object(), "'", index_path.string(), "' has no \"weight_map\" object");
         for (const json::Member& m : map->members) {
             npft::require(m.value.is_string() && m.value.text.find('/') == std::string::npos, "'", index_path.string(),
@@ -262,10 +262,10 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfToken
         npft::require(t.dtype == io::Dtype::f32 || t.dtype == io::Dtype::f16 || t.dtype == io::Dtype::bf16, "safetensors ", f.source(),
                       ": tensor '", source, "' has dtype ", io::dtype_name(t.dtype), "; npft loads F32, F16 and BF16 checkpoints");
         if (m.rows() == 1) {  // a norm gain: [dim] in the file
-            npft::require(t.shape == std::vector<npft::index>{m.cols()}, "safetensors ", f.source(), ": tensor '", source, "' has shape ",
+            npft::require(t.shape == std::vector<npft::Index>{m.cols()}, "safetensors ", f.source(), ": tensor '", source, "' has shape ",
                           io::shape_string(t.shape), ", expected [", m.cols(), "]");
             const std::span<const std::byte> raw = f.raw(source);
-            for (npft::index i = 0; i < m.cols(); ++i) {
+            for (npft::Index i = 0; i < m.cols(); ++i) {
                 const std::byte* p = raw.data() + static_cast<std::size_t>(i) * io::dtype_size(t.dtype);
                 if (t.dtype == io::Dtype::f32) io::detail::load_le(&m(0, i), p, 1);
                 else if (t.dtype == io::Dtype::f16) { npft::half h; io::detail::load_le(&h, p, 1); m(0, i) = static_cast<float>(h); }
@@ -274,7 +274,7 @@ inline HfCheckpoint load_hf_checkpoint(const std::filesystem::path& dir, HfToken
             f.release(source);
             return;
         }
-        npft::require(t.shape == std::vector<npft::index>{m.rows(), m.cols()}, "safetensors ", f.source(), ": tensor '", source,
+        npft::require(t.shape == std::vector<npft::Index>{m.rows(), m.cols()}, "safetensors ", f.source(), ": tensor '", source,
                       "' has shape ", io::shape_string(t.shape), ", the config needs [", m.rows(), ", ", m.cols(), "]");
         m = f.read_matrix(source);
         f.release(source);  // the file's pages of this tensor leave the resident set: no second copy builds up

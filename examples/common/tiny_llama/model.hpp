@@ -23,7 +23,7 @@ public:
           rope_(config.context, config.head_dim(), config.rope_theta) {
         config_.validate();
         const Weights expected = Weights::zeros(config_);
-        std::vector<std::pair<index, index>> shapes;
+        std::vector<std::pair<Index, Index>> shapes;
         expected.for_each([&](const std::string&, const Matrix& m) { shapes.emplace_back(m.rows(), m.cols()); });
         std::size_t i = 0;
         npft::require(weights_.layers.size() == expected.layers.size(), "weights hold ", weights_.layers.size(),
@@ -68,7 +68,7 @@ public:
     /// Names of the 7 x layers linear weights (the ones quantization and NPFT act on).
     std::vector<std::string> linear_names() const {
         std::vector<std::string> out;
-        for (index l = 0; l < config_.layers; ++l)
+        for (Index l = 0; l < config_.layers; ++l)
             for (const LinearKind kind : linear_kinds) out.push_back(linear_name(l, kind));
         return out;
     }

@@ -20,26 +20,26 @@ namespace tiny_llama::parallel {
 using npft::Matrix;
 
 /// Tokens per tile of x W^T and dY W (rows of the activations).
-inline constexpr index token_tile = 128;
+inline constexpr Index token_tile = 128;
 /// Output features per tile of dY^T X (rows of the weight gradient).
-inline constexpr index feature_tile = 64;
+inline constexpr Index feature_tile = 64;
 
-inline index tile_count(index n, index tile) { return (n + tile - 1) / tile; }
+inline Index tile_count(Index n, Index tile) { return (n + tile - 1) / tile; }
 
 /// Runs body(tile) for every tile in [0, tiles), spread over `threads` threads (the caller is one of them).
 template <class Body>
-void for_each_tile(index tiles, int threads, Body&& body) {
+void for_each_tile(Index tiles, int threads, Body&& body) {
     npft::require(threads >= 1, "thread count must be at least 1, got ", threads);
-    npft::kernels::cpu::parallel_rows(tiles, threads, 1, [&](index begin, index end) {
-        for (index t = begin; t < end; ++t) body(t);
+    npft::kernels::cpu::parallel_rows(tiles, threads, 1, [&](Index begin, Index end) {
+        for (Index t = begin; t < end; ++t) body(t);
     });
 }
 
 /// Runs body(begin, end) over [0, rows) in tiles of `tile` rows.
 template <class Body>
-void for_each_row_tile(index rows, index tile, int threads, Body&& body) {
-    for_each_tile(tile_count(rows, tile), threads, [&](index t) {
-        const index begin = t * tile;
+void for_each_row_tile(Index rows, Index tile, int threads, Body&& body) {
+    for_each_tile(tile_count(rows, tile), threads, [&](Index t) {
+        const Index begin = t * tile;
         body(begin, std::min(rows, begin + tile));
     });
 }
@@ -48,7 +48,7 @@ void for_each_row_tile(index rows, index tile, int threads, Body&& body) {
 inline void x_wt(const Matrix& x, const Matrix& w, Matrix& y, int threads) {
     npft::require(x.cols() == w.cols(), "linear input has ", x.cols(), " features, the weight expects ", w.cols());
     y.resize(x.rows(), w.rows());
-    for_each_row_tile(x.rows(), token_tile, threads, [&](index begin, index end) {
+    for_each_row_tile(x.rows(), token_tile, threads, [&](Index begin, Index end) {
         y.middleRows(begin, end - begin).noalias() = x.middleRows(begin, end - begin) * w.transpose();
     });
 }
@@ -62,7 +62,7 @@ inline void dy_w(const Matrix& dy, const Matrix& w, Matrix& dx, bool accumulate,
     } else {
         dx.resize(dy.rows(), w.cols());
     }
-    for_each_row_tile(dy.rows(), token_tile, threads, [&](index begin, index end) {
+    for_each_row_tile(dy.rows(), token_tile, threads, [&](Index begin, Index end) {
         if (accumulate)
             dx.middleRows(begin, end - begin).noalias() += dy.middleRows(begin, end - begin) * w;
         else
@@ -74,7 +74,7 @@ inline void dy_w(const Matrix& dy, const Matrix& w, Matrix& dx, bool accumulate,
 inline void dyt_x(const Matrix& dy, const Matrix& x, Matrix& dw, int threads) {
     npft::require(dy.rows() == x.rows(), "output gradient has ", dy.rows(), " tokens, the input ", x.rows());
     dw.resize(dy.cols(), x.cols());
-    for_each_row_tile(dy.cols(), feature_tile, threads, [&](index begin, index end) {
+    for_each_row_tile(dy.cols(), feature_tile, threads, [&](Index begin, Index end) {
         dw.middleRows(begin, end - begin).noalias() = dy.middleCols(begin, end - begin).transpose() * x;
     });
 }

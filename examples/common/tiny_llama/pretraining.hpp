@@ -27,8 +27,8 @@ namespace tiny_llama {
 
 /// How many steps of how many windows, and the peak learning rate.
 struct Pretraining {
-    index steps = 600;
-    index batch = 16;
+    Index steps = 600;
+    Index batch = 16;
     float lr = 2e-3f;
 
     std::string describe() const {
@@ -37,11 +37,11 @@ struct Pretraining {
 };
 
 /// Linear warmup over the first 5% of the steps, then cosine decay to 10% of the peak.
-inline float learning_rate(const Pretraining& recipe, index step) {
-    const index warmup = std::max<index>(1, recipe.steps / 20);
+inline float learning_rate(const Pretraining& recipe, Index step) {
+    const Index warmup = std::max<Index>(1, recipe.steps / 20);
     if (step < warmup) return recipe.lr * static_cast<float>(step + 1) / static_cast<float>(warmup);
     const double progress =
-        static_cast<double>(step - warmup) / static_cast<double>(std::max<index>(1, recipe.steps - warmup));
+        static_cast<double>(step - warmup) / static_cast<double>(std::max<Index>(1, recipe.steps - warmup));
     return recipe.lr * static_cast<float>(0.1 + 0.45 * (1.0 + std::cos(3.141592653589793 * progress)));
 }
 
@@ -59,11 +59,11 @@ public:
         for (const auto& p : params_) states_.push_back(adamw_.make_state(p.value.size()));
     }
 
-    index step() const { return step_; }
+    Index step() const { return step_; }
     bool done() const { return step_ >= recipe_.steps; }
     const Pretraining& recipe() const { return recipe_; }
     /// The learning rate of the last step taken.
-    float last_learning_rate() const { return learning_rate(recipe_, std::max<index>(0, step_ - 1)); }
+    float last_learning_rate() const { return learning_rate(recipe_, std::max<Index>(0, step_ - 1)); }
 
     /// One AdamW step on the batch of this step; returns the batch's mean loss.
     double train_step(const std::vector<Token>& tokens) {
@@ -100,7 +100,7 @@ public:
         writer.add_metadata("step", std::to_string(step_));
         for (std::size_t i = 0; i < params_.size(); ++i) {
             const auto& p = params_[i];
-            const std::vector<index> shape{p.value.rows(), p.value.cols()};
+            const std::vector<Index> shape{p.value.rows(), p.value.cols()};
             writer.add(p.name, p.value);
             writer.add("adamw.first." + p.name, states_[i].first_moment, shape);
             writer.add("adamw.second." + p.name, states_[i].second_moment, shape);
@@ -128,13 +128,13 @@ public:
                       path.string(), "' has step '", step_text, "', expected 0 to ", recipe_.steps);
         for (std::size_t i = 0; i < params_.size(); ++i) {
             const auto& p = params_[i];
-            const std::vector<index> shape{p.value.rows(), p.value.cols()};
+            const std::vector<Index> shape{p.value.rows(), p.value.cols()};
             file.read_into(p.name, p.value);
             states_[i].first_moment = file.read<float>("adamw.first." + p.name, shape);
             states_[i].second_moment = file.read<float>("adamw.second." + p.name, shape);
             states_[i].steps = step;
         }
-        step_ = static_cast<index>(step);
+        step_ = static_cast<Index>(step);
     }
 
 private:
@@ -144,7 +144,7 @@ private:
     std::uint64_t seed_;
     std::vector<npft::train::Parameter> params_;
     std::vector<npft::train::AdamW::State> states_;
-    index step_ = 0;
+    Index step_ = 0;
 };
 
 }  // namespace tiny_llama

@@ -22,8 +22,8 @@ public:
     explicit PackedLinear(npft::quant::QuantizedMatrix w) : weight_(std::move(w)) {}
     explicit PackedLinear(npft::quant::DenseSparseMatrix w) : weight_(std::move(w)) {}
 
-    index rows() const { return std::visit([](const auto& w) { return w.rows(); }, weight_); }
-    index cols() const { return std::visit([](const auto& w) { return w.cols(); }, weight_); }
+    Index rows() const { return std::visit([](const auto& w) { return w.rows(); }, weight_); }
+    Index cols() const { return std::visit([](const auto& w) { return w.cols(); }, weight_); }
     /// Storage bytes, metadata included.
     std::size_t bytes() const { return std::visit([](const auto& w) { return w.bytes(); }, weight_); }
 
@@ -42,7 +42,7 @@ private:
                                 const npft::kernels::cpu::MultiplyOptions& options) {
         multiply_packed(w.dense, x, y, options);
         const auto& s = w.sparse;
-        for (index r = 0; r < s.rows; ++r) {
+        for (Index r = 0; r < s.rows; ++r) {
             for (auto k = s.row_offsets[static_cast<std::size_t>(r)]; k < s.row_offsets[static_cast<std::size_t>(r + 1)]; ++k) {
                 const float v = static_cast<float>(s.values[static_cast<std::size_t>(k)]);
                 y.col(r) += v * x.col(s.columns[static_cast<std::size_t>(k)]);
@@ -88,8 +88,8 @@ public:
                       " linear layers installed");
         std::vector<const PackedLinear*> table;
         for (const std::string& name : model_->linear_names()) table.push_back(&packed_.at(name));
-        const auto linears = [&](index layer, LinearKind kind, const Matrix& x, Matrix& y) {
-            table[static_cast<std::size_t>(layer * 7 + static_cast<index>(kind))]->multiply(x, y, options_);
+        const auto linears = [&](Index layer, LinearKind kind, const Matrix& x, Matrix& y) {
+            table[static_cast<std::size_t>(layer * 7 + static_cast<Index>(kind))]->multiply(x, y, options_);
         };
         return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr,
                                 options_.threads) /
@@ -100,7 +100,7 @@ private:
     npft::kernels::cpu::MultiplyOptions options_{};
 
     const Matrix* find_linear(const std::string& name) const {
-        for (index l = 0; l < model_->config().layers; ++l)
+        for (Index l = 0; l < model_->config().layers; ++l)
             for (const LinearKind kind : linear_kinds)
                 if (linear_name(l, kind) == name) return &model_->weights().layers[static_cast<std::size_t>(l)].linear(kind);
         return nullptr;

@@ -26,8 +26,8 @@ public:
         const std::vector<std::int32_t> ids = tokenizer_.encode(text);
         return {ids.begin(), ids.end()};
     }
-    index vocab_size() const override { return static_cast<index>(bytes_.size()); }
-    index bytes_of(Token id) const override {
+    Index vocab_size() const override { return static_cast<Index>(bytes_.size()); }
+    Index bytes_of(Token id) const override {
         npft::require(id >= 0 && id < vocab_size(), "token ", id, " is outside the vocabulary of ", vocab_size());
         return bytes_[static_cast<std::size_t>(id)];
     }
@@ -37,7 +37,7 @@ public:
     const npft::io::SentencePieceTokenizer& sentencepiece() const { return tokenizer_; }
 
 private:
-    static index byte_count(const npft::io::TokenPiece& token) {
+    static Index byte_count(const npft::io::TokenPiece& token) {
         using npft::io::TokenType;
         switch (token.type) {
             case TokenType::byte: return 1;
@@ -48,7 +48,7 @@ private:
             case TokenType::user_defined: break;
         }
         static constexpr std::string_view space_marker = "\xE2\x96\x81";  // U+2581
-        index bytes = 0;
+        Index bytes = 0;
         for (std::size_t i = 0; i < token.piece.size();) {
             if (std::string_view(token.piece).substr(i, space_marker.size()) == space_marker) {
                 bytes += 1;
@@ -62,7 +62,7 @@ private:
     }
 
     npft::io::SentencePieceTokenizer tokenizer_;
-    std::vector<index> bytes_;
+    std::vector<Index> bytes_;
 };
 
 }  // namespace tiny_llama

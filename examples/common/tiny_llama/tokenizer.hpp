@@ -18,9 +18,9 @@ public:
     virtual ~Tokenizer() = default;
     /// The ids of `text`, in [0, vocab_size()).
     virtual std::vector<Token> encode(std::string_view text) const = 0;
-    virtual index vocab_size() const = 0;
+    virtual Index vocab_size() const = 0;
     /// Bytes of the original text that token `id` accounts for (a byte-level token: 1).
-    virtual index bytes_of(Token id) const = 0;
+    virtual Index bytes_of(Token id) const = 0;
     /// A stable text form of the vocabulary (kept in checkpoints, so that a model is never run with another one).
     virtual std::string describe() const = 0;
 };
@@ -34,8 +34,8 @@ public:
                        [](char c) { return static_cast<Token>(static_cast<unsigned char>(c)); });
         return out;
     }
-    index vocab_size() const override { return 256; }
-    index bytes_of(Token id) const override {
+    Index vocab_size() const override { return 256; }
+    Index bytes_of(Token id) const override {
         npft::require(id >= 0 && id < 256, "byte token ", id, " is outside [0, 256)");
         return 1;
     }

@@ -35,7 +35,7 @@ inline const char* linear_suffix(LinearKind kind) {
 }
 
 /// "layers.{layer}.attn.q" and so on.
-inline std::string linear_name(index layer, LinearKind kind) {
+inline std::string linear_name(Index layer, LinearKind kind) {
     return "layers." + std::to_string(layer) + "." + linear_suffix(kind);
 }
 
@@ -111,8 +111,8 @@ struct Weights {
         visit(*this, f);
     }
 
-    index parameter_count() const {
-        index n = 0;
+    Index parameter_count() const {
+        Index n = 0;
         for_each([&](const std::string&, const Matrix& m) { n += m.size(); });
         return n;
     }
@@ -132,7 +132,7 @@ inline Weights initial_weights(const Config& c, std::uint64_t seed) {
             return;
         }
         const float std_dev = 0.02f * ((name.ends_with("attn.o") || name.ends_with("mlp.down")) ? residual_scale : 1.0f);
-        for (index i = 0; i < m.size(); ++i) m.data()[i] = std_dev * npft::gaussian(key, static_cast<std::uint64_t>(i));
+        for (Index i = 0; i < m.size(); ++i) m.data()[i] = std_dev * npft::gaussian(key, static_cast<std::uint64_t>(i));
     });
     return w;
 }

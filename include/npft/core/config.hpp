@@ -17,5 +17,7 @@
 
 namespace npft {
 /// Signed index type for shapes, strides and loop counters (mixes with Eigen::Index without casts).
-using index = std::ptrdiff_t;
+using Index = std::ptrdiff_t;
+/// The former name; it clashes with POSIX ::index under `using namespace npft;`.
+using index [[deprecated("use npft::Index (npft::index clashes with POSIX ::index)")]] = Index;
 }  // namespace npft

@@ -34,8 +34,8 @@ template <class Derived>
 auto eigen_matrix_view(Derived& m) {
     using Scalar = std::conditional_t<std::is_const_v<Derived>, const typename Derived::Scalar, typename Derived::Scalar>;
     Scalar* data = m.data();
-    const index outer = m.outerStride();
-    const index inner = m.innerStride();
+    const Index outer = m.outerStride();
+    const Index inner = m.innerStride();
     if constexpr (Derived::IsRowMajor) {
         return MatrixView<Scalar>(data, m.rows(), m.cols(), outer, inner);
     } else {
@@ -60,8 +60,8 @@ template <class Plain, class Expr>
 auto direct_access_view(Expr& m) {
     using Scalar = std::conditional_t<std::is_const_v<Plain>, const typename Plain::Scalar, typename Plain::Scalar>;
     Scalar* data = const_cast<Scalar*>(m.data());
-    const index outer = m.outerStride();
-    const index inner = m.innerStride();
+    const Index outer = m.outerStride();
+    const Index inner = m.innerStride();
     if constexpr (std::remove_const_t<Plain>::IsRowMajor) {
         return MatrixView<Scalar>(data, m.rows(), m.cols(), outer, inner);
     } else {

@@ -11,7 +11,7 @@ namespace npft {
 
 namespace detail {
 // Out of line of the constructors, so that the check costs one compare in the inlined code.
-[[noreturn]] inline void negative_view_shape(const char* kind, index rows, index cols) {
+[[noreturn]] inline void negative_view_shape(const char* kind, Index rows, Index cols) {
     fail(kind, " view shape must be non-negative, got ", rows, " x ", cols);
 }
 }  // namespace detail
@@ -27,7 +27,7 @@ public:
 
     VectorView() = default;
     /// Throws npft::Error on a negative size (host code; device code cannot throw).
-    NPFT_HOST_DEVICE VectorView(T* data, index size, index stride = 1) : data_(data), size_(size), stride_(stride) {
+    NPFT_HOST_DEVICE VectorView(T* data, Index size, Index stride = 1) : data_(data), size_(size), stride_(stride) {
 #if !defined(__CUDA_ARCH__)
         if (size < 0) detail::negative_view_shape("vector", 1, size);
 #endif
@@ -39,16 +39,16 @@ public:
     NPFT_HOST_DEVICE VectorView(const VectorView<U>& other) : VectorView(other.data(), other.size(), other.stride()) {}
 
     NPFT_HOST_DEVICE T* data() const { return data_; }
-    NPFT_HOST_DEVICE index size() const { return size_; }
-    NPFT_HOST_DEVICE index stride() const { return stride_; }
+    NPFT_HOST_DEVICE Index size() const { return size_; }
+    NPFT_HOST_DEVICE Index stride() const { return stride_; }
     NPFT_HOST_DEVICE bool empty() const { return size_ == 0; }
     NPFT_HOST_DEVICE bool is_contiguous() const { return stride_ == 1; }
-    NPFT_HOST_DEVICE T& operator[](index i) const { return data_[i * stride_]; }
+    NPFT_HOST_DEVICE T& operator[](Index i) const { return data_[i * stride_]; }
 
 private:
     T* data_ = nullptr;
-    index size_ = 0;
-    index stride_ = 1;
+    Index size_ = 0;
+    Index stride_ = 1;
 };
 
 /// A strided matrix view: element (r, c) lives at data[r * row_stride + c * col_stride].
@@ -60,7 +60,7 @@ public:
 
     MatrixView() = default;
     /// Throws npft::Error on a negative shape (host code; device code cannot throw).
-    NPFT_HOST_DEVICE MatrixView(T* data, index rows, index cols, index row_stride, index col_stride)
+    NPFT_HOST_DEVICE MatrixView(T* data, Index rows, Index cols, Index row_stride, Index col_stride)
         : data_(data), rows_(rows), cols_(cols), row_stride_(row_stride), col_stride_(col_stride) {
 #if !defined(__CUDA_ARCH__)
         if (rows < 0 || cols < 0) detail::negative_view_shape("matrix", rows, cols);
@@ -68,7 +68,7 @@ public:
     }
 
     /// A dense view in the given memory order.
-    NPFT_HOST_DEVICE static MatrixView dense(T* data, index rows, index cols, Layout layout = Layout::row_major) {
+    NPFT_HOST_DEVICE static MatrixView dense(T* data, Index rows, Index cols, Layout layout = Layout::row_major) {
         return layout == Layout::row_major ? MatrixView(data, rows, cols, cols, 1) : MatrixView(data, rows, cols, 1, rows);
     }
 
@@ -78,19 +78,19 @@ public:
         : MatrixView(other.data(), other.rows(), other.cols(), other.row_stride(), other.col_stride()) {}
 
     NPFT_HOST_DEVICE T* data() const { return data_; }
-    NPFT_HOST_DEVICE index rows() const { return rows_; }
-    NPFT_HOST_DEVICE index cols() const { return cols_; }
-    NPFT_HOST_DEVICE index size() const { return rows_ * cols_; }
-    NPFT_HOST_DEVICE index row_stride() const { return row_stride_; }
-    NPFT_HOST_DEVICE index col_stride() const { return col_stride_; }
+    NPFT_HOST_DEVICE Index rows() const { return rows_; }
+    NPFT_HOST_DEVICE Index cols() const { return cols_; }
+    NPFT_HOST_DEVICE Index size() const { return rows_ * cols_; }
+    NPFT_HOST_DEVICE Index row_stride() const { return row_stride_; }
+    NPFT_HOST_DEVICE Index col_stride() const { return col_stride_; }
     NPFT_HOST_DEVICE bool empty() const { return rows_ == 0 || cols_ == 0; }
     NPFT_HOST_DEVICE bool is_row_major_contiguous() const { return col_stride_ == 1 && (row_stride_ == cols_ || rows_ <= 1); }
-    NPFT_HOST_DEVICE T& operator()(index r, index c) const { return data_[r * row_stride_ + c * col_stride_]; }
+    NPFT_HOST_DEVICE T& operator()(Index r, Index c) const { return data_[r * row_stride_ + c * col_stride_]; }
 
-    NPFT_HOST_DEVICE VectorView<T> row(index r) const { return VectorView<T>(data_ + r * row_stride_, cols_, col_stride_); }
-    NPFT_HOST_DEVICE VectorView<T> col(index c) const { return VectorView<T>(data_ + c * col_stride_, rows_, row_stride_); }
+    NPFT_HOST_DEVICE VectorView<T> row(Index r) const { return VectorView<T>(data_ + r * row_stride_, cols_, col_stride_); }
+    NPFT_HOST_DEVICE VectorView<T> col(Index c) const { return VectorView<T>(data_ + c * col_stride_, rows_, row_stride_); }
     /// The sub-matrix of `rows` x `cols` elements starting at (r0, c0).
-    NPFT_HOST_DEVICE MatrixView block(index r0, index c0, index rows, index cols) const {
+    NPFT_HOST_DEVICE MatrixView block(Index r0, Index c0, Index rows, Index cols) const {
         return MatrixView(data_ + r0 * row_stride_ + c0 * col_stride_, rows, cols, row_stride_, col_stride_);
     }
     /// The same memory seen as the transposed matrix (no copy).
@@ -98,10 +98,10 @@ public:
 
 private:
     T* data_ = nullptr;
-    index rows_ = 0;
-    index cols_ = 0;
-    index row_stride_ = 0;
-    index col_stride_ = 1;
+    Index rows_ = 0;
+    Index cols_ = 0;
+    Index row_stride_ = 0;
+    Index col_stride_ = 1;
 };
 
 /// Customization point: specialize `view_traits<YourTensor>` with a static `view(YourTensor&)` returning a MatrixView
@@ -154,7 +154,7 @@ auto as_vector_view(T& t) {
 
 /// Raw pointer + shape: the view of a dense row-major (or column-major) matrix. Throws on a null pointer or negative shape.
 template <StorageElement T>
-MatrixView<T> make_matrix_view(T* data, index rows, index cols, Layout layout = Layout::row_major) {
+MatrixView<T> make_matrix_view(T* data, Index rows, Index cols, Layout layout = Layout::row_major) {
     require(rows >= 0 && cols >= 0, "matrix shape must be non-negative, got ", rows, " x ", cols);
     require(data != nullptr || rows * cols == 0, "matrix data pointer is null for a ", rows, " x ", cols, " matrix");
     return MatrixView<T>::dense(data, rows, cols, layout);
@@ -162,7 +162,7 @@ MatrixView<T> make_matrix_view(T* data, index rows, index cols, Layout layout = 
 
 /// Throws unless `view` has the expected shape; `what` names the argument in the message.
 template <StorageElement T>
-void require_shape(const MatrixView<T>& view, index rows, index cols, const char* what) {
+void require_shape(const MatrixView<T>& view, Index rows, Index cols, const char* what) {
     require(view.rows() == rows && view.cols() == cols, what, " must be ", rows, " x ", cols, ", got ", view.rows(), " x ",
             view.cols());
 }
@@ -176,8 +176,8 @@ void require_non_empty(const MatrixView<T>& view, const char* what) {
 /// Throws if any element is NaN or Inf, naming the argument and the first bad position.
 template <StorageElement T>
 void require_finite(const MatrixView<T>& view, const char* what) {
-    for (index r = 0; r < view.rows(); ++r) {
-        for (index c = 0; c < view.cols(); ++c) {
+    for (Index r = 0; r < view.rows(); ++r) {
+        for (Index c = 0; c < view.cols(); ++c) {
             const float v = to_float(view(r, c));
             if (!(v - v == 0.0f)) fail(what, " holds a non-finite value (", v, ") at (", r, ", ", c, ")");
         }

@@ -41,9 +41,9 @@ public:
             Eigen::ArrayXXd& sum = it->second;
             require(p.grad.rows() == sum.rows() && p.grad.cols() == sum.cols(), "DiagonalFisher: gradient of ", p.name,
                     " changed shape to ", p.grad.rows(), " x ", p.grad.cols(), " (was ", sum.rows(), " x ", sum.cols(), ")");
-            kernels::cpu::parallel_rows(sum.rows(), threads_, 16, [&](index begin, index end) {
-                for (index r = begin; r < end; ++r) {
-                    for (index c = 0; c < sum.cols(); ++c) {
+            kernels::cpu::parallel_rows(sum.rows(), threads_, 16, [&](Index begin, Index end) {
+                for (Index r = begin; r < end; ++r) {
+                    for (Index c = 0; c < sum.cols(); ++c) {
                         const double g = p.grad(r, c);
                         require(std::isfinite(g), "DiagonalFisher: non-finite gradient of ", p.name, " at (", r, ", ", c,
                                 ") in batch ", batches_);
@@ -55,7 +55,7 @@ public:
         ++batches_;
     }
 
-    index batches() const { return batches_; }
+    Index batches() const { return batches_; }
 
     /// Mean squared gradient per tracked parameter name. Throws if no batch was accumulated.
     std::map<std::string, Matrix> result() const {
@@ -87,7 +87,7 @@ private:
 
     std::vector<std::string> names_;
     std::map<std::string, Eigen::ArrayXXd> sums_;
-    index batches_ = 0;
+    Index batches_ = 0;
     int threads_ = 1;
 };
 

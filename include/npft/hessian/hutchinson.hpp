@@ -34,7 +34,7 @@ struct TraceEstimate {
     double value = 0.0;
     /// Standard error of `value`: the sample standard deviation of the per-probe estimates over sqrt(probes).
     double standard_error = 0.0;
-    index probes = 0;
+    Index probes = 0;
     /// The per-probe values v^T H v, in probe order. Probe k is the same vector in every estimate with the same seed and
     /// mask, so two estimates (before and after training) can be paired probe by probe for a difference with its own
     /// standard error.
@@ -43,9 +43,9 @@ struct TraceEstimate {
 
 struct HutchinsonOptions {
     /// Never stop before this many probes (a standard error from very few samples is itself unreliable).
-    index min_probes = 10;
+    Index min_probes = 10;
     /// Always stop here. min_probes == max_probes gives a fixed probe count.
-    index max_probes = 100;
+    Index max_probes = 100;
     /// Stop as soon as standard_error <= target * |value| (after min_probes). 0: run max_probes.
     double target_relative_standard_error = 0.02;
     std::uint64_t seed = 0;
@@ -71,10 +71,10 @@ public:
     /// Estimates Tr(H), or the trace restricted to `mask` (a 0/1 vector of hvp.dimension() entries) when it is non-empty.
     template <HessianVectorProduct H>
     TraceEstimate estimate(H& hvp, std::span<const float> mask = {}) const {
-        const index n = hvp.dimension();
+        const Index n = hvp.dimension();
         require(n > 0, "Hutchinson: the Hessian has dimension 0");
         if (!mask.empty()) {
-            require(static_cast<index>(mask.size()) == n, "Hutchinson: mask holds ", mask.size(),
+            require(static_cast<Index>(mask.size()) == n, "Hutchinson: mask holds ", mask.size(),
                     " entries, expected the Hessian dimension ", n);
             for (std::size_t i = 0; i < mask.size(); ++i)
                 require(mask[i] == 0.0f || mask[i] == 1.0f, "Hutchinson: mask entries must be 0 or 1, entry ", i, " is ",
@@ -83,7 +83,7 @@ public:
         std::vector<float> v(static_cast<std::size_t>(n)), hv(v.size());
         // Welford's running mean and sum of squared deviations of the per-probe estimates v^T H v.
         double mean = 0.0, squares = 0.0;
-        index k = 0;
+        Index k = 0;
         std::vector<double> samples;
         while (k < options_.max_probes) {
             const RandomKey key{options_.seed, make_stream(k, kStreamTag)};
@@ -110,7 +110,7 @@ public:
 private:
     static constexpr std::uint64_t kStreamTag = 0x4875746368ull;  // "Hutch": keeps probes apart from other streams
 
-    static double standard_error(double squares, index k) {
+    static double standard_error(double squares, Index k) {
         return k < 2 ? 0.0 : std::sqrt(squares / static_cast<double>(k - 1) / static_cast<double>(k));
     }
 

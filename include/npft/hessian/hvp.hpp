@@ -20,15 +20,15 @@ namespace npft::hessian {
 ///   h.apply(v, out)  : out = H v (overwrites out)
 template <class H>
 concept HessianVectorProduct = requires(H& h, std::span<const float> v, std::span<float> out) {
-    { h.dimension() } -> std::convertible_to<index>;
+    { h.dimension() } -> std::convertible_to<Index>;
     h.apply(v, out);
 };
 
 namespace detail {
-inline void require_hvp_sizes(index dimension, std::span<const float> v, std::span<float> out, const char* who) {
-    require(static_cast<index>(v.size()) == dimension, who, ": vector v holds ", v.size(), " values, expected the dimension ",
+inline void require_hvp_sizes(Index dimension, std::span<const float> v, std::span<float> out, const char* who) {
+    require(static_cast<Index>(v.size()) == dimension, who, ": vector v holds ", v.size(), " values, expected the dimension ",
             dimension);
-    require(static_cast<index>(out.size()) == dimension, who, ": output holds ", out.size(),
+    require(static_cast<Index>(out.size()) == dimension, who, ": output holds ", out.size(),
             " values, expected the dimension ", dimension);
 }
 }  // namespace detail
@@ -45,12 +45,12 @@ public:
                 " (largest entry ", largest, ")");
     }
 
-    index dimension() const { return h_.rows(); }
+    Index dimension() const { return h_.rows(); }
     const Matrix& matrix() const { return h_; }
 
     void apply(std::span<const float> v, std::span<float> out) const {
         detail::require_hvp_sizes(dimension(), v, out, "ExplicitHvp");
-        const index n = dimension();
+        const Index n = dimension();
         Eigen::Map<const Eigen::VectorXf> vin(v.data(), n);
         Eigen::Map<Eigen::VectorXf>(out.data(), n).noalias() = h_ * vin;
     }
@@ -82,10 +82,10 @@ public:
         }
     }
 
-    index dimension() const { return dimension_; }
+    Index dimension() const { return dimension_; }
     const std::vector<train::Parameter>& parameters() const { return params_; }
     /// Where tensor `name` starts in the flat vector.
-    index offset(const std::string& name) const {
+    Index offset(const std::string& name) const {
         for (std::size_t i = 0; i < params_.size(); ++i)
             if (params_[i].name == name) return offsets_[i];
         fail("the layout holds no parameter named \"", name, "\"");
@@ -96,16 +96,16 @@ public:
     void for_each(F&& f) const {
         for (std::size_t t = 0; t < params_.size(); ++t) {
             const train::Parameter& p = params_[t];
-            index i = offsets_[t];
-            for (index r = 0; r < p.value.rows(); ++r)
-                for (index c = 0; c < p.value.cols(); ++c) f(i++, r, c, p);
+            Index i = offsets_[t];
+            for (Index r = 0; r < p.value.rows(); ++r)
+                for (Index c = 0; c < p.value.cols(); ++c) f(i++, r, c, p);
         }
     }
 
 private:
     std::vector<train::Parameter> params_;
-    std::vector<index> offsets_;
-    index dimension_ = 0;
+    std::vector<Index> offsets_;
+    Index dimension_ = 0;
 };
 
 /// Models that compute exact Hessian-vector products themselves, over the flat vector of all their parameters
@@ -123,7 +123,7 @@ class ModelHvp {
 public:
     ModelHvp(Model& model, const Batch& batch) : model_(&model), batch_(&batch), layout_(model.parameters(), {}) {}
 
-    index dimension() const { return layout_.dimension(); }
+    Index dimension() const { return layout_.dimension(); }
     const ParameterLayout& layout() const { return layout_; }
     void apply(std::span<const float> v, std::span<float> out) {
         detail::require_hvp_sizes(dimension(), v, out, "ModelHvp");
@@ -166,14 +166,14 @@ public:
         plus_.resize(saved_.size());
     }
 
-    index dimension() const { return layout_.dimension(); }
+    Index dimension() const { return layout_.dimension(); }
     const ParameterLayout& layout() const { return layout_; }
 
     /// The eps used for direction v (see FiniteDifferenceOptions).
     double epsilon_for(std::span<const float> v) const {
         if (options_.epsilon > 0.0) return options_.epsilon;
         double ww = 0.0, vv = 0.0;
-        layout_.for_each([&](index, index r, index c, const train::Parameter& p) {
+        layout_.for_each([&](Index, Index r, Index c, const train::Parameter& p) {
             const double w = p.value(r, c);
             ww += w * w;
         });
@@ -190,7 +190,7 @@ public:
             return;
         }
         const double eps = epsilon_for(v);
-        layout_.for_each([&](index i, index r, index c, const train::Parameter& p) { saved_[static_cast<std::size_t>(i)] = p.value(r, c); });
+        layout_.for_each([&](Index i, Index r, Index c, const train::Parameter& p) { saved_[static_cast<std::size_t>(i)] = p.value(r, c); });
         try {
             gradient_at(v, eps, plus_);
             gradient_at(v, -eps, out);
@@ -207,17 +207,17 @@ public:
 private:
     // Writes g(w + step * v) into g and leaves the weights perturbed (the caller restores them).
     void gradient_at(std::span<const float> v, double step, std::span<float> g) {
-        layout_.for_each([&](index i, index r, index c, const train::Parameter& p) {
+        layout_.for_each([&](Index i, Index r, Index c, const train::Parameter& p) {
             const auto k = static_cast<std::size_t>(i);
             p.value(r, c) = static_cast<float>(saved_[k] + step * v[k]);
         });
         const double loss = static_cast<double>(model_->loss_and_gradient(*batch_));
         require(std::isfinite(loss), "FiniteDifferenceHvp: the loss at the perturbed weights is not finite (", loss, ")");
-        layout_.for_each([&](index i, index r, index c, const train::Parameter& p) { g[static_cast<std::size_t>(i)] = p.grad(r, c); });
+        layout_.for_each([&](Index i, Index r, Index c, const train::Parameter& p) { g[static_cast<std::size_t>(i)] = p.grad(r, c); });
     }
 
     void restore() {
-        layout_.for_each([&](index i, index r, index c, const train::Parameter& p) { p.value(r, c) = saved_[static_cast<std::size_t>(i)]; });
+        layout_.for_each([&](Index i, Index r, Index c, const train::Parameter& p) { p.value(r, c) = saved_[static_cast<std::size_t>(i)]; });
     }
 
     Model* model_;

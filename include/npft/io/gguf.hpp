@@ -83,7 +83,7 @@ public:
     }
     /// A fp32 vector stored as F32 (llama.cpp keeps norms in F32).
     void add_vector(std::string name, std::span<const float> v) {
-        const MatrixView<const float> row(v.data(), 1, static_cast<index>(v.size()), static_cast<index>(v.size()), 1);
+        const MatrixView<const float> row(v.data(), 1, static_cast<Index>(v.size()), static_cast<Index>(v.size()), 1);
         require(!v.empty(), "GGUF tensor '", name, "' is empty");
         add_tensor(std::move(name), TensorType::f32, {v.size()}, encode_float(row, TensorType::f32));
     }
@@ -279,8 +279,8 @@ public:
     /// The tensor as an fp32 matrix [count / ne[0], ne[0]], decoded with ggml's reference formulas.
     Matrix read_matrix(std::string_view name) const {
         const TensorInfo& t = tensor(name);
-        require(t.count <= static_cast<std::uint64_t>(std::numeric_limits<index>::max()), source_, ": tensor '", name, "' is too large");
-        Matrix out(static_cast<index>(t.rows()), static_cast<index>(t.ne[0]));
+        require(t.count <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max()), source_, ": tensor '", name, "' is too large");
+        Matrix out(static_cast<Index>(t.rows()), static_cast<Index>(t.ne[0]));
         decode(t.type, raw(name), std::span<float>(out.data(), static_cast<std::size_t>(out.size())));
         return out;
     }

@@ -40,8 +40,8 @@ inline std::vector<std::byte> encode_float(MatrixView<const float> m, TensorType
     const std::size_t size = block_bytes(type);
     std::vector<std::byte> out(static_cast<std::size_t>(m.size()) * size);
     std::byte* p = out.data();
-    for (index r = 0; r < m.rows(); ++r) {
-        for (index c = 0; c < m.cols(); ++c, p += size) {
+    for (Index r = 0; r < m.rows(); ++r) {
+        for (Index c = 0; c < m.cols(); ++c, p += size) {
             const float v = m(r, c);
             if (type == TensorType::f32) {
                 std::uint32_t bits;
@@ -71,8 +71,8 @@ inline std::optional<std::string> why_not_lossless(const quant::QuantizedMatrix&
         return std::string("GGUF has no type for non-uniform lookup-table levels (Q4_0, Q4_1 and Q8_0 are uniform)");
     }
     if (type == TensorType::f16 || type == TensorType::bf16) {
-        for (index r = 0; r < m.rows(); ++r) {
-            for (index c = 0; c < m.cols(); ++c) {
+        for (Index r = 0; r < m.rows(); ++r) {
+            for (Index c = 0; c < m.cols(); ++c) {
                 const float w = m.dequantize_at(r, c);
                 const float stored = type == TensorType::f16 ? static_cast<float>(half(w)) : static_cast<float>(bfloat16(w));
                 if (stored != w) return "weight (" + std::to_string(r) + ", " + std::to_string(c) + ") is not a " + type_name(type) + " value";
@@ -85,8 +85,8 @@ inline std::optional<std::string> why_not_lossless(const quant::QuantizedMatrix&
         return "groups of " + std::to_string(m.group_size()) + " inputs are not whole blocks of 32";
     const int lo = type == TensorType::q8_0 ? -128 : (type == TensorType::q4_0 ? -8 : 0);
     const int hi = type == TensorType::q8_0 ? 127 : (type == TensorType::q4_0 ? 7 : 15);
-    for (index r = 0; r < m.rows(); ++r) {
-        for (index g = 0; g < m.groups(); ++g) {
+    for (Index r = 0; r < m.rows(); ++r) {
+        for (Index g = 0; g < m.groups(); ++g) {
             const quant::UniformParams p = m.uniform_params(r, g);
             if (type == TensorType::q4_1) {
                 // w = d q + m with d = scale, q = code, m = -scale * zero: exact when m is an fp16 value.
@@ -95,7 +95,7 @@ inline std::optional<std::string> why_not_lossless(const quant::QuantizedMatrix&
                     return "the offset -scale * zero = " + std::to_string(offset) + " of row " + std::to_string(r) + ", group " +
                            std::to_string(g) + " is not an fp16 value";
             }
-            for (index j = g * m.group_size(); j < (g + 1) * m.group_size(); ++j) {
+            for (Index j = g * m.group_size(); j < (g + 1) * m.group_size(); ++j) {
                 const int code = static_cast<int>(m.codes().get(r, j));
                 const int q = type == TensorType::q4_1 ? code : code - static_cast<int>(p.zero);
                 if (q < lo || q > hi)
@@ -127,19 +127,19 @@ inline std::vector<std::byte> encode_quantized(const quant::QuantizedMatrix& m, 
         const Matrix w = m.dequantize();
         return encode_float(as_matrix_view(w), type);
     }
-    const index blocks_per_row = m.cols() / 32;
+    const Index blocks_per_row = m.cols() / 32;
     const std::size_t size = block_bytes(type);
     std::vector<std::byte> out(static_cast<std::size_t>(m.rows() * blocks_per_row) * size);
     std::byte* p = out.data();
-    for (index r = 0; r < m.rows(); ++r) {
-        for (index b = 0; b < blocks_per_row; ++b, p += size) {
-            const index first = b * 32;
+    for (Index r = 0; r < m.rows(); ++r) {
+        for (Index b = 0; b < blocks_per_row; ++b, p += size) {
+            const Index first = b * 32;
             const std::size_t at = static_cast<std::size_t>(r * m.groups() + first / m.group_size());
             const quant::UniformParams params = m.uniform_params(r, first / m.group_size());
             detail::put_u16(p, m.scales()[at].bits);
-            const auto level = [&](index j) { return static_cast<int>(m.codes().get(r, first + j)) - static_cast<int>(params.zero); };
+            const auto level = [&](Index j) { return static_cast<int>(m.codes().get(r, first + j)) - static_cast<int>(params.zero); };
             if (type == TensorType::q8_0) {
-                for (index j = 0; j < 32; ++j) p[2 + j] = static_cast<std::byte>(static_cast<std::uint8_t>(static_cast<std::int8_t>(level(j))));
+                for (Index j = 0; j < 32; ++j) p[2 + j] = static_cast<std::byte>(static_cast<std::uint8_t>(static_cast<std::int8_t>(level(j))));
                 continue;
             }
             std::byte* nibbles = p + 2;
@@ -147,11 +147,11 @@ inline std::vector<std::byte> encode_quantized(const quant::QuantizedMatrix& m, 
                 detail::put_u16(p + 2, half(params.zero == 0.0f ? 0.0f : -params.scale * params.zero).bits);
                 nibbles = p + 4;
             }
-            const auto nibble = [&](index j) {
+            const auto nibble = [&](Index j) {
                 return type == TensorType::q4_1 ? static_cast<unsigned>(m.codes().get(r, first + j)) : static_cast<unsigned>(level(j) + 8);
             };
             // Element j shares byte j with element j + 16 (the high nibble).
-            for (index j = 0; j < 16; ++j) nibbles[j] = static_cast<std::byte>(nibble(j) | (nibble(j + 16) << 4));
+            for (Index j = 0; j < 16; ++j) nibbles[j] = static_cast<std::byte>(nibble(j) | (nibble(j + 16) << 4));
         }
     }
     return out;

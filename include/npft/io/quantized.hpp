@@ -36,7 +36,7 @@ inline std::string quantized_key(std::string_view name, std::string_view field) 
     return key;
 }
 
-inline index parse_metadata_integer(const SafetensorsFile& in, const std::string& key) {
+inline Index parse_metadata_integer(const SafetensorsFile& in, const std::string& key) {
     const std::string& text = in.metadata(key);
     json::Value number;
     number.kind = json::Value::Kind::number;
@@ -44,7 +44,7 @@ inline index parse_metadata_integer(const SafetensorsFile& in, const std::string
     const std::optional<std::uint64_t> value = json::as_uint64(number);
     require(value.has_value() && *value <= static_cast<std::uint64_t>(std::numeric_limits<int>::max()), "safetensors ",
             in.source(), ": metadata '", key, "' must be a non-negative decimal integer, got '", text, "'");
-    return static_cast<index>(*value);
+    return static_cast<Index>(*value);
 }
 }  // namespace detail
 
@@ -57,7 +57,7 @@ inline void save_quantized(SafetensorsWriter& out, std::string_view name, const 
     const quant::PackedCodes& codes = matrix.codes();
     out.add(key("codes"), codes.words(), {matrix.rows(), codes.words_per_row()});
     if (matrix.format() == quant::Format::lut) {
-        out.add(key("lut"), matrix.lut(), {matrix.rows(), index{1} << matrix.bits()});
+        out.add(key("lut"), matrix.lut(), {matrix.rows(), Index{1} << matrix.bits()});
     } else {
         out.add(key("scales"), matrix.scales(), {matrix.rows(), matrix.groups()});
         if (matrix.format() == quant::Format::uniform_asymmetric) out.add(key("zeros"), matrix.zeros(), {matrix.rows(), matrix.groups()});
@@ -65,7 +65,7 @@ inline void save_quantized(SafetensorsWriter& out, std::string_view name, const 
     out.add_metadata(key("format"), quant::format_name(matrix.format()));
     out.add_metadata(key("bits"), std::to_string(matrix.bits()));
     out.add_metadata(key("group_size"), std::to_string(matrix.group_size()));
-    out.add_metadata(key("shape"), shape_string(std::vector<index>{matrix.rows(), matrix.cols()}));
+    out.add_metadata(key("shape"), shape_string(std::vector<Index>{matrix.rows(), matrix.cols()}));
     out.add_metadata(key("packing"), std::string(quantized_packing));
 }
 
@@ -94,16 +94,16 @@ inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::str
         if (format_text == quant::format_name(f)) format = f;
     if (!format) problem("unknown format '", format_text, "' (expected uniform_symmetric, uniform_asymmetric or lut)");
 
-    const index bits = detail::parse_metadata_integer(in, key("bits"));
-    const index group_size = detail::parse_metadata_integer(in, key("group_size"));
+    const Index bits = detail::parse_metadata_integer(in, key("bits"));
+    const Index group_size = detail::parse_metadata_integer(in, key("group_size"));
     const std::string& shape_text = in.metadata(key("shape"));
-    std::vector<index> shape;
+    std::vector<Index> shape;
     try {
         const json::Value parsed = json::parse(shape_text);
         if (parsed.is_array())
             for (const json::Value& d : parsed.items)
-                if (const auto n = json::as_uint64(d); n && *n <= static_cast<std::uint64_t>(std::numeric_limits<index>::max()))
-                    shape.push_back(static_cast<index>(*n));
+                if (const auto n = json::as_uint64(d); n && *n <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max()))
+                    shape.push_back(static_cast<Index>(*n));
         if (!parsed.is_array() || shape.size() != 2 || parsed.items.size() != 2) shape.clear();
     } catch (const Error&) {
         shape.clear();
@@ -118,8 +118,8 @@ inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::str
     } catch (const Error& e) {
         problem(e.what());
     }
-    const index rows = shape[0];
-    const auto expect_tensor = [&](std::string_view field, Dtype dtype, index cols, bool wanted) {
+    const Index rows = shape[0];
+    const auto expect_tensor = [&](std::string_view field, Dtype dtype, Index cols, bool wanted) {
         const std::string tensor = key(field);
         if (!wanted) {
             if (in.contains(tensor)) problem("tensor '", tensor, "' does not belong to the ", format_text, " format");
@@ -129,15 +129,15 @@ inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::str
         const TensorInfo& t = in.info(tensor);
         if (t.dtype != dtype)
             problem("tensor '", tensor, "' has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dtype));
-        if (t.shape != std::vector<index>{rows, cols})
+        if (t.shape != std::vector<Index>{rows, cols})
             problem("tensor '", tensor, "' has shape ", shape_string(t.shape), ", expected ",
-                    shape_string(std::vector<index>{rows, cols}), " (from metadata shape ", shape_text, ", ", bits,
+                    shape_string(std::vector<Index>{rows, cols}), " (from metadata shape ", shape_text, ", ", bits,
                     "-bit codes, group size ", group_size, ")");
     };
     expect_tensor("codes", Dtype::u32, sizes.words_per_row, true);
     expect_tensor("scales", Dtype::f16, sizes.groups, *format != quant::Format::lut);
     expect_tensor("zeros", Dtype::f16, sizes.groups, *format == quant::Format::uniform_asymmetric);
-    expect_tensor("lut", Dtype::f16, index{1} << bits, *format == quant::Format::lut);
+    expect_tensor("lut", Dtype::f16, Index{1} << bits, *format == quant::Format::lut);
 
     quant::QuantizedMatrix m;
     try {
@@ -155,9 +155,9 @@ inline quant::QuantizedMatrix load_quantized(const SafetensorsFile& in, std::str
         problem(e.what());
     }
     // Rows are padded to whole blocks of 32 codes with zero codes; anything else there is corruption.
-    const index padded = m.codes().words_per_row() / m.bits() * quant::codes_per_block;
-    for (index r = 0; r < m.rows(); ++r)
-        for (index j = m.cols(); j < padded; ++j)
+    const Index padded = m.codes().words_per_row() / m.bits() * quant::codes_per_block;
+    for (Index r = 0; r < m.rows(); ++r)
+        for (Index j = m.cols(); j < padded; ++j)
             if (m.codes().get(r, j) != 0) problem("row ", r, " has a non-zero padding code at column ", j);
     return m;
 }

@@ -133,7 +133,7 @@ template <TensorElement T>
 inline constexpr Dtype dtype_of = *detail::dtype_for<T>();
 
 /// A shape as text: "[2, 3]", "[]" for a scalar.
-inline std::string shape_string(std::span<const index> shape) {
+inline std::string shape_string(std::span<const Index> shape) {
     std::string out = "[";
     for (std::size_t i = 0; i < shape.size(); ++i) {
         if (i > 0) out += ", ";
@@ -143,9 +143,9 @@ inline std::string shape_string(std::span<const index> shape) {
 }
 
 /// Element count of a shape; throws on a negative dimension or on overflow. (A scalar, shape [], has one element.)
-inline std::size_t shape_numel(std::span<const index> shape) {
+inline std::size_t shape_numel(std::span<const Index> shape) {
     std::size_t n = 1;
-    for (const index d : shape) {
+    for (const Index d : shape) {
         require(d >= 0, "shape ", shape_string(shape), " has a negative dimension");
         const auto u = static_cast<std::size_t>(d);
         require(u == 0 || n <= std::numeric_limits<std::size_t>::max() / u, "shape ", shape_string(shape),
@@ -158,7 +158,7 @@ inline std::size_t shape_numel(std::span<const index> shape) {
 /// What the header says about one tensor.
 struct TensorInfo {
     Dtype dtype = Dtype::f32;
-    std::vector<index> shape;
+    std::vector<Index> shape;
     std::size_t begin = 0;  ///< byte offsets into the data buffer: the tensor is [begin, end)
     std::size_t end = 0;
 
@@ -228,13 +228,13 @@ inline std::string printable(std::string_view s) {
 // The writer's side of the reader's rules for one tensor: a valid UTF-8, non-empty, non-reserved name and a shape
 // whose byte size fits in 64 bits (checked product: a shape like [2^62] of F32 must not wrap to 0 bytes). Returns the
 // byte size.
-inline std::size_t checked_tensor_bytes(std::string_view name, std::span<const index> shape, Dtype dtype) {
+inline std::size_t checked_tensor_bytes(std::string_view name, std::span<const Index> shape, Dtype dtype) {
     require(!name.empty(), "tensor name must be non-empty");
     require(is_valid_utf8(name), "tensor name '", printable(name), "' is not valid UTF-8 (the format's header is UTF-8 JSON)");
     require(name != metadata_key, "tensor name '__metadata__' is reserved for the metadata");
     // The same order of checks as the reader's parse_tensor: the element count dimension by dimension, then the bytes.
     std::optional<std::size_t> numel = 1;
-    for (const index d : shape) {
+    for (const Index d : shape) {
         require(d >= 0, "tensor '", name, "': shape ", shape_string(shape), " has a negative dimension");
         if (numel) numel = checked_mul(*numel, static_cast<std::size_t>(d));
     }
@@ -254,7 +254,7 @@ public:
     /// A tensor from contiguous row-major data (std::vector, std::array, std::span...) with the given shape.
     template <std::ranges::contiguous_range Range>
         requires TensorElement<std::ranges::range_value_t<Range>>
-    void add(std::string name, const Range& data, std::vector<index> shape) {
+    void add(std::string name, const Range& data, std::vector<Index> shape) {
         using T = std::remove_cv_t<std::ranges::range_value_t<Range>>;
         const std::size_t count = std::ranges::size(data);
         const std::size_t numel = detail::checked_tensor_bytes(name, shape, dtype_of<T>) / sizeof(T);
@@ -275,8 +275,8 @@ public:
         Entry& e = new_entry(std::move(name), dtype_of<T>, {view.rows(), view.cols()});
         e.bytes.resize(static_cast<std::size_t>(view.size()) * sizeof(T));
         std::byte* out = e.bytes.data();
-        for (index r = 0; r < view.rows(); ++r) {
-            for (index c = 0; c < view.cols(); ++c, out += sizeof(T)) {
+        for (Index r = 0; r < view.rows(); ++r) {
+            for (Index c = 0; c < view.cols(); ++c, out += sizeof(T)) {
                 const T value = view(r, c);
                 detail::store_le(out, &value, 1);
             }
@@ -291,7 +291,7 @@ public:
         using T = std::remove_const_t<typename decltype(view)::element_type>;
         Entry& e = new_entry(std::move(name), dtype_of<T>, {view.size()});
         e.bytes.resize(static_cast<std::size_t>(view.size()) * sizeof(T));
-        for (index i = 0; i < view.size(); ++i) {
+        for (Index i = 0; i < view.size(); ++i) {
             const T value = view[i];
             detail::store_le(e.bytes.data() + static_cast<std::size_t>(i) * sizeof(T), &value, 1);
         }
@@ -299,7 +299,7 @@ public:
 
     /// A tensor given as its little-endian bytes, for dtypes without a C++ type (BOOL, F8_E4M3, F8_E5M2) or data
     /// already encoded.
-    void add_raw(std::string name, Dtype dtype, std::vector<index> shape, std::span<const std::byte> bytes) {
+    void add_raw(std::string name, Dtype dtype, std::vector<Index> shape, std::span<const std::byte> bytes) {
         const std::size_t expected = detail::checked_tensor_bytes(name, shape, dtype);
         require(bytes.size() == expected, "tensor '", name, "': shape ", shape_string(shape), " of ", dtype_name(dtype), " needs ",
                 expected, " bytes, got ", bytes.size());
@@ -353,14 +353,14 @@ private:
     struct Entry {
         std::string name;
         Dtype dtype;
-        std::vector<index> shape;
+        std::vector<Index> shape;
         std::vector<std::byte> bytes;
     };
 
     std::vector<Entry> entries_;
     std::map<std::string, std::string, std::less<>> metadata_;
 
-    Entry& new_entry(std::string name, Dtype dtype, std::vector<index> shape) {
+    Entry& new_entry(std::string name, Dtype dtype, std::vector<Index> shape) {
         detail::checked_tensor_bytes(name, shape, dtype);  // the reader's rules for names and shapes
         require(!contains(name), "tensor '", name, "' was already added (names must be unique)");
         entries_.push_back(Entry{std::move(name), dtype, std::move(shape), {}});
@@ -500,7 +500,7 @@ public:
 
     /// As read(name), and throws unless the tensor's shape is `expected_shape`.
     template <TensorElement T>
-    std::vector<std::remove_cv_t<T>> read(std::string_view name, const std::vector<index>& expected_shape) const {
+    std::vector<std::remove_cv_t<T>> read(std::string_view name, const std::vector<Index>& expected_shape) const {
         require_shape(name, expected_shape);
         return read<T>(name);
     }
@@ -512,8 +512,8 @@ public:
         require_dtype(name, dtype_of<T>);
         require_shape(name, {out.rows(), out.cols()});
         const std::byte* in = raw(name).data();
-        for (index r = 0; r < out.rows(); ++r)
-            for (index c = 0; c < out.cols(); ++c, in += sizeof(T)) detail::load_le(&out(r, c), in, 1);
+        for (Index r = 0; r < out.rows(); ++r)
+            for (Index c = 0; c < out.cols(); ++c, in += sizeof(T)) detail::load_le(&out(r, c), in, 1);
     }
 
     /// Copies a [size] tensor of dtype T into `out` (any stride). Throws on a dtype or shape mismatch.
@@ -523,7 +523,7 @@ public:
         require_dtype(name, dtype_of<T>);
         require_shape(name, {out.size()});
         const std::byte* in = raw(name).data();
-        for (index i = 0; i < out.size(); ++i, in += sizeof(T)) detail::load_le(&out[i], in, 1);
+        for (Index i = 0; i < out.size(); ++i, in += sizeof(T)) detail::load_le(&out[i], in, 1);
     }
 
     /// A [rows, cols] tensor of F32, F16 or BF16 as an fp32 npft::Matrix (the one read that converts, because model
@@ -568,7 +568,7 @@ private:
         if (t.dtype != wanted)
             error("tensor '", name, "' has dtype ", dtype_name(t.dtype), ", cannot read it as ", dtype_name(wanted));
     }
-    void require_shape(std::string_view name, const std::vector<index>& expected) const {
+    void require_shape(std::string_view name, const std::vector<Index>& expected) const {
         const TensorInfo& t = info(name);
         if (t.shape != expected)
             error("tensor '", name, "' has shape ", shape_string(t.shape), ", expected ", shape_string(expected));
@@ -577,8 +577,8 @@ private:
     template <class Stored>
     void convert_into(std::string_view name, MatrixView<float> out) const {
         const std::byte* in = raw(name).data();
-        for (index r = 0; r < out.rows(); ++r) {
-            for (index c = 0; c < out.cols(); ++c, in += sizeof(Stored)) {
+        for (Index r = 0; r < out.rows(); ++r) {
+            for (Index c = 0; c < out.cols(); ++c, in += sizeof(Stored)) {
                 Stored value;
                 detail::load_le(&value, in, 1);
                 out(r, c) = static_cast<float>(value);
@@ -652,12 +652,12 @@ private:
         if (!shape->is_array()) error("tensor '", name, "': \"shape\" must be an array of non-negative integers");
         for (const json::Value& d : shape->items) {
             const std::optional<std::uint64_t> n = json::as_uint64(d);
-            if (!n || *n > static_cast<std::uint64_t>(std::numeric_limits<index>::max()))
+            if (!n || *n > static_cast<std::uint64_t>(std::numeric_limits<Index>::max()))
                 error("tensor '", name, "': \"shape\" must be an array of non-negative integers");
-            t.shape.push_back(static_cast<index>(*n));
+            t.shape.push_back(static_cast<Index>(*n));
         }
         std::size_t numel = 1;
-        for (const index d : t.shape) {
+        for (const Index d : t.shape) {
             const auto u = static_cast<std::size_t>(d);
             if (u != 0 && numel > std::numeric_limits<std::size_t>::max() / u)
                 error("tensor '", name, "': shape ", shape_string(t.shape), " overflows");

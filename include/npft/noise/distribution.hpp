@@ -39,7 +39,7 @@ inline void validate_request(const NoiseRequest& r, std::span<const float> out, 
                              bool needs_quant_steps, const char* who) {
     require(r.mask != nullptr, who, ": NoiseRequest::mask is null");
     const outliers::OutlierMask& m = *r.mask;
-    require(static_cast<index>(out.size()) == m.count(), who, ": output span holds ", out.size(),
+    require(static_cast<Index>(out.size()) == m.count(), who, ": output span holds ", out.size(),
             " values, expected one per outlier (", m.count(), ")");
     require(std::isfinite(r.scale) && r.scale >= 0.0f, who, ": noise scale must be finite and non-negative, got ", r.scale);
     if (needs_clean_weights) require_shape(r.clean_weights, m.rows, m.cols, "NoiseRequest::clean_weights (the mask's shape)");

@@ -15,7 +15,7 @@ struct QuantStepUniform {
         validate_request(r, out, /*needs_clean_weights=*/false, needs_quant_steps, "QuantStepUniform");
         const auto& m = *r.mask;
         for (std::size_t i = 0; i < out.size(); ++i) {
-            const index p = m.positions[i];
+            const Index p = m.positions[i];
             const float width = r.scale * r.quant_steps(m.row_of(p), m.col_of(p));
             out[i] = width * (uniform01(r.key, static_cast<std::uint64_t>(p)) - 0.5f);
         }
@@ -31,7 +31,7 @@ struct GaussianMatched {
         constexpr float inv_sqrt12 = 0.28867513459481287f;
         const auto& m = *r.mask;
         for (std::size_t i = 0; i < out.size(); ++i) {
-            const index p = m.positions[i];
+            const Index p = m.positions[i];
             const float sigma = r.scale * r.quant_steps(m.row_of(p), m.col_of(p)) * inv_sqrt12;
             out[i] = sigma * gaussian(r.key, static_cast<std::uint64_t>(p));
         }

@@ -9,13 +9,13 @@ namespace npft::noise {
 
 /// r.redraw_at(step, steps_per_epoch) -> whether a new draw starts at `step` (0-based). Must be true at step 0.
 template <class R>
-concept RedrawRule = requires(const R& r, index step, index steps_per_epoch) {
+concept RedrawRule = requires(const R& r, Index step, Index steps_per_epoch) {
     { r.redraw_at(step, steps_per_epoch) } -> std::convertible_to<bool>;
 };
 
 /// A fresh draw every step: the gradient is then an unbiased estimate of the gradient of E_d[L(w + d)]. The default.
 struct EveryStep {
-    bool redraw_at(index step, index /*steps_per_epoch*/) const {
+    bool redraw_at(Index step, Index /*steps_per_epoch*/) const {
         require(step >= 0, "step must be non-negative, got ", step);
         return true;
     }
@@ -23,7 +23,7 @@ struct EveryStep {
 
 /// One draw per epoch, kept for all its steps: the reference code's behaviour.
 struct OncePerEpoch {
-    bool redraw_at(index step, index steps_per_epoch) const {
+    bool redraw_at(Index step, Index steps_per_epoch) const {
         require(step >= 0, "step must be non-negative, got ", step);
         require(steps_per_epoch >= 1, "steps_per_epoch must be at least 1, got ", steps_per_epoch);
         return step % steps_per_epoch == 0;
@@ -32,8 +32,8 @@ struct OncePerEpoch {
 
 /// A fresh draw every k steps (k = 1 is EveryStep).
 struct EveryKSteps {
-    index k = 1;
-    bool redraw_at(index step, index /*steps_per_epoch*/) const {
+    Index k = 1;
+    bool redraw_at(Index step, Index /*steps_per_epoch*/) const {
         require(step >= 0, "step must be non-negative, got ", step);
         require(k >= 1, "EveryKSteps: k must be at least 1, got ", k);
         return step % k == 0;

@@ -22,7 +22,7 @@ struct RowRangeUniform {
         const std::size_t n = positions.size();
         // Positions are sorted, so each row's outliers form one run [begin, end).
         for (std::size_t begin = 0, end = 0; begin < n; begin = end) {
-            const index row = m.row_of(positions[begin]);
+            const Index row = m.row_of(positions[begin]);
             float lo = r.clean_weights(row, m.col_of(positions[begin])), hi = lo;
             for (end = begin + 1; end < n && m.row_of(positions[end]) == row; ++end) {
                 const float w = r.clean_weights(row, m.col_of(positions[end]));

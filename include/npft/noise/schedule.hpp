@@ -18,7 +18,7 @@ namespace npft::noise {
 ///   n.redraw_at(step, steps_per_epoch)     : whether a new draw starts at this step (always at step 0)
 ///   n.draw(request, out)                   : out[i] = noise for request.mask->positions[i], keyed by (key, position)
 template <class N>
-concept NoiseSchedule = requires(const N& n, index step, index total_steps, index steps_per_epoch, const NoiseRequest& r,
+concept NoiseSchedule = requires(const N& n, Index step, Index total_steps, Index steps_per_epoch, const NoiseRequest& r,
                                  std::span<float> out) {
     { N::needs_quant_steps } -> std::convertible_to<bool>;
     typename std::bool_constant<N::needs_quant_steps>;
@@ -32,10 +32,10 @@ template <class N>
 consteval bool check_noise_schedule() {
     static_assert(requires { typename std::bool_constant<N::needs_quant_steps>; },
                   "a NoiseSchedule needs `static constexpr bool needs_quant_steps`");
-    static_assert(requires(const N& n, index s, index t) {
+    static_assert(requires(const N& n, Index s, Index t) {
         { n.scale(s, t) } -> std::convertible_to<float>;
     }, "a NoiseSchedule needs `float scale(index step, index total_steps) const`");
-    static_assert(requires(const N& n, index s, index e) {
+    static_assert(requires(const N& n, Index s, Index e) {
         { n.redraw_at(s, e) } -> std::convertible_to<bool>;
     }, "a NoiseSchedule needs `bool redraw_at(index step, index steps_per_epoch) const`");
     static_assert(requires(const N& n, const NoiseRequest& r, std::span<float> out) { n.draw(r, out); },
@@ -54,8 +54,8 @@ struct Schedule {
     Scale scaling{};
     Redraw redraw{};
 
-    float scale(index step, index total_steps) const { return static_cast<float>(scaling.at(step, total_steps)); }
-    bool redraw_at(index step, index steps_per_epoch) const {
+    float scale(Index step, Index total_steps) const { return static_cast<float>(scaling.at(step, total_steps)); }
+    bool redraw_at(Index step, Index steps_per_epoch) const {
         return static_cast<bool>(redraw.redraw_at(step, steps_per_epoch));
     }
     void draw(const NoiseRequest& request, std::span<float> out) const { distribution.draw(request, out); }

@@ -37,8 +37,8 @@ struct InterquartileMagnitude {
     double threshold(MatrixView<const float> weights) const {
         require(r >= 0.0 && std::isfinite(r), "InterquartileMagnitude: r must be finite and non-negative, got ", r);
         std::vector<float> values(static_cast<std::size_t>(weights.size()));
-        for (index i = 0, row = 0; row < weights.rows(); ++row)
-            for (index c = 0; c < weights.cols(); ++c) values[static_cast<std::size_t>(i++)] = weights(row, c);
+        for (Index i = 0, row = 0; row < weights.rows(); ++row)
+            for (Index c = 0; c < weights.cols(); ++c) values[static_cast<std::size_t>(i++)] = weights(row, c);
         const double q1 = quantile(values, 0.25);
         const double q3 = quantile(values, 0.75);
         const double spread = r * (q3 - q1);
@@ -48,10 +48,10 @@ struct InterquartileMagnitude {
     OutlierMask select(const SelectionInputs& in) const {
         validate_inputs(in, needs_fisher, needs_quant_steps, "InterquartileMagnitude");
         const double t = threshold(in.weights);
-        const index rows = in.weights.rows(), cols = in.weights.cols();
-        std::vector<index> positions;
-        for (index row = 0; row < rows; ++row)
-            for (index c = 0; c < cols; ++c)
+        const Index rows = in.weights.rows(), cols = in.weights.cols();
+        std::vector<Index> positions;
+        for (Index row = 0; row < rows; ++row)
+            for (Index c = 0; c < cols; ++c)
                 if (std::abs(static_cast<double>(in.weights(row, c))) >= t) positions.push_back(row * cols + c);
         return OutlierMask(rows, cols, std::move(positions));
     }

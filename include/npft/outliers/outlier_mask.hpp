@@ -14,12 +14,12 @@ namespace npft::outliers {
 /// Selected positions of a rows x cols matrix, as sorted unique flat indices r * cols + c (row-major, whatever the
 /// memory layout of the weights). Sorted order keeps each row's outliers contiguous, which the noise policies rely on.
 struct OutlierMask {
-    index rows = 0, cols = 0;
-    std::vector<index> positions;
+    Index rows = 0, cols = 0;
+    std::vector<Index> positions;
 
     OutlierMask() = default;
     /// Sorts and de-duplicates `positions`; throws if one lies outside the matrix.
-    OutlierMask(index rows_, index cols_, std::vector<index> positions_)
+    OutlierMask(Index rows_, Index cols_, std::vector<Index> positions_)
         : rows(rows_), cols(cols_), positions(std::move(positions_)) {
         require(rows >= 0 && cols >= 0, "mask shape must be non-negative, got ", rows, " x ", cols);
         std::sort(positions.begin(), positions.end());
@@ -34,9 +34,9 @@ struct OutlierMask {
     /// since consumers rely on the order (an unsorted mask would put outliers in the wrong rows).
     void validate() const {
         require(rows >= 0 && cols >= 0, "mask shape must be non-negative, got ", rows, " x ", cols);
-        const index total = mul_or_fail(rows, cols, "outlier mask of ", rows, " x ", cols);
+        const Index total = mul_or_fail(rows, cols, "outlier mask of ", rows, " x ", cols);
         for (std::size_t i = 0; i < positions.size(); ++i) {
-            const index p = positions[i];
+            const Index p = positions[i];
             require(p >= 0 && p < total, "mask position ", p, " (entry ", i, ") lies outside the ", rows, " x ", cols,
                     " matrix (expected 0 <= position < ", total, ")");
             if (i == 0) continue;  // require() evaluates its message arguments, so positions[i - 1] needs i > 0 first
@@ -45,21 +45,21 @@ struct OutlierMask {
         }
     }
 
-    index count() const { return static_cast<index>(positions.size()); }
-    index size() const { return rows * cols; }
+    Index count() const { return static_cast<Index>(positions.size()); }
+    Index size() const { return rows * cols; }
     /// Selected share of the matrix, in [0, 1] (0 for an empty matrix).
     double fraction() const { return size() == 0 ? 0.0 : static_cast<double>(count()) / static_cast<double>(size()); }
-    bool contains(index r, index c) const {
+    bool contains(Index r, Index c) const {
         if (r < 0 || r >= rows || c < 0 || c >= cols) return false;
         return std::binary_search(positions.begin(), positions.end(), r * cols + c);
     }
-    index row_of(index position) const { return position / cols; }
-    index col_of(index position) const { return position % cols; }
+    Index row_of(Index position) const { return position / cols; }
+    Index col_of(Index position) const { return position % cols; }
 
     /// The mask as a dense row-major 0/1 vector of rows * cols floats (e.g. to restrict a Hessian trace to it).
     std::vector<float> indicator() const {
         std::vector<float> out(static_cast<std::size_t>(size()), 0.0f);
-        for (const index p : positions) out[static_cast<std::size_t>(p)] = 1.0f;
+        for (const Index p : positions) out[static_cast<std::size_t>(p)] = 1.0f;
         return out;
     }
 

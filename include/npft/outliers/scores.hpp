@@ -13,7 +13,7 @@ namespace npft::outliers {
 ///   S::needs_fisher, S::needs_quant_steps : static constexpr bool, as for selectors
 ///   s(inputs, r, c) -> float, the score of weight (r, c); must be finite for finite inputs
 template <class S>
-concept SelectionScore = DeclaresSelectionInputs<S> && requires(const S& s, const SelectionInputs& in, index r, index c) {
+concept SelectionScore = DeclaresSelectionInputs<S> && requires(const S& s, const SelectionInputs& in, Index r, Index c) {
     { s(in, r, c) } -> std::convertible_to<float>;
 };
 
@@ -22,7 +22,7 @@ struct MagnitudeScore {
     static constexpr bool needs_fisher = false;
     static constexpr bool needs_quant_steps = false;
     static constexpr const char* name = "magnitude";
-    float operator()(const SelectionInputs& in, index r, index c) const { return std::abs(in.weights(r, c)); }
+    float operator()(const SelectionInputs& in, Index r, Index c) const { return std::abs(in.weights(r, c)); }
 };
 
 /// Diagonal empirical Fisher F_ii: the sensitivity of the paper and SqueezeLLM.
@@ -30,7 +30,7 @@ struct FisherScore {
     static constexpr bool needs_fisher = true;
     static constexpr bool needs_quant_steps = false;
     static constexpr const char* name = "Fisher";
-    float operator()(const SelectionInputs& in, index r, index c) const { return in.fisher(r, c); }
+    float operator()(const SelectionInputs& in, Index r, Index c) const { return in.fisher(r, c); }
 };
 
 /// F_ii * delta_i^2 / 12: the expected second-order loss increase (up to the factor 1/2) when weight i takes uniform
@@ -42,7 +42,7 @@ struct FisherQuantErrorScore {
     static constexpr bool needs_fisher = true;
     static constexpr bool needs_quant_steps = true;
     static constexpr const char* name = "Fisher x quantization error";
-    float operator()(const SelectionInputs& in, index r, index c) const {
+    float operator()(const SelectionInputs& in, Index r, Index c) const {
         const float step = in.quant_steps(r, c);
         return in.fisher(r, c) * (step * step * (1.0f / 12.0f));
     }
@@ -61,10 +61,10 @@ const char* score_name() {
 /// The score of every weight, indexed by flat row-major position.
 template <SelectionScore Score>
 std::vector<float> flat_scores(const Score& score, const SelectionInputs& in) {
-    const index rows = in.weights.rows(), cols = in.weights.cols();
+    const Index rows = in.weights.rows(), cols = in.weights.cols();
     std::vector<float> out(static_cast<std::size_t>(rows * cols));
-    for (index r = 0; r < rows; ++r) {
-        for (index c = 0; c < cols; ++c) {
+    for (Index r = 0; r < rows; ++r) {
+        for (Index c = 0; c < cols; ++c) {
             const float s = static_cast<float>(score(in, r, c));
             require(!std::isnan(s), "the ", score_name<Score>(), " score of weight (", r, ", ", c, ") is NaN");
             out[static_cast<std::size_t>(r * cols + c)] = s;

@@ -78,20 +78,20 @@ inline void require_fraction(double fraction, const char* who) {
 
 /// How many of n weights a fraction selects: round(fraction * n), at least 1, so |k/n - fraction| <= 1/(2n) unless that
 /// would select nothing.
-inline index count_for_fraction(double fraction, index n) {
-    const auto k = static_cast<index>(std::llround(fraction * static_cast<double>(n)));
-    return std::clamp<index>(k, 1, n);
+inline Index count_for_fraction(double fraction, Index n) {
+    const auto k = static_cast<Index>(std::llround(fraction * static_cast<double>(n)));
+    return std::clamp<Index>(k, 1, n);
 }
 
 namespace detail {
 /// Appends to `out` the k positions in [first, last) with the largest score (score indexed by position), ties broken
 /// towards the smaller position, so the result is a pure function of the scores.
-inline void append_top_k(const std::vector<float>& score, index first, index last, index k, std::vector<index>& out) {
+inline void append_top_k(const std::vector<float>& score, Index first, Index last, Index k, std::vector<Index>& out) {
     k = std::min(k, last - first);
     if (k <= 0) return;
-    std::vector<index> candidates(static_cast<std::size_t>(last - first));
-    for (index p = first; p < last; ++p) candidates[static_cast<std::size_t>(p - first)] = p;
-    const auto before = [&score](index a, index b) {
+    std::vector<Index> candidates(static_cast<std::size_t>(last - first));
+    for (Index p = first; p < last; ++p) candidates[static_cast<std::size_t>(p - first)] = p;
+    const auto before = [&score](Index a, Index b) {
         const float sa = score[static_cast<std::size_t>(a)], sb = score[static_cast<std::size_t>(b)];
         return sa > sb || (sa == sb && a < b);
     };

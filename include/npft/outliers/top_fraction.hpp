@@ -21,9 +21,9 @@ struct TopFraction {
     OutlierMask select(const SelectionInputs& in) const {
         require_fraction(fraction, "TopFraction");
         validate_inputs(in, needs_fisher, needs_quant_steps, "TopFraction");
-        const index rows = in.weights.rows(), cols = in.weights.cols();
+        const Index rows = in.weights.rows(), cols = in.weights.cols();
         const std::vector<float> scores = detail::flat_scores(score, in);
-        std::vector<index> positions;
+        std::vector<Index> positions;
         detail::append_top_k(scores, 0, rows * cols, count_for_fraction(fraction, rows * cols), positions);
         return OutlierMask(rows, cols, std::move(positions));
     }

@@ -20,8 +20,8 @@ namespace npft::ptq {
 ///                                       layers, before any non-linearity (for a transformer block: norm, then q, k, v)
 ///   preactivation_backward(i, x, dp)    dL/dx for a gradient dp on those pre-activations (no parameter gradients needed)
 template <class M>
-concept BlockwiseModel = requires(M& model, index i, const Matrix& x, const Matrix& dy) {
-    { model.num_blocks() } -> std::convertible_to<index>;
+concept BlockwiseModel = requires(M& model, Index i, const Matrix& x, const Matrix& dy) {
+    { model.num_blocks() } -> std::convertible_to<Index>;
     { model.block_parameters(i) } -> std::convertible_to<std::vector<train::Parameter>>;
     { model.block_forward(i, x) } -> std::convertible_to<Matrix>;
     { model.block_backward(i, x, dy) } -> std::convertible_to<Matrix>;

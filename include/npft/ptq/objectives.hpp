@@ -16,33 +16,33 @@ namespace npft::ptq {
 
 /// How many blocks a window trains, and where its error is measured.
 template <class O>
-concept ReconstructionObjective = requires(const O& objective, index blocks) {
-    { objective.window_size() } -> std::convertible_to<index>;
+concept ReconstructionObjective = requires(const O& objective, Index blocks) {
+    { objective.window_size() } -> std::convertible_to<Index>;
     /// 0: error at the output of the window; d > 0: at the pre-activations of the d-th block after the window.
-    { objective.downstream_depth() } -> std::convertible_to<index>;
+    { objective.downstream_depth() } -> std::convertible_to<Index>;
     { objective.name() } -> std::convertible_to<const char*>;
 };
 
 struct SingleBlock {
-    index window_size() const { return 1; }
-    index downstream_depth() const { return 0; }
+    Index window_size() const { return 1; }
+    Index downstream_depth() const { return 0; }
     const char* name() const { return "single-block"; }
 };
 
 struct MultiBlock {
-    index blocks = 2;
-    index window_size() const {
+    Index blocks = 2;
+    Index window_size() const {
         require(blocks >= 1, "MultiBlock needs at least 1 block per window, got ", blocks);
         return blocks;
     }
-    index downstream_depth() const { return 0; }
+    Index downstream_depth() const { return 0; }
     const char* name() const { return "multi-block"; }
 };
 
 struct Downstream {
-    index depth = 1;
-    index window_size() const { return 1; }
-    index downstream_depth() const {
+    Index depth = 1;
+    Index window_size() const { return 1; }
+    Index downstream_depth() const {
         require(depth >= 1, "Downstream depth must be at least 1, got ", depth);
         return depth;
     }

@@ -28,15 +28,15 @@ namespace npft::ptq {
 /// Where the error of one window stood before and after its reconstruction.
 struct WindowReport {
     std::string objective;
-    index first_block = 0;
-    index last_block = 0;
+    Index first_block = 0;
+    Index last_block = 0;
     double loss_before = 0.0;  ///< mean squared error over the calibration set, RTN (or given) metadata
     double loss_after = 0.0;   ///< the same after reconstruction, with the metadata rounded to fp16 as stored
     double seconds = 0.0;
 };
 
 struct ReconstructionOptions {
-    index steps = 200;            ///< optimiser steps per window, one calibration batch per step (cycled in order)
+    Index steps = 200;            ///< optimiser steps per window, one calibration batch per step (cycled in order)
     float learning_rate = 1e-3f;  ///< AdamW on theta (trainable_metadata.hpp): relative change of a scale per step
     bool fp_inputs = true;        ///< true: each window sees the FP model's inputs; false: the partly quantized model's
     std::function<void(const WindowReport&)> on_window;  ///< called after each window (progress)
@@ -55,7 +55,7 @@ inline double mean_squared_error(const Matrix& output, const Matrix& target) {
 
 /// One trainable matrix of the current window.
 struct TrainableTensor {
-    index block = 0;
+    Index block = 0;
     std::string name;
     MatrixView<float> value;
     MatrixView<float> grad;
@@ -75,9 +75,9 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
                                  const ReconstructionOptions& options = {}) {
     using clock = std::chrono::steady_clock;
     const auto started = clock::now();
-    const index blocks = model.num_blocks();
-    const index window = objective.window_size();
-    const index depth = objective.downstream_depth();
+    const Index blocks = model.num_blocks();
+    const Index window = objective.window_size();
+    const Index depth = objective.downstream_depth();
     require(blocks > 0, "block-wise reconstruction needs a model with at least one block");
     require(!calibration_inputs.empty(), "block-wise reconstruction needs at least one calibration batch");
     require(options.steps >= 0, "reconstruction steps must be non-negative, got ", options.steps);
@@ -90,7 +90,7 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
     }
     for (const auto& [name, matrix] : packed) {
         bool found = false;
-        for (index b = 0; b < blocks && !found; ++b)
+        for (Index b = 0; b < blocks && !found; ++b)
             for (const train::Parameter& p : model.block_parameters(b))
                 if (p.name == name) {
                     require(p.value.rows() == matrix.rows() && p.value.cols() == matrix.cols(), "packed matrix '", name,
@@ -102,38 +102,38 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
     }
 
     const train::AdamW adam{.beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-12f, .weight_decay = 0.0f};
-    const index calibration = static_cast<index>(calibration_inputs.size());
+    const Index calibration = static_cast<Index>(calibration_inputs.size());
     std::vector<Matrix> fp_boundary(calibration_inputs.begin(), calibration_inputs.end());
     std::vector<Matrix> quantized_boundary;  // only for fp_inputs == false
     if (!options.fp_inputs) quantized_boundary = fp_boundary;
 
     ReconstructionReport report;
-    for (index first = 0; first < blocks; first += window) {
+    for (Index first = 0; first < blocks; first += window) {
         const auto window_started = clock::now();
-        const index last = std::min(first + window, blocks) - 1;
+        const Index last = std::min(first + window, blocks) - 1;
         // The measured block must exist: near the end of the model a downstream objective measures at the window output.
-        const index measured_depth = (depth > 0 && last + depth < blocks) ? depth : 0;
+        const Index measured_depth = (depth > 0 && last + depth < blocks) ? depth : 0;
 
         // Targets, with every block from `first` on still in full precision.
         std::vector<Matrix> targets(static_cast<std::size_t>(calibration)), next_boundary(targets.size());
-        for (index k = 0; k < calibration; ++k) {
+        for (Index k = 0; k < calibration; ++k) {
             Matrix h = fp_boundary[static_cast<std::size_t>(k)];
-            for (index j = first; j <= last; ++j) h = model.block_forward(j, h);
+            for (Index j = first; j <= last; ++j) h = model.block_forward(j, h);
             next_boundary[static_cast<std::size_t>(k)] = h;
             if (measured_depth > 0) {
-                for (index j = last + 1; j < last + measured_depth; ++j) h = model.block_forward(j, h);
+                for (Index j = last + 1; j < last + measured_depth; ++j) h = model.block_forward(j, h);
                 h = model.preactivation_forward(last + measured_depth, h);
             }
             targets[static_cast<std::size_t>(k)] = std::move(h);
         }
 
         std::vector<detail::TrainableTensor> trainables;
-        for (index j = first; j <= last; ++j) {
+        for (Index j = first; j <= last; ++j) {
             for (const train::Parameter& p : model.block_parameters(j)) {
                 const auto found = packed.find(p.name);
                 if (found == packed.end()) continue;
                 TrainableMetadata metadata(found->second);
-                auto state = adam.make_state(static_cast<index>(metadata.parameters().size()));
+                auto state = adam.make_state(static_cast<Index>(metadata.parameters().size()));
                 std::vector<float> grad_theta(metadata.parameters().size());
                 trainables.push_back({j, p.name, p.value, p.grad, std::move(metadata), std::move(state), std::move(grad_theta)});
                 trainables.back().metadata.write_weights(p.value);
@@ -143,12 +143,12 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
         const std::vector<Matrix>& inputs = options.fp_inputs ? fp_boundary : quantized_boundary;
         auto run_forward = [&](const Matrix& input, std::vector<Matrix>* window_inputs, std::vector<Matrix>* downstream_inputs) {
             Matrix h = input;
-            for (index j = first; j <= last; ++j) {
+            for (Index j = first; j <= last; ++j) {
                 if (window_inputs) window_inputs->push_back(h);
                 h = model.block_forward(j, h);
             }
             if (measured_depth > 0) {
-                for (index j = last + 1; j < last + measured_depth; ++j) {
+                for (Index j = last + 1; j < last + measured_depth; ++j) {
                     if (downstream_inputs) downstream_inputs->push_back(h);
                     h = model.block_forward(j, h);
                 }
@@ -159,7 +159,7 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
         };
         auto calibration_loss = [&]() {
             double total = 0.0;
-            for (index k = 0; k < calibration; ++k)
+            for (Index k = 0; k < calibration; ++k)
                 total += detail::mean_squared_error(run_forward(inputs[static_cast<std::size_t>(k)], nullptr, nullptr),
                                                     targets[static_cast<std::size_t>(k)]);
             return total / static_cast<double>(calibration);
@@ -167,7 +167,7 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
 
         WindowReport window_report{objective.name(), first, last, calibration_loss(), 0.0, 0.0};
         if (!trainables.empty()) {
-            for (index step = 0; step < options.steps; ++step) {
+            for (Index step = 0; step < options.steps; ++step) {
                 const std::size_t k = static_cast<std::size_t>(step % calibration);
                 std::vector<Matrix> window_inputs, downstream_inputs;
                 const Matrix output = run_forward(inputs[k], &window_inputs, &downstream_inputs);
@@ -176,10 +176,10 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
                 if (measured_depth > 0) {
                     grad = model.preactivation_backward(last + measured_depth, downstream_inputs.back(), grad);
                     // Full-precision blocks between the window and the measured block: their parameter gradients are not used.
-                    for (index j = last + measured_depth - 1; j > last; --j)
+                    for (Index j = last + measured_depth - 1; j > last; --j)
                         grad = model.block_backward(j, downstream_inputs[static_cast<std::size_t>(j - last - 1)], grad);
                 }
-                for (index j = last; j >= first; --j) {
+                for (Index j = last; j >= first; --j) {
                     grad = model.block_backward(j, window_inputs[static_cast<std::size_t>(j - first)], grad);
                     for (detail::TrainableTensor& t : trainables)
                         if (t.block == j) t.metadata.gradient(t.grad, t.grad_theta);
@@ -195,8 +195,8 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
             for (detail::TrainableTensor& t : trainables) {
                 quant::QuantizedMatrix learned = t.metadata.packed();
                 const Matrix weights = learned.dequantize();
-                for (index r = 0; r < t.value.rows(); ++r)
-                    for (index c = 0; c < t.value.cols(); ++c) t.value(r, c) = weights(r, c);
+                for (Index r = 0; r < t.value.rows(); ++r)
+                    for (Index c = 0; c < t.value.cols(); ++c) t.value(r, c) = weights(r, c);
                 packed[t.name] = std::move(learned);
             }
         }
@@ -208,7 +208,7 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
         fp_boundary = std::move(next_boundary);
         if (!options.fp_inputs)
             for (Matrix& x : quantized_boundary)
-                for (index j = first; j <= last; ++j) x = model.block_forward(j, x);
+                for (Index j = first; j <= last; ++j) x = model.block_forward(j, x);
     }
     report.seconds = std::chrono::duration<double>(clock::now() - started).count();
     return report;

@@ -32,12 +32,12 @@ namespace npft::quant {
 /// fp16 outliers of a rows x cols matrix in CSR form: row r holds values[row_offsets[r] .. row_offsets[r+1]) at
 /// columns[same range], columns ascending within a row.
 struct SparseOutliers {
-    index rows = 0, cols = 0;
+    Index rows = 0, cols = 0;
     std::vector<std::int32_t> row_offsets;  ///< rows + 1 entries, row_offsets[0] = 0, row_offsets[rows] = nnz
     std::vector<std::int32_t> columns;      ///< nnz column indices
     std::vector<half> values;               ///< nnz fp16 values
 
-    index nnz() const { return static_cast<index>(values.size()); }
+    Index nnz() const { return static_cast<Index>(values.size()); }
     /// Storage: 2 bytes per value, 4 per column index, 4 per row offset (rows + 1 of them).
     std::size_t bytes() const {
         return values.size() * sizeof(half) + columns.size() * sizeof(std::int32_t) + row_offsets.size() * sizeof(std::int32_t);
@@ -48,7 +48,7 @@ struct SparseOutliers {
         validate();
         require(out.rows() == rows && out.cols() == cols, "SparseOutliers::add_to: output must be ", rows, " x ", cols, ", got ",
                 out.rows(), " x ", out.cols());
-        for (index r = 0; r < rows; ++r)
+        for (Index r = 0; r < rows; ++r)
             for (std::int32_t k = row_offsets[static_cast<std::size_t>(r)]; k < row_offsets[static_cast<std::size_t>(r + 1)]; ++k)
                 out(r, columns[static_cast<std::size_t>(k)]) += static_cast<float>(values[static_cast<std::size_t>(k)]);
     }
@@ -64,11 +64,11 @@ struct SparseOutliers {
         require(row_offsets.front() == 0 && static_cast<std::size_t>(row_offsets.back()) == values.size(),
                 "CSR row_offsets must start at 0 and end at nnz = ", values.size());
         // All offsets first: with the first 0 and the last nnz, monotone offsets keep every row's entries in range.
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             const std::int32_t begin = row_offsets[static_cast<std::size_t>(r)], end = row_offsets[static_cast<std::size_t>(r + 1)];
             require(begin <= end, "CSR row_offsets must be non-decreasing, but row ", r, " runs from ", begin, " to ", end);
         }
-        for (index r = 0; r < rows; ++r) {
+        for (Index r = 0; r < rows; ++r) {
             const std::int32_t begin = row_offsets[static_cast<std::size_t>(r)], end = row_offsets[static_cast<std::size_t>(r + 1)];
             for (std::int32_t k = begin; k < end; ++k) {
                 const std::int32_t c = columns[static_cast<std::size_t>(k)];
@@ -87,8 +87,8 @@ struct DenseSparseMatrix {
     QuantizedMatrix dense;
     SparseOutliers sparse;
 
-    index rows() const { return dense.rows(); }
-    index cols() const { return dense.cols(); }
+    Index rows() const { return dense.rows(); }
+    Index cols() const { return dense.cols(); }
 
     /// The represented matrix in fp32: dequantized dense part plus the outliers.
     Matrix dequantize() const {
@@ -126,7 +126,7 @@ DenseSparseMatrix split_dense_sparse(MatrixView<const float> weights, const outl
                                      MatrixView<const float> importance = {}) {
     require_non_empty(weights, "split_dense_sparse: weights");
     require_finite(weights, "split_dense_sparse: weights");
-    const index rows = weights.rows(), cols = weights.cols();
+    const Index rows = weights.rows(), cols = weights.cols();
     require(mask.rows == rows && mask.cols == cols, "split_dense_sparse: the outlier mask must be ", rows, " x ", cols,
             " like the weights, got ", mask.rows, " x ", mask.cols);
     mask.validate();  // sorted, unique, in range: the CSR below is built in mask order
@@ -139,7 +139,7 @@ DenseSparseMatrix split_dense_sparse(MatrixView<const float> weights, const outl
 
     Matrix dense_weights = to_eigen(weights);
     Matrix dense_importance = importance.empty() ? Matrix::Ones(rows, cols) : Matrix(to_eigen(importance));
-    for (const index p : mask.positions) {
+    for (const Index p : mask.positions) {
         dense_weights(p / cols, p % cols) = 0.0f;
         dense_importance(p / cols, p % cols) = 0.0f;
     }
@@ -156,8 +156,8 @@ DenseSparseMatrix split_dense_sparse(MatrixView<const float> weights, const outl
     s.row_offsets.assign(static_cast<std::size_t>(rows + 1), 0);
     s.columns.reserve(mask.positions.size());
     s.values.reserve(mask.positions.size());
-    for (const index p : mask.positions) {  // sorted row-major: CSR order
-        const index r = p / cols, c = p % cols;
+    for (const Index p : mask.positions) {  // sorted row-major: CSR order
+        const Index r = p / cols, c = p % cols;
         const float correction = weights(r, c) - out.dense.dequantize_at(r, c);
         const half stored(correction);
         require(static_cast<float>(stored) - static_cast<float>(stored) == 0.0f, "split_dense_sparse: outlier (", r, ", ", c,
@@ -166,7 +166,7 @@ DenseSparseMatrix split_dense_sparse(MatrixView<const float> weights, const outl
         s.values.push_back(stored);
         ++s.row_offsets[static_cast<std::size_t>(r + 1)];
     }
-    for (index r = 0; r < rows; ++r) s.row_offsets[static_cast<std::size_t>(r + 1)] += s.row_offsets[static_cast<std::size_t>(r)];
+    for (Index r = 0; r < rows; ++r) s.row_offsets[static_cast<std::size_t>(r + 1)] += s.row_offsets[static_cast<std::size_t>(r)];
     return out;
 }
 

@@ -45,7 +45,7 @@ class GgmlQ4_0Grid {
 public:
     int bits() const { return 4; }
     Format format() const { return Format::uniform_symmetric; }
-    index group_size(index cols) const {
+    Index group_size(Index cols) const {
         require(cols % 32 == 0, "Q4_0 needs an input dimension that is a multiple of 32, got ", cols);
         return 32;
     }
@@ -88,7 +88,7 @@ class GgmlQ8_0Grid {
 public:
     int bits() const { return 8; }
     Format format() const { return Format::uniform_symmetric; }
-    index group_size(index cols) const {
+    Index group_size(Index cols) const {
         require(cols % 32 == 0, "Q8_0 needs an input dimension that is a multiple of 32, got ", cols);
         return 32;
     }

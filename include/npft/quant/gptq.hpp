@@ -44,7 +44,7 @@ struct GptqOptions {
     /// Dampening: damp_fraction * mean(diag H) is added to the diagonal (after dead columns are fixed).
     double damp_fraction = 0.01;
     /// Columns per lazy block update.
-    index block_size = 128;
+    Index block_size = 128;
     /// Quantize columns by decreasing diag H (most important inputs first) instead of left to right.
     bool act_order = false;
     GroupFit group_fit = GroupFit::when_reached;
@@ -58,13 +58,13 @@ namespace detail {
 template <class Scalar>
 void invert_lower_triangular(Eigen::Ref<Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>> l) {
     using Dense = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-    const index n = l.rows();
+    const Index n = l.rows();
     if (n <= 64) {
         const Dense inverse = l.template triangularView<Eigen::Lower>().solve(Dense::Identity(n, n));
         l.template triangularView<Eigen::Lower>() = inverse;
         return;
     }
-    const index h = n / 2;
+    const Index h = n / 2;
     invert_lower_triangular<Scalar>(l.topLeftCorner(h, h));
     invert_lower_triangular<Scalar>(l.bottomRightCorner(n - h, n - h));
     const Dense b = -(l.bottomLeftCorner(n - h, h) * l.topLeftCorner(h, h).template triangularView<Eigen::Lower>());
@@ -119,19 +119,19 @@ private:
         check_options();
         require_non_empty(weights, "Gptq::quantize: weights");
         require_finite(weights, "Gptq::quantize: weights");
-        const index rows = weights.rows(), cols = weights.cols();
+        const Index rows = weights.rows(), cols = weights.cols();
         if (!importance.empty()) {
             require_shape(importance, rows, cols, "Gptq::quantize: importance");
             require_finite(importance, "Gptq::quantize: importance");
         }
         check_hessian(hessian, cols);
-        const index group = grid_.group_size(cols);
-        const index groups = cols / group;
+        const Index group = grid_.group_size(cols);
+        const Index groups = cols / group;
 
         // 1. Dead inputs.
         Eigen::MatrixXd h = hessian;
         std::vector<bool> dead(static_cast<std::size_t>(cols), false);
-        for (index j = 0; j < cols; ++j) {
+        for (Index j = 0; j < cols; ++j) {
             if (h(j, j) == 0.0) {
                 h(j, j) = 1.0;
                 dead[static_cast<std::size_t>(j)] = true;
@@ -139,16 +139,16 @@ private:
         }
 
         // 2. Quantization order: order[p] is the canonical column quantized at position p.
-        std::vector<index> order(static_cast<std::size_t>(cols));
-        std::iota(order.begin(), order.end(), index{0});
+        std::vector<Index> order(static_cast<std::size_t>(cols));
+        std::iota(order.begin(), order.end(), Index{0});
         if (options_.act_order)
-            std::stable_sort(order.begin(), order.end(), [&](index a, index b) { return h(a, a) > h(b, b); });
+            std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return h(a, a) > h(b, b); });
 
         // Weights in quantization order, column-major so that a column is contiguous.
         Eigen::MatrixXf w(rows, cols);
-        for (index p = 0; p < cols; ++p) {
-            const index j = order[static_cast<std::size_t>(p)];
-            for (index r = 0; r < rows; ++r) w(r, p) = dead[static_cast<std::size_t>(j)] ? 0.0f : to_float(weights(r, j));
+        for (Index p = 0; p < cols; ++p) {
+            const Index j = order[static_cast<std::size_t>(p)];
+            for (Index r = 0; r < rows; ++r) w(r, p) = dead[static_cast<std::size_t>(j)] ? 0.0f : to_float(weights(r, j));
         }
 
         // 3. Upper Cholesky factor of the damped inverse Hessian, in quantization order.
@@ -157,16 +157,16 @@ private:
         QuantizedMatrix out(grid_.format(), grid_.bits(), rows, cols, group);
         std::vector<params_type> params(static_cast<std::size_t>(rows * groups));
         std::vector<bool> fitted(static_cast<std::size_t>(groups), false);
-        std::vector<index> position(static_cast<std::size_t>(cols));  // inverse of order
-        for (index p = 0; p < cols; ++p) position[static_cast<std::size_t>(order[static_cast<std::size_t>(p)])] = p;
+        std::vector<Index> position(static_cast<std::size_t>(cols));  // inverse of order
+        for (Index p = 0; p < cols; ++p) position[static_cast<std::size_t>(order[static_cast<std::size_t>(p)])] = p;
 
         std::vector<float> values(static_cast<std::size_t>(group)), weights_of_values;
         if (!importance.empty()) weights_of_values.resize(values.size());
         Eigen::MatrixXf group_values(rows, group);
         // Fits group g of every row on the given (rows x group) values, canonical column order within the group.
-        auto fit_group = [&](index g) {
-            for (index r = 0; r < rows; ++r) {
-                for (index t = 0; t < group; ++t) {
+        auto fit_group = [&](Index g) {
+            for (Index r = 0; r < rows; ++r) {
+                for (Index t = 0; t < group; ++t) {
                     values[static_cast<std::size_t>(t)] = group_values(r, t);
                     if (!importance.empty()) weights_of_values[static_cast<std::size_t>(t)] = importance(r, g * group + t);
                 }
@@ -178,8 +178,8 @@ private:
         };
 
         if (options_.group_fit == GroupFit::upfront) {
-            for (index g = 0; g < groups; ++g) {
-                for (index t = 0; t < group; ++t) group_values.col(t) = w.col(position[static_cast<std::size_t>(g * group + t)]);
+            for (Index g = 0; g < groups; ++g) {
+                for (Index t = 0; t < group; ++t) group_values.col(t) = w.col(position[static_cast<std::size_t>(g * group + t)]);
                 fit_group(g);
             }
         }
@@ -188,25 +188,25 @@ private:
         // block's columns: column p's current value is w.col(p) minus err * U(block rows, p), formed when needed (one
         // GEMV, reading instead of rewriting the rest of the block per column). At the block's end they are applied to
         // all later columns as one GEMM.
-        const index block = options_.block_size;
+        const Index block = options_.block_size;
         Eigen::MatrixXf err(rows, std::min(block, cols));  // scaled errors (w - q) / U(i,i) of the current block
         Eigen::VectorXf current(rows);
-        for (index i1 = 0; i1 < cols; i1 += block) {
-            const index i2 = std::min(i1 + block, cols);
-            for (index i = i1; i < i2; ++i) {
-                const index done = i - i1;  // columns of this block already rounded
-                const index j = order[static_cast<std::size_t>(i)];
-                const index g = j / group;
+        for (Index i1 = 0; i1 < cols; i1 += block) {
+            const Index i2 = std::min(i1 + block, cols);
+            for (Index i = i1; i < i2; ++i) {
+                const Index done = i - i1;  // columns of this block already rounded
+                const Index j = order[static_cast<std::size_t>(i)];
+                const Index g = j / group;
                 if (!fitted[static_cast<std::size_t>(g)]) {
-                    for (index t = 0; t < group; ++t) {
-                        const index p = position[static_cast<std::size_t>(g * group + t)];
+                    for (Index t = 0; t < group; ++t) {
+                        const Index p = position[static_cast<std::size_t>(g * group + t)];
                         group_values.col(t).noalias() = w.col(p) - err.leftCols(done) * u.col(p).segment(i1, done);
                     }
                     fit_group(g);
                 }
                 current.noalias() = w.col(i) - err.leftCols(done) * u.col(i).segment(i1, done);
                 const float d = u(i, i);
-                for (index r = 0; r < rows; ++r) {
+                for (Index r = 0; r < rows; ++r) {
                     const params_type& p = params[static_cast<std::size_t>(r * groups + g)];
                     const std::uint32_t code = p.encode(current(r));
                     out.codes().set(r, j, code);
@@ -224,21 +224,21 @@ private:
         require(options_.block_size > 0, "GptqOptions::block_size must be positive, got ", options_.block_size);
     }
 
-    static void check_hessian(const Eigen::Ref<const Eigen::MatrixXd>& h, index cols) {
+    static void check_hessian(const Eigen::Ref<const Eigen::MatrixXd>& h, Index cols) {
         require(h.rows() == cols && h.cols() == cols, "Gptq::quantize: hessian must be ", cols, " x ", cols,
                 " (the weights' input dimension), got ", h.rows(), " x ", h.cols());
         double largest = 0.0;
-        for (index c = 0; c < cols; ++c) {
-            for (index r = 0; r < cols; ++r) {
+        for (Index c = 0; c < cols; ++c) {
+            for (Index r = 0; r < cols; ++r) {
                 const double v = h(r, c);
                 if (!std::isfinite(v)) fail("Gptq::quantize: hessian holds a non-finite value (", v, ") at (", r, ", ", c, ")");
                 largest = std::max(largest, std::abs(v));
             }
         }
-        for (index j = 0; j < cols; ++j)
+        for (Index j = 0; j < cols; ++j)
             require(h(j, j) >= 0.0, "Gptq::quantize: hessian diagonal must be non-negative, got ", h(j, j), " at ", j);
-        for (index c = 0; c < cols; ++c)
-            for (index r = c + 1; r < cols; ++r)
+        for (Index c = 0; c < cols; ++c)
+            for (Index r = c + 1; r < cols; ++r)
                 require(std::abs(h(r, c) - h(c, r)) <= 1e-6 * largest, "Gptq::quantize: hessian must be symmetric, but H(", r,
                         ", ", c, ") = ", h(r, c), " and H(", c, ", ", r, ") = ", h(c, r));
     }
@@ -249,13 +249,13 @@ private:
     /// H breaks down, and the dampening margin must not be eaten by rounding. The inverse of L runs in float, the
     /// precision U is used in: its relative error is about cond(L) * 6e-8, and cond(L) = sqrt(cond(H)) is bounded by the
     /// dampening.
-    Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& h, const std::vector<index>& order) const {
-        const index n = h.rows();
+    Eigen::MatrixXf inverse_cholesky_upper(const Eigen::MatrixXd& h, const std::vector<Index>& order) const {
+        const Index n = h.rows();
         const double damp = options_.damp_fraction * h.diagonal().mean();
         Eigen::MatrixXd reversed(n, n);  // J P^T H P J
-        for (index c = 0; c < n; ++c) {
-            const index jc = order[static_cast<std::size_t>(n - 1 - c)];
-            for (index r = 0; r < n; ++r) reversed(r, c) = h(order[static_cast<std::size_t>(n - 1 - r)], jc);
+        for (Index c = 0; c < n; ++c) {
+            const Index jc = order[static_cast<std::size_t>(n - 1 - c)];
+            for (Index r = 0; r < n; ++r) reversed(r, c) = h(order[static_cast<std::size_t>(n - 1 - r)], jc);
             reversed(c, c) += damp;
         }
         Eigen::LLT<Eigen::Ref<Eigen::MatrixXd>> llt(reversed);  // factorizes in place: L in the lower triangle
@@ -265,8 +265,8 @@ private:
         Eigen::MatrixXf l = reversed.cast<float>();
         detail::invert_lower_triangular<float>(l);
         Eigen::MatrixXf u = Eigen::MatrixXf::Zero(n, n);
-        for (index c = 0; c < n; ++c)
-            for (index r = 0; r <= c; ++r) u(r, c) = l(n - 1 - r, n - 1 - c);
+        for (Index c = 0; c < n; ++c)
+            for (Index r = 0; r <= c; ++r) u(r, c) = l(n - 1 - r, n - 1 - c);
         return u;
     }
 

@@ -18,12 +18,12 @@ namespace npft::quant {
 /// batches are summed in double so that the sum over hundreds of thousands of tokens keeps its precision.
 class GptqHessian {
 public:
-    explicit GptqHessian(index in_features) : in_features_(in_features) {
+    explicit GptqHessian(Index in_features) : in_features_(in_features) {
         require(in_features > 0, "GptqHessian: in_features must be positive, got ", in_features);
         sum_.setZero(in_features, in_features);
     }
 
-    index in_features() const { return in_features_; }
+    Index in_features() const { return in_features_; }
     /// Calibration tokens accumulated so far.
     std::int64_t tokens() const { return tokens_; }
 
@@ -45,8 +45,8 @@ public:
             }
         }
         Matrix x(batch.rows(), batch.cols());
-        for (index r = 0; r < batch.rows(); ++r)
-            for (index c = 0; c < batch.cols(); ++c) x(r, c) = to_float(batch(r, c));
+        for (Index r = 0; r < batch.rows(); ++r)
+            for (Index c = 0; c < batch.cols(); ++c) x(r, c) = to_float(batch(r, c));
         accumulate(x);
     }
 
@@ -85,7 +85,7 @@ private:
         tokens_ += x.rows();
     }
 
-    index in_features_;
+    Index in_features_;
     std::int64_t tokens_ = 0;
     Eigen::MatrixXd sum_;      // lower triangle of sum x x^T
     Eigen::MatrixXf scratch_;  // one batch's X^T X

@@ -22,10 +22,10 @@ concept QuantParams = std::same_as<P, UniformParams> || std::same_as<P, LutParam
 ///   fit(values, importance) -> UniformParams or LutParams for one (row, group); `importance` is empty or holds one
 ///                      non-negative weight per value (e.g. the diagonal Fisher) for grids that weight their fit
 template <class G>
-concept Grid = requires(const G& grid, index cols, std::span<const float> values, std::span<const float> importance) {
+concept Grid = requires(const G& grid, Index cols, std::span<const float> values, std::span<const float> importance) {
     { grid.bits() } -> std::convertible_to<int>;
     { grid.format() } -> std::same_as<Format>;
-    { grid.group_size(cols) } -> std::convertible_to<index>;
+    { grid.group_size(cols) } -> std::convertible_to<Index>;
     { grid.fit(values, importance) } -> QuantParams;
 };
 

@@ -85,12 +85,12 @@ public:
         }
     }
 
-    index size() const { return static_cast<index>(x_.size()); }
-    float value(index i) const { return x_[static_cast<std::size_t>(i)]; }
+    Index size() const { return static_cast<Index>(x_.size()); }
+    float value(Index i) const { return x_[static_cast<std::size_t>(i)]; }
     double total_weight() const { return w_.back(); }
 
     /// First index whose value exceeds `boundary` (ties go to the lower cluster, as LutParams::encode does).
-    index upper(double boundary) const {
+    Index upper(double boundary) const {
         return std::upper_bound(x_.begin(), x_.end(), boundary,
                                 [](double b, float x) { return b < static_cast<double>(x); }) -
                x_.begin();
@@ -99,14 +99,14 @@ public:
     /// blend 0 gives the weighted quantile, blend 1 an even spread over the range.
     float blended_quantile(double target, double blend) const {
         const double lo = x_.front(), range = static_cast<double>(x_.back()) - lo;
-        auto below = [&](index i) {
+        auto below = [&](Index i) {
             const double cdf = w_[static_cast<std::size_t>(i) + 1] / total_weight();
             const double position = range > 0.0 ? (x_[static_cast<std::size_t>(i)] - lo) / range : 1.0;
             return (1.0 - blend) * cdf + blend * position < target;
         };
-        index first = 0, count = size();  // partition point of `below` over the sorted values
+        Index first = 0, count = size();  // partition point of `below` over the sorted values
         while (count > 0) {
-            const index step = count / 2;
+            const Index step = count / 2;
             if (below(first + step)) {
                 first += step + 1;
                 count -= step + 1;
@@ -116,11 +116,11 @@ public:
         }
         return x_[static_cast<std::size_t>(std::min(first, size() - 1))];
     }
-    double weight(index a, index b) const { return w_[b] - w_[a]; }
+    double weight(Index a, Index b) const { return w_[b] - w_[a]; }
     /// Weighted mean of [a, b) (requires positive weight).
-    double mean(index a, index b) const { return (wx_[b] - wx_[a]) / (w_[b] - w_[a]) + offset_; }
+    double mean(Index a, Index b) const { return (wx_[b] - wx_[a]) / (w_[b] - w_[a]) + offset_; }
     /// sum over [a, b) of w (x - c)^2.
-    double cost(index a, index b, double c) const {
+    double cost(Index a, Index b, double c) const {
         const double cc = c - offset_;
         const double s = wx_[b] - wx_[a];
         const double cost = (wxx_[b] - wxx_[a]) - 2.0 * cc * s + cc * cc * (w_[b] - w_[a]);
@@ -134,17 +134,17 @@ private:
 };
 
 /// Cluster ranges [ends[i-1], ends[i]) of sorted data for ascending centroids: nearest centroid, ties to the lower one.
-inline std::vector<index> assign_sorted(const SortedWeightedValues& data, const std::vector<double>& centroids) {
+inline std::vector<Index> assign_sorted(const SortedWeightedValues& data, const std::vector<double>& centroids) {
     const std::size_t k = centroids.size();
-    std::vector<index> ends(k);
+    std::vector<Index> ends(k);
     for (std::size_t i = 0; i + 1 < k; ++i) ends[i] = data.upper(0.5 * (centroids[i] + centroids[i + 1]));
     ends[k - 1] = data.size();
     return ends;
 }
 
-inline double objective_of(const SortedWeightedValues& data, const std::vector<double>& centroids, const std::vector<index>& ends) {
+inline double objective_of(const SortedWeightedValues& data, const std::vector<double>& centroids, const std::vector<Index>& ends) {
     double total = 0.0;
-    index begin = 0;
+    Index begin = 0;
     for (std::size_t i = 0; i < centroids.size(); ++i) {
         total += data.cost(begin, ends[i], centroids[i]);
         begin = ends[i];
@@ -153,9 +153,9 @@ inline double objective_of(const SortedWeightedValues& data, const std::vector<d
 }
 
 /// Whether some cluster [ends[i-1], ends[i]) carries no weight (lloyd_step re-seeds its centroid).
-inline bool has_weightless_cluster(const SortedWeightedValues& data, const std::vector<index>& ends) {
-    index begin = 0;
-    for (const index end : ends) {
+inline bool has_weightless_cluster(const SortedWeightedValues& data, const std::vector<Index>& ends) {
+    Index begin = 0;
+    for (const Index end : ends) {
         if (!(data.weight(begin, end) > 0.0)) return true;
         begin = end;
     }
@@ -167,10 +167,10 @@ inline bool has_weightless_cluster(const SortedWeightedValues& data, const std::
 /// objective is never above that of `centroids` (tests/test_quant_nonuniform.cpp checks it without the early stop).
 inline std::vector<double> lloyd_step(const SortedWeightedValues& data, const std::vector<double>& centroids) {
     const std::size_t kk = centroids.size();
-    const std::vector<index> ends = assign_sorted(data, centroids);
+    const std::vector<Index> ends = assign_sorted(data, centroids);
     std::vector<double> next = centroids;
     std::vector<std::size_t> weightless;
-    index begin = 0;
+    Index begin = 0;
     for (std::size_t i = 0; i < kk; ++i) {
         if (data.weight(begin, ends[i]) > 0.0) {
             next[i] = data.mean(begin, ends[i]);
@@ -186,7 +186,7 @@ inline std::vector<double> lloyd_step(const SortedWeightedValues& data, const st
         begin = 0;
         for (std::size_t i = 0; i < kk; ++i) {
             if (ends[i] > begin) {
-                for (const index at : {begin, ends[i] - 1}) {
+                for (const Index at : {begin, ends[i] - 1}) {
                     const double d = static_cast<double>(data.value(at)) - next[i];
                     if (d != 0.0) candidates.push_back({d * d, data.value(at)});
                 }
@@ -220,13 +220,13 @@ inline KMeansResult lloyd(const SortedWeightedValues& data, int k, double blend,
     for (std::size_t i = 0; i < kk; ++i) {
         result.centroids[i] = data.blended_quantile((static_cast<double>(i) + 0.5) / static_cast<double>(k), blend);
     }
-    std::vector<index> ends = detail::assign_sorted(data, result.centroids);
+    std::vector<Index> ends = detail::assign_sorted(data, result.centroids);
     result.objective = detail::objective_of(data, result.centroids, ends);
     if (keep_history) result.history.push_back({result.centroids, result.objective});
 
     for (int iteration = 0; iteration < options.max_iterations && result.objective > 0.0; ++iteration) {
         std::vector<double> next = lloyd_step(data, result.centroids);
-        std::vector<index> next_ends = detail::assign_sorted(data, next);
+        std::vector<Index> next_ends = detail::assign_sorted(data, next);
         const double next_objective = detail::objective_of(data, next, next_ends);
         if (!(next_objective < result.objective)) break;  // no progress (or only rounding noise): keep the better iterate
         const double decrease = result.objective - next_objective;
@@ -352,7 +352,7 @@ public:
     const KMeans& kmeans_options() const { return kmeans_; }
     Format format() const { return Format::lut; }
     /// A table per row: the group is always the whole row.
-    index group_size(index cols) const { return cols; }
+    Index group_size(Index cols) const { return cols; }
 
     /// The table of one row. `importance` (empty, or one non-negative weight per value) weights the k-means objective.
     LutParams fit(std::span<const float> values, std::span<const float> importance = {}) const {

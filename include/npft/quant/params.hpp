@@ -64,7 +64,7 @@ struct LutParams {
     int bits = 4;
     std::array<float, 256> levels{};  ///< first 2^bits entries used, ascending
 
-    index size() const { return index{1} << bits; }
+    Index size() const { return Index{1} << bits; }
 
     std::uint32_t encode(float w) const {
         const float* first = levels.data();
@@ -79,7 +79,7 @@ struct LutParams {
     float decode(std::uint32_t code) const { return levels[code]; }
     /// Gap between the two levels that bracket w (the outermost gap beyond the ends).
     float step(float w) const {
-        const index n = size();
+        const Index n = size();
         const std::uint32_t code = encode(w);
         if (code == 0) return levels[1] - levels[0];
         if (code == n - 1) return levels[n - 1] - levels[n - 2];

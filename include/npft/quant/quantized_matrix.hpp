@@ -17,16 +17,16 @@ namespace npft::quant {
 
 /// Array sizes of a quantized matrix, in elements.
 struct QuantizedSizes {
-    index words_per_row = 0;  ///< packed 32-bit code words per row
-    index code_words = 0;     ///< rows * words_per_row
-    index groups = 0;         ///< groups per row (uniform formats)
-    index metadata = 0;       ///< fp16 scales (and as many zeros), or lut entries: rows * groups or rows * 2^bits
+    Index words_per_row = 0;  ///< packed 32-bit code words per row
+    Index code_words = 0;     ///< rows * words_per_row
+    Index groups = 0;         ///< groups per row (uniform formats)
+    Index metadata = 0;       ///< fp16 scales (and as many zeros), or lut entries: rows * groups or rows * 2^bits
 };
 
 /// Checks a quantized matrix's description (bits in 2..8, a non-empty shape, a group size that divides cols, one table
 /// per row for lut) and returns its array sizes, all computed with overflow checks, without allocating anything. The
 /// group size is checked before any size is derived from it, so a bad one never sizes an allocation.
-inline QuantizedSizes quantized_sizes(Format format, int bits, index rows, index cols, index group_size) {
+inline QuantizedSizes quantized_sizes(Format format, int bits, Index rows, Index cols, Index group_size) {
     require_valid_bits(bits);
     require(rows > 0 && cols > 0, "a quantized matrix must be non-empty, got ", rows, " x ", cols);
     require(group_size > 0 && cols % group_size == 0, "group size ", group_size, " does not divide the input dimension ", cols);
@@ -36,10 +36,10 @@ inline QuantizedSizes quantized_sizes(Format format, int bits, index rows, index
     s.words_per_row = checked_packed_words_per_row(cols, bits);
     s.code_words = mul_or_fail(rows, s.words_per_row, "packed codes of a ", rows, " x ", cols, " matrix");
     s.groups = cols / group_size;
-    s.metadata = format == Format::lut ? mul_or_fail(rows, index{1} << bits, "lut entries of ", rows, " rows")
+    s.metadata = format == Format::lut ? mul_or_fail(rows, Index{1} << bits, "lut entries of ", rows, " rows")
                                        : mul_or_fail(rows, s.groups, "scales of ", rows, " rows x ", s.groups, " groups");
-    const index bytes = add_or_fail(mul_or_fail(s.code_words, index{4}, "code bytes"),
-                                    mul_or_fail(s.metadata, index{6}, "metadata bytes"), "bytes of a quantized matrix");
+    const Index bytes = add_or_fail(mul_or_fail(s.code_words, Index{4}, "code bytes"),
+                                    mul_or_fail(s.metadata, Index{6}, "metadata bytes"), "bytes of a quantized matrix");
     (void)bytes;  // only checked: every byte count derived from these sizes fits in an index
     return s;
 }
@@ -51,7 +51,7 @@ public:
     /// An all-zero-code matrix with zeroed metadata of the right sizes; fill with set_group / set_lut and codes().
     /// Everything is checked (quantized_sizes) before anything is allocated; a matrix too large for memory is an
     /// npft::Error too.
-    QuantizedMatrix(Format format, int bits, index rows, index cols, index group_size)
+    QuantizedMatrix(Format format, int bits, Index rows, Index cols, Index group_size)
         : format_(format), bits_(bits), rows_(rows), cols_(cols), group_size_(group_size) {
         const QuantizedSizes sizes = quantized_sizes(format, bits, rows, cols, group_size);
         try {
@@ -72,11 +72,11 @@ public:
 
     Format format() const { return format_; }
     int bits() const { return bits_; }
-    index rows() const { return rows_; }
-    index cols() const { return cols_; }
+    Index rows() const { return rows_; }
+    Index cols() const { return cols_; }
     /// Inputs per group; equals cols() for one scale per output channel.
-    index group_size() const { return group_size_; }
-    index groups() const { return cols_ / group_size_; }
+    Index group_size() const { return group_size_; }
+    Index groups() const { return cols_ / group_size_; }
     bool is_uniform() const { return format_ != Format::lut; }
 
     const PackedCodes& codes() const { return codes_; }
@@ -92,7 +92,7 @@ public:
     std::vector<half>& lut() { return lut_; }
 
     /// The parameters of (row, group) as fitted values.
-    UniformParams uniform_params(index r, index g) const {
+    UniformParams uniform_params(Index r, Index g) const {
         const std::size_t at = static_cast<std::size_t>(r * groups() + g);
         UniformParams p;
         p.bits = bits_;
@@ -100,26 +100,26 @@ public:
         p.zero = format_ == Format::uniform_asymmetric ? static_cast<float>(zeros_[at]) : static_cast<float>(1u << (bits_ - 1));
         return p;
     }
-    LutParams lut_params(index r) const {
+    LutParams lut_params(Index r) const {
         LutParams p;
         p.bits = bits_;
-        const index n = index{1} << bits_;
-        for (index i = 0; i < n; ++i) p.levels[static_cast<std::size_t>(i)] = static_cast<float>(lut_[static_cast<std::size_t>(r * n + i)]);
+        const Index n = Index{1} << bits_;
+        for (Index i = 0; i < n; ++i) p.levels[static_cast<std::size_t>(i)] = static_cast<float>(lut_[static_cast<std::size_t>(r * n + i)]);
         return p;
     }
     /// Stores fitted parameters (they must already be fp16-representable; see params.hpp).
-    void set_group(index r, index g, const UniformParams& p) {
+    void set_group(Index r, Index g, const UniformParams& p) {
         const std::size_t at = static_cast<std::size_t>(r * groups() + g);
         scales_[at] = half(p.scale);
         if (format_ == Format::uniform_asymmetric) zeros_[at] = half(p.zero);
     }
-    void set_lut(index r, const LutParams& p) {
-        const index n = index{1} << bits_;
-        for (index i = 0; i < n; ++i) lut_[static_cast<std::size_t>(r * n + i)] = half(p.levels[static_cast<std::size_t>(i)]);
+    void set_lut(Index r, const LutParams& p) {
+        const Index n = Index{1} << bits_;
+        for (Index i = 0; i < n; ++i) lut_[static_cast<std::size_t>(r * n + i)] = half(p.levels[static_cast<std::size_t>(i)]);
     }
 
     /// The reference dequantized value of element (r, j): what every kernel must reproduce.
-    float dequantize_at(index r, index j) const {
+    float dequantize_at(Index r, Index j) const {
         const std::uint32_t code = codes_.get(r, j);
         if (format_ == Format::lut) return static_cast<float>(lut_[static_cast<std::size_t>((r << bits_) + code)]);
         const std::size_t at = static_cast<std::size_t>(r * groups() + j / group_size_);
@@ -131,8 +131,8 @@ public:
     /// The whole matrix in fp32 (for reference and tests; kernels never materialize it).
     Matrix dequantize() const {
         Matrix out(rows_, cols_);
-        for (index r = 0; r < rows_; ++r)
-            for (index j = 0; j < cols_; ++j) out(r, j) = dequantize_at(r, j);
+        for (Index r = 0; r < rows_; ++r)
+            for (Index j = 0; j < cols_; ++j) out(r, j) = dequantize_at(r, j);
         return out;
     }
 
@@ -178,9 +178,9 @@ public:
 private:
     Format format_ = Format::uniform_asymmetric;
     int bits_ = 0;
-    index rows_ = 0;
-    index cols_ = 0;
-    index group_size_ = 0;
+    Index rows_ = 0;
+    Index cols_ = 0;
+    Index group_size_ = 0;
     PackedCodes codes_;
     std::vector<half> scales_;
     std::vector<half> zeros_;

@@ -18,7 +18,7 @@ namespace detail {
 /// grid.fit for group g of row r; an npft::Error from the fit (non-finite weights, a scale fp16 cannot hold) is
 /// re-thrown naming the row and the group.
 template <Grid G>
-params_of<G> fit_group_at(const G& grid, std::span<const float> values, std::span<const float> importance, index r, index g) {
+params_of<G> fit_group_at(const G& grid, std::span<const float> values, std::span<const float> importance, Index r, Index g) {
     try {
         return grid.fit(values, importance);
     } catch (const Error& e) {
@@ -27,7 +27,7 @@ params_of<G> fit_group_at(const G& grid, std::span<const float> values, std::spa
 }
 
 template <class P>
-void store_params(QuantizedMatrix& q, index r, index g, const P& p) {
+void store_params(QuantizedMatrix& q, Index r, Index g, const P& p) {
     if constexpr (std::same_as<P, UniformParams>) {
         q.set_group(r, g, p);
     } else {
@@ -53,15 +53,15 @@ inline void encode_group(const UniformParams& p, std::span<const float> values, 
 
 inline void encode_group(const LutParams& p, std::span<const float> values, std::uint8_t* codes) {
     const float* levels = p.levels.data();
-    const index n = p.size();
+    const Index n = p.size();
     for (std::size_t j = 0; j < values.size(); ++j) {
         const float w = values[j];
         // Branch-free lower_bound over the 2^bits ascending levels.
         const float* base = levels;
-        for (index length = n; length > 1; length -= length / 2) base = base[length / 2] < w ? base + length / 2 : base;
-        const index upper = (base - levels) + (*base < w);
+        for (Index length = n; length > 1; length -= length / 2) base = base[length / 2] < w ? base + length / 2 : base;
+        const Index upper = (base - levels) + (*base < w);
         // Same choice as LutParams::encode: clamp at the ends, ties to the lower level.
-        index code;
+        Index code;
         if (upper == 0) code = 0;
         else if (upper == n) code = n - 1;
         else code = (w - levels[upper - 1] <= levels[upper] - w) ? upper - 1 : upper;
@@ -90,18 +90,18 @@ public:
             require_shape(importance, weights.rows(), weights.cols(), "importance");
             require_finite(importance, "importance");
         }
-        const index rows = weights.rows(), cols = weights.cols();
-        const index group = grid_.group_size(cols);
+        const Index rows = weights.rows(), cols = weights.cols();
+        const Index group = grid_.group_size(cols);
         QuantizedMatrix out(grid_.format(), grid_.bits(), rows, cols, group);
         // One row at a time: gather it as float, fit and encode each group into byte codes, then pack the row in one pass.
         std::vector<float> row(static_cast<std::size_t>(cols)), row_importance;
         if (!importance.empty()) row_importance.resize(row.size());
         std::vector<std::uint8_t> codes(static_cast<std::size_t>(cols));
-        for (index r = 0; r < rows; ++r) {
-            for (index j = 0; j < cols; ++j) row[static_cast<std::size_t>(j)] = to_float(weights(r, j));
+        for (Index r = 0; r < rows; ++r) {
+            for (Index j = 0; j < cols; ++j) row[static_cast<std::size_t>(j)] = to_float(weights(r, j));
             if (!importance.empty())
-                for (index j = 0; j < cols; ++j) row_importance[static_cast<std::size_t>(j)] = importance(r, j);
-            for (index g = 0; g < cols / group; ++g) {
+                for (Index j = 0; j < cols; ++j) row_importance[static_cast<std::size_t>(j)] = importance(r, j);
+            for (Index g = 0; g < cols / group; ++g) {
                 const std::size_t first = static_cast<std::size_t>(g * group);
                 const std::span<const float> values(row.data() + first, static_cast<std::size_t>(group));
                 const std::span<const float> weights_of_values =
@@ -134,19 +134,19 @@ private:
 template <Grid G>
 Matrix quantization_steps(const G& grid, MatrixView<const float> weights, MatrixView<const float> importance = {}) {
     require_non_empty(weights, "weights");
-    const index rows = weights.rows(), cols = weights.cols();
-    const index group = grid.group_size(cols);
+    const Index rows = weights.rows(), cols = weights.cols();
+    const Index group = grid.group_size(cols);
     Matrix steps(rows, cols);
     std::vector<float> values(static_cast<std::size_t>(group)), weights_of_values;
     if (!importance.empty()) weights_of_values.resize(values.size());
-    for (index r = 0; r < rows; ++r) {
-        for (index g = 0; g < cols / group; ++g) {
-            for (index j = 0; j < group; ++j) {
+    for (Index r = 0; r < rows; ++r) {
+        for (Index g = 0; g < cols / group; ++g) {
+            for (Index j = 0; j < group; ++j) {
                 values[static_cast<std::size_t>(j)] = weights(r, g * group + j);
                 if (!importance.empty()) weights_of_values[static_cast<std::size_t>(j)] = importance(r, g * group + j);
             }
             const auto p = detail::fit_group_at(grid, std::span<const float>(values), std::span<const float>(weights_of_values), r, g);
-            for (index j = 0; j < group; ++j) steps(r, g * group + j) = p.step(values[static_cast<std::size_t>(j)]);
+            for (Index j = 0; j < group; ++j) steps(r, g * group + j) = p.step(values[static_cast<std::size_t>(j)]);
         }
     }
     return steps;

@@ -17,7 +17,7 @@ enum class Symmetry { symmetric, asymmetric };
 /// Run-time uniform grid: bits in 2..8, group 0 (one group per output channel) or g > 0 inputs per group.
 class UniformGrid {
 public:
-    UniformGrid(int bits, index group = 0, Symmetry symmetry = Symmetry::asymmetric)
+    UniformGrid(int bits, Index group = 0, Symmetry symmetry = Symmetry::asymmetric)
         : bits_(bits), group_(group), symmetry_(symmetry) {
         require_valid_bits(bits);
         require(group >= 0, "group size must be 0 (per output channel) or positive, got ", group);
@@ -26,10 +26,10 @@ public:
     int bits() const { return bits_; }
     Symmetry symmetry() const { return symmetry_; }
     /// The configured group: 0 means one group per output channel.
-    index group() const { return group_; }
+    Index group() const { return group_; }
     Format format() const { return symmetry_ == Symmetry::symmetric ? Format::uniform_symmetric : Format::uniform_asymmetric; }
 
-    index group_size(index cols) const {
+    Index group_size(Index cols) const {
         if (group_ == 0) return cols;
         require(cols % group_ == 0, "group size ", group_, " does not divide the input dimension ", cols);
         return group_;
@@ -87,19 +87,19 @@ private:
     }
 
     int bits_;
-    index group_;
+    Index group_;
     Symmetry symmetry_;
 };
 
 /// Compile-time uniform grid: Uniform<4, 128> is 4-bit, groups of 128 inputs, asymmetric; Uniform<3> is per output channel.
-template <int Bits, index Group = 0, Symmetry S = Symmetry::asymmetric>
+template <int Bits, Index Group = 0, Symmetry S = Symmetry::asymmetric>
 class Uniform : public UniformGrid {
     static_assert(Bits >= 2 && Bits <= 8, "Uniform<Bits, ...>: Bits must be between 2 and 8");
     static_assert(Group >= 0, "Uniform<Bits, Group, ...>: Group must be 0 (per output channel) or positive");
 
 public:
     static constexpr int bits_value = Bits;
-    static constexpr index group_value = Group;
+    static constexpr Index group_value = Group;
     Uniform() : UniformGrid(Bits, Group, S) {}
 };
 

@@ -10,7 +10,7 @@
 namespace npft::stats {
 
 struct MeanInterval {
-    index count = 0;
+    Index count = 0;
     double mean = 0.0;
     double standard_error = 0.0;  ///< sample standard deviation / sqrt(count)
     double confidence = 0.95;
@@ -22,7 +22,7 @@ inline MeanInterval mean_interval(std::span<const double> values, double confide
     require(values.size() >= 2, "mean_interval: needs at least 2 values for a standard error, got ", values.size());
     require(confidence > 0.0 && confidence < 1.0, "mean_interval: confidence must lie in (0, 1), got ", confidence);
     MeanInterval out;
-    out.count = static_cast<index>(values.size());
+    out.count = static_cast<Index>(values.size());
     out.confidence = confidence;
     double sum = 0.0;
     for (std::size_t i = 0; i < values.size(); ++i) {

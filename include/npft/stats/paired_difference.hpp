@@ -17,13 +17,13 @@ namespace npft::stats {
 enum class Better { lower, higher };
 
 struct PairedDifference {
-    index pairs = 0;
+    Index pairs = 0;
     double mean = 0.0;            ///< mean of (treatment - control)
     double standard_error = 0.0;  ///< sample standard deviation of the differences / sqrt(pairs)
     double confidence = 0.95;
     double ci_low = 0.0, ci_high = 0.0;  ///< mean -/+ t_{(1+confidence)/2, pairs-1} x standard_error
-    index wins = 0;                      ///< pairs where the treatment is strictly better
-    index ties = 0;                      ///< pairs with a difference of exactly 0
+    Index wins = 0;                      ///< pairs where the treatment is strictly better
+    Index ties = 0;                      ///< pairs with a difference of exactly 0
     double sign_test_p = 1.0;            ///< exact two-sided binomial test of wins vs losses (ties dropped)
 
     /// Whether the interval excludes 0.
@@ -31,14 +31,14 @@ struct PairedDifference {
 };
 
 /// Exact two-sided sign test: the probability, under a fair coin, of a split of `wins` : `losses` at least this uneven.
-inline double sign_test_p_value(index wins, index losses) {
+inline double sign_test_p_value(Index wins, Index losses) {
     require(wins >= 0 && losses >= 0, "sign_test_p_value: counts must be non-negative, got ", wins, " and ", losses);
-    const index n = wins + losses;
+    const Index n = wins + losses;
     if (n == 0) return 1.0;
-    const index extreme = std::min(wins, losses);
+    const Index extreme = std::min(wins, losses);
     // P(X <= extreme) for X ~ Binomial(n, 1/2), summed in log space so that n in the thousands does not overflow.
     double tail = 0.0;
-    for (index k = 0; k <= extreme; ++k) {
+    for (Index k = 0; k <= extreme; ++k) {
         const double log_term = std::lgamma(static_cast<double>(n) + 1.0) - std::lgamma(static_cast<double>(k) + 1.0) -
                                 std::lgamma(static_cast<double>(n - k) + 1.0) - static_cast<double>(n) * std::log(2.0);
         tail += std::exp(log_term);
@@ -68,7 +68,7 @@ inline PairedDifference paired_difference(std::span<const double> treatment, std
     out.confidence = confidence;
     out.ci_low = m.ci_low;
     out.ci_high = m.ci_high;
-    index losses = 0;
+    Index losses = 0;
     for (const double d : differences) {
         if (d == 0.0) {
             ++out.ties;

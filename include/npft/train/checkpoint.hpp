@@ -45,9 +45,9 @@ public:
     void matrix(const std::string& name, const Matrix& m) {
         floats(name, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())), {m.rows(), m.cols()});
     }
-    void floats(const std::string& name, std::span<const float> values) { floats(name, values, {static_cast<index>(values.size())}); }
-    void indices(const std::string& name, std::span<const index> values) {
-        file_.add(name, values, {static_cast<index>(values.size())});
+    void floats(const std::string& name, std::span<const float> values) { floats(name, values, {static_cast<Index>(values.size())}); }
+    void indices(const std::string& name, std::span<const Index> values) {
+        file_.add(name, values, {static_cast<Index>(values.size())});
         hashes_[name] = detail::fnv1a(detail::fnv1a_basis, std::as_bytes(values));
     }
     void text(const std::string& key, std::string value) {
@@ -85,7 +85,7 @@ private:
     io::SafetensorsWriter file_;
     std::map<std::string, std::uint64_t> hashes_;
 
-    void floats(const std::string& name, std::span<const float> values, std::vector<index> shape) {
+    void floats(const std::string& name, std::span<const float> values, std::vector<Index> shape) {
         file_.add(name, values, std::move(shape));
         hashes_[name] = detail::fnv1a(detail::fnv1a_basis, std::as_bytes(values));
     }
@@ -117,21 +117,21 @@ public:
     bool contains(const std::string& name) const { return file_.contains(name); }
 
     /// A [rows, cols] F32 tensor into `out` (resized).
-    void matrix_into(const std::string& name, index rows, index cols, Matrix& out) const {
+    void matrix_into(const std::string& name, Index rows, Index cols, Matrix& out) const {
         out.resize(rows, cols);
         const auto values = checked([&] { return file_.read<float>(name, {rows, cols}); }, name);
         std::copy(values.begin(), values.end(), out.data());
     }
     /// A [n] F32 tensor into `out`, whose size must be n.
     void floats_into(const std::string& name, std::span<float> out) const {
-        const auto values = checked([&] { return file_.read<float>(name, {static_cast<index>(out.size())}); }, name);
+        const auto values = checked([&] { return file_.read<float>(name, {static_cast<Index>(out.size())}); }, name);
         std::copy(values.begin(), values.end(), out.begin());
     }
     std::vector<float> floats(const std::string& name) const {
         return checked([&] { return file_.read<float>(name); }, name);
     }
-    std::vector<index> indices(const std::string& name) const {
-        return checked([&] { return file_.read<index>(name); }, name);
+    std::vector<Index> indices(const std::string& name) const {
+        return checked([&] { return file_.read<Index>(name); }, name);
     }
     const std::string& text(const std::string& key) const {
         return checked([&]() -> const std::string& { return file_.metadata(key); }, key);
@@ -178,7 +178,7 @@ void save_optimizer_state(CheckpointWriter& w, const std::string& prefix, const 
 
 /// A fresh state of `size` elements from `optimizer`, filled from what save_optimizer_state wrote under `prefix`.
 template <class Opt>
-typename Opt::State load_optimizer_state(const CheckpointReader& r, const std::string& prefix, const Opt& optimizer, index size) {
+typename Opt::State load_optimizer_state(const CheckpointReader& r, const std::string& prefix, const Opt& optimizer, Index size) {
     typename Opt::State state = optimizer.make_state(size);
     state.steps = r.integer(prefix + ".steps");
     auto buffers = state.buffers();

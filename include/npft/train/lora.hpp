@@ -44,7 +44,7 @@ inline void require_lora_dropout(float dropout) {
 /// not to the recipe's 0.05, because dropout needs a model with the LoraActivationModel capability
 /// (lora_activation.hpp) and the default must work for every model; set `.dropout = 0.05f` to follow the recipe.
 struct LoraOptions {
-    index rank = 16;
+    Index rank = 16;
     float alpha = 32.0f;
     float dropout = 0.0f;
 };
@@ -53,7 +53,7 @@ struct LoraOptions {
 class LoraAdapter {
 public:
     LoraAdapter() = default;
-    LoraAdapter(index rows, index cols, LoraOptions options) : options_(options) {
+    LoraAdapter(Index rows, Index cols, LoraOptions options) : options_(options) {
         require(options.rank >= 1, "LoRA rank must be at least 1, got ", options.rank);
         require(std::isfinite(options.alpha) && options.alpha > 0.0f, "LoRA alpha must be finite and positive, got ",
                 options.alpha);
@@ -63,9 +63,9 @@ public:
         b_ = Matrix::Zero(rows, options.rank);
     }
 
-    index rows() const { return b_.rows(); }
-    index cols() const { return a_.cols(); }
-    index rank() const { return options_.rank; }
+    Index rows() const { return b_.rows(); }
+    Index cols() const { return a_.cols(); }
+    Index rank() const { return options_.rank; }
     float scaling() const { return options_.alpha / static_cast<float>(options_.rank); }
     float dropout() const { return options_.dropout; }
 
@@ -78,7 +78,7 @@ public:
     /// initializes A); B = 0, so a fresh adapter leaves the weight unchanged.
     void initialize(RandomKey key) {
         const float bound = 1.0f / std::sqrt(static_cast<float>(cols()));
-        for (index i = 0; i < a_.size(); ++i) a_.data()[i] = uniform(key, static_cast<std::uint64_t>(i), -bound, bound);
+        for (Index i = 0; i < a_.size(); ++i) a_.data()[i] = uniform(key, static_cast<std::uint64_t>(i), -bound, bound);
         b_.setZero();
     }
 

@@ -33,7 +33,7 @@ public:
     // ---- called by the model ---------------------------------------------------------------------------------------
     /// y += (alpha / r) B A (m . x) / (1 - p). `first_token` numbers the columns of x when one call sees only part of
     /// the batch's tokens (e.g. one sequence at a time), so that every token keeps its own mask.
-    void forward(MatrixView<const float> x, MatrixView<float> y, index first_token = 0) const {
+    void forward(MatrixView<const float> x, MatrixView<float> y, Index first_token = 0) const {
         check_input(x, first_token);
         require_shape(y, rows(), x.cols(), "LoRA output y (rows x tokens)");
         ++forward_calls_;
@@ -43,27 +43,27 @@ public:
 
     /// Accumulates dL/dA and dL/dB from dy = dL/dy (rows x tokens) and adds the adapter's share of dL/dx to `dx`
     /// (cols x tokens). x and first_token must be those of the matching forward call: the mask is recomputed from them.
-    void backward(MatrixView<const float> x, MatrixView<const float> dy, MatrixView<float> dx, index first_token = 0) {
+    void backward(MatrixView<const float> x, MatrixView<const float> dy, MatrixView<float> dx, Index first_token = 0) {
         check_input(x, first_token);
         require_shape(dx, cols(), x.cols(), "LoRA input gradient dx (cols x tokens)");
         const ColumnMatrix du = accumulate(x, dy, first_token);
         detail::with_eigen(dx, [&](auto out) { out += du; });
     }
     /// backward without dx, for an input that needs no gradient (e.g. the first layer's).
-    void backward(MatrixView<const float> x, MatrixView<const float> dy, index first_token = 0) {
+    void backward(MatrixView<const float> x, MatrixView<const float> dy, Index first_token = 0) {
         (void)accumulate(x, dy, first_token, false);
     }
 
     // ---- read by the pipeline and by tests -------------------------------------------------------------------------
-    index rows() const { return adapter_ ? adapter_->rows() : 0; }
-    index cols() const { return adapter_ ? adapter_->cols() : 0; }
-    index rank() const { return adapter_ ? adapter_->rank() : 0; }
+    Index rows() const { return adapter_ ? adapter_->rows() : 0; }
+    Index cols() const { return adapter_ ? adapter_->cols() : 0; }
+    Index rank() const { return adapter_ ? adapter_->rank() : 0; }
     float scaling() const { return adapter_ ? adapter_->scaling() : 0.0f; }
     float dropout() const { return dropout_; }
     bool training() const { return training_; }
 
     /// Whether entry (token, feature) of the input survives dropout under the current key (always true outside training).
-    bool keeps(index token, index feature) const {
+    bool keeps(Index token, Index feature) const {
         require(token >= 0 && feature >= 0 && feature < cols(), "ActivationLora::keeps: (token ", token, ", feature ",
                 feature, ") is outside [0, inf) x [0, ", cols(), ")");
         if (!training_ || threshold_ == 0) return true;
@@ -75,8 +75,8 @@ public:
     /// Gradients accumulated by backward since the last zero_gradients().
     const Matrix& grad_a() const { return grad_a_; }
     const Matrix& grad_b() const { return grad_b_; }
-    index forward_calls() const { return forward_calls_; }
-    index backward_calls() const { return backward_calls_; }
+    Index forward_calls() const { return forward_calls_; }
+    Index backward_calls() const { return backward_calls_; }
 
     // ---- set by the pipeline ---------------------------------------------------------------------------------------
     /// Keys the masks of the coming calls by (seed, step, tensor); token and feature index within the stream.
@@ -104,7 +104,7 @@ private:
         threshold_ = static_cast<std::uint32_t>(std::ceil(static_cast<double>(dropout_) * 16777216.0));
     }
 
-    void check_input(const MatrixView<const float>& x, index first_token) const {
+    void check_input(const MatrixView<const float>& x, Index first_token) const {
         require(adapter_ != nullptr, "ActivationLora: this adapter is not bound to a LoRA pair (default-constructed)");
         require(x.rows() == cols(), "LoRA input x must have ", cols(), " rows (input features; one column per token), got ",
                 x.rows(), " x ", x.cols());
@@ -113,15 +113,15 @@ private:
 
     /// The dropout factors of the given tokens: m / (1 - p), i.e. 0 or 1 / (1 - p), as a column-major cols x tokens
     /// matrix (each token's features contiguous, like the mask's element numbering); all ones outside training.
-    ColumnMatrix keep_factors(index first_token, index tokens) const {
+    ColumnMatrix keep_factors(Index first_token, Index tokens) const {
         if (!training_ || threshold_ == 0) return ColumnMatrix::Ones(cols(), tokens);
         ColumnMatrix k(cols(), tokens);
         const float inverse_keep = 1.0f / (1.0f - dropout_);
         const auto width = static_cast<std::uint64_t>(cols());
         std::uint64_t block = ~std::uint64_t{0};
         Philox4x32::Counter words{};
-        for (index t = 0; t < tokens; ++t) {
-            for (index f = 0; f < cols(); ++f) {
+        for (Index t = 0; t < tokens; ++t) {
+            for (Index f = 0; f < cols(); ++f) {
                 const std::uint64_t element = static_cast<std::uint64_t>(first_token + t) * width + static_cast<std::uint64_t>(f);
                 if (element / 4 != block) {  // one Philox call gives the bits of four consecutive entries
                     block = element / 4;
@@ -135,7 +135,7 @@ private:
 
     /// Accumulates dB += s dy h^T and dA += (s B^T dy) u^T, with u = (m . x)/(1-p) and h = A u; returns dL/dx through
     /// the adapter, m . (A^T s B^T dy)/(1-p) (empty when not wanted).
-    ColumnMatrix accumulate(const MatrixView<const float>& x, const MatrixView<const float>& dy, index first_token,
+    ColumnMatrix accumulate(const MatrixView<const float>& x, const MatrixView<const float>& dy, Index first_token,
                             bool want_dx = true) {
         check_input(x, first_token);
         require_shape(dy, rows(), x.cols(), "LoRA output gradient dy (rows x tokens)");
@@ -162,8 +162,8 @@ private:
     RandomKey key_{};
     bool training_ = true;
     Matrix grad_a_, grad_b_;
-    mutable index forward_calls_ = 0;
-    index backward_calls_ = 0;
+    mutable Index forward_calls_ = 0;
+    Index backward_calls_ = 0;
 };
 
 /// Optional model capability: LoRA applied by the model itself, on activations, so that dropout can act per token.

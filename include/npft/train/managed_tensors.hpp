@@ -30,7 +30,7 @@ namespace npft::train {
 template <class Opt>
 struct ManagedTensor {
     std::string name;
-    index parameter = 0;  ///< position in model.parameters(); also the tensor's id in random streams
+    Index parameter = 0;  ///< position in model.parameters(); also the tensor's id in random streams
     bool perturbed = false;
     Matrix clean;         ///< W0: merged clean weights, never holds noise
     Perturbation perturbation;
@@ -83,7 +83,7 @@ public:
             if (!is_perturbed && !adapted) continue;
             Tensor t;
             t.name = p.name;
-            t.parameter = static_cast<index>(i);
+            t.parameter = static_cast<Index>(i);
             t.perturbed = is_perturbed;
             t.clean = to_eigen(MatrixView<const float>(p.value));
             t.perturbation.selection = outliers::OutlierMask(p.value.rows(), p.value.cols(), {});
@@ -143,8 +143,8 @@ public:
     /// Runs f(t) for every managed tensor, spread over the worker pool (one tensor per task).
     template <class F>
     void each(F&& f) {
-        kernels::cpu::parallel_rows(static_cast<index>(tensors_.size()), threads_, 1, [&](index begin, index end) {
-            for (index i = begin; i < end; ++i) f(tensors_[static_cast<std::size_t>(i)]);
+        kernels::cpu::parallel_rows(static_cast<Index>(tensors_.size()), threads_, 1, [&](Index begin, Index end) {
+            for (Index i = begin; i < end; ++i) f(tensors_[static_cast<std::size_t>(i)]);
         });
     }
 

@@ -19,7 +19,7 @@ namespace npft::train {
 ///   o.step(state, params, grads, lr) one update of `params` (flattened tensor) from `grads`, in place
 template <class O>
 concept Optimizer = requires(const O& o, typename O::State& state, std::span<float> params, std::span<const float> grads,
-                             float lr, index size) {
+                             float lr, Index size) {
     { o.make_state(size) } -> std::same_as<typename O::State>;
     o.step(state, params, grads, lr);
     { state.steps } -> std::convertible_to<std::int64_t>;
@@ -48,7 +48,7 @@ struct AdamW {
         std::vector<std::span<float>> buffers() { return {first_moment, second_moment}; }
     };
 
-    State make_state(index size) const {
+    State make_state(Index size) const {
         require(size >= 0, "optimizer state size must be non-negative, got ", size);
         return State{std::vector<float>(static_cast<std::size_t>(size), 0.0f),
                      std::vector<float>(static_cast<std::size_t>(size), 0.0f), 0};
@@ -88,7 +88,7 @@ struct SgdMomentum {
         std::vector<std::span<float>> buffers() { return {velocity}; }
     };
 
-    State make_state(index size) const {
+    State make_state(Index size) const {
         require(size >= 0, "optimizer state size must be non-negative, got ", size);
         return State{std::vector<float>(static_cast<std::size_t>(size), 0.0f), 0};
     }

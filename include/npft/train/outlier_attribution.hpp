@@ -82,7 +82,7 @@ OutlierAttribution outlier_attribution(Model& model, const Batches& batches, con
 
     const auto mean_loss = [&] {
         double sum = 0.0;
-        index count = 0;
+        Index count = 0;
         for (const auto& batch : batches) {
             sum += evaluate_loss(model, batch);
             ++count;
@@ -94,7 +94,7 @@ OutlierAttribution outlier_attribution(Model& model, const Batches& batches, con
         for (Tensor& t : tensors) {
             to_eigen(t.value) = base_quantized ? t.quantized : t.exact;
             const Matrix& source = outliers_quantized ? t.quantized : t.exact;
-            for (const index p : t.mask->positions)
+            for (const Index p : t.mask->positions)
                 t.value(t.mask->row_of(p), t.mask->col_of(p)) = source(t.mask->row_of(p), t.mask->col_of(p));
         }
     };

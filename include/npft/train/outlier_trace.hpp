@@ -31,14 +31,14 @@ public:
         require(std::ranges::size(batches) > 0, "the outliers' trace needs at least one trace batch, got none");
         dimension_ = hessian::FiniteDifferenceHvp<Model, Batch>(model, std::ranges::begin(batches)[0], names_).dimension();
     }
-    index dimension() const { return dimension_; }
+    Index dimension() const { return dimension_; }
 
     void apply(std::span<const float> v, std::span<float> out) {
-        const auto count = static_cast<index>(std::ranges::size(*batches_));
+        const auto count = static_cast<Index>(std::ranges::size(*batches_));
         if (count == 1) return one(0).apply(v, out);
         std::vector<float> part(out.size());
         std::vector<double> sum(out.size(), 0.0);
-        for (index b = 0; b < count; ++b) {
+        for (Index b = 0; b < count; ++b) {
             one(b).apply(v, std::span<float>(part));
             for (std::size_t i = 0; i < part.size(); ++i) sum[i] += part[i];
         }
@@ -49,9 +49,9 @@ private:
     Model* model_;
     const Batches* batches_;
     std::vector<std::string> names_;
-    index dimension_ = 0;
+    Index dimension_ = 0;
 
-    hessian::FiniteDifferenceHvp<Model, Batch> one(index b) const {
+    hessian::FiniteDifferenceHvp<Model, Batch> one(Index b) const {
         return hessian::FiniteDifferenceHvp<Model, Batch>(*model_, std::ranges::begin(*batches_)[b], names_);
     }
 };

@@ -26,7 +26,7 @@ class LoraTensor {
 public:
     LoraTensor() = default;
     /// A zero adapter of the tensor's shape (the Fisher pass may run through an attached adapter before a stage starts).
-    LoraTensor(index rows, index cols, LoraOptions options) : options_(options), adapter_(rows, cols, options) {}
+    LoraTensor(Index rows, Index cols, LoraOptions options) : options_(options), adapter_(rows, cols, options) {}
 
     const LoraAdapter& adapter() const { return adapter_; }
     bool in_activations() const { return in_activations_; }

@@ -18,20 +18,20 @@ namespace npft::train {
 template <class Opt>
 class MaskedTensor {
 public:
-    const std::vector<index>& trainable() const { return trainable_; }
+    const std::vector<Index>& trainable() const { return trainable_; }
 
     /// Trains `positions` (sorted flat positions) from a fresh optimizer state.
-    void start(std::vector<index> positions, const Opt& optimizer) {
+    void start(std::vector<Index> positions, const Opt& optimizer) {
         trainable_ = std::move(positions);
-        state_ = optimizer.make_state(static_cast<index>(trainable_.size()));
+        state_ = optimizer.make_state(static_cast<Index>(trainable_.size()));
     }
 
     /// Every position of a `size`-element tensor that is not an outlier (MaskedWeights without an explicit mask).
-    static std::vector<index> complement(const outliers::OutlierMask& selection, index size) {
-        std::vector<index> out;
+    static std::vector<Index> complement(const outliers::OutlierMask& selection, Index size) {
+        std::vector<Index> out;
         out.reserve(static_cast<std::size_t>(size - selection.count()));
         auto next = selection.positions.begin();
-        for (index p = 0; p < size; ++p) {
+        for (Index p = 0; p < size; ++p) {
             if (next != selection.positions.end() && *next == p) {
                 ++next;
                 continue;
@@ -44,15 +44,15 @@ public:
     /// The model's weight at the trainable positions := their clean values (the optimizer changed them); the other
     /// positions already hold clean values.
     void write_effective(const Matrix& clean, MatrixView<float> value) const {
-        const index cols = clean.cols();
-        for (const index q : trainable_) value(q / cols, q % cols) = clean.data()[q];
+        const Index cols = clean.cols();
+        for (const Index q : trainable_) value(q / cols, q % cols) = clean.data()[q];
     }
 
     void collect_gradients(MatrixView<const float> grad, float weight, bool accumulate, const std::string& /*name*/) {
-        const index cols = grad.cols();
+        const Index cols = grad.cols();
         grad_.resize(trainable_.size());
         for (std::size_t j = 0; j < trainable_.size(); ++j) {
-            const index q = trainable_[j];
+            const Index q = trainable_[j];
             const float v = weight * grad(q / cols, q % cols);
             grad_[j] = accumulate ? grad_[j] + v : v;
         }
@@ -75,17 +75,17 @@ public:
         w.indices(prefix + ".trainable", trainable_);
         save_optimizer_state(w, prefix + ".trainable.optimizer", state_);
     }
-    void load(const CheckpointReader& r, const std::string& prefix, const Opt& optimizer, index size) {
+    void load(const CheckpointReader& r, const std::string& prefix, const Opt& optimizer, Index size) {
         trainable_ = r.indices(prefix + ".trainable");
         for (std::size_t j = 0; j < trainable_.size(); ++j)
             require(trainable_[j] >= 0 && trainable_[j] < size && (j == 0 || trainable_[j - 1] < trainable_[j]),
                     "checkpoint '", r.path(), "': trainable positions of '", prefix,
                     "' must be sorted, distinct and inside the tensor of ", size, " weights");
-        state_ = load_optimizer_state(r, prefix + ".trainable.optimizer", optimizer, static_cast<index>(trainable_.size()));
+        state_ = load_optimizer_state(r, prefix + ".trainable.optimizer", optimizer, static_cast<Index>(trainable_.size()));
     }
 
 private:
-    std::vector<index> trainable_;
+    std::vector<Index> trainable_;
     typename Opt::State state_{};
     std::vector<float> grad_, gathered_;
 };

@@ -43,10 +43,10 @@ struct Perturbation {
 
     /// values(p) += noise at every outlier p, saving the previous values.
     void apply(MatrixView<float> values) {
-        const index cols = values.cols();
+        const Index cols = values.cols();
         saved.resize(noise.size());
         for (std::size_t i = 0; i < noise.size(); ++i) {
-            const index p = selection.positions[i];
+            const Index p = selection.positions[i];
             float& v = values(p / cols, p % cols);
             saved[i] = v;
             v += noise[i];
@@ -55,9 +55,9 @@ struct Perturbation {
 
     /// Puts back the values apply() saved.
     void restore(MatrixView<float> values) const {
-        const index cols = values.cols();
+        const Index cols = values.cols();
         for (std::size_t i = 0; i < saved.size(); ++i) {
-            const index p = selection.positions[i];
+            const Index p = selection.positions[i];
             values(p / cols, p % cols) = saved[i];
         }
     }

@@ -106,9 +106,9 @@ public:
     }
 
     const PipelineOptions& options() const { return options_; }
-    index total_steps() const { return options_.stages * options_.steps_per_stage; }
+    Index total_steps() const { return options_.stages * options_.steps_per_stage; }
     /// Global steps completed (by fit, or restored by resume).
-    index steps_done() const { return step_; }
+    Index steps_done() const { return step_; }
     /// Noise draws made so far (the draw number keys the noise stream).
     std::uint64_t draws() const { return draw_; }
 
@@ -251,9 +251,9 @@ private:
     Schedule schedule_;
 
     ManagedTensors<Opt> tensors_;
-    index step_ = 0;
+    Index step_ = 0;
     std::uint64_t draw_ = 0;
-    index draws_in_stage_ = 0;  // draws made since the current stage began (not checkpointed: only gates a warning)
+    Index draws_in_stage_ = 0;  // draws made since the current stage began (not checkpointed: only gates a warning)
     float noise_scale_ = 0.0f;
 
     // ---- helpers ------------------------------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ private:
 
     // ---- stages and steps -------------------------------------------------------------------------------------------
     template <class Model, class Calibration>
-    void begin_stage(Model& model, const Calibration& calibration, index stage) {
+    void begin_stage(Model& model, const Calibration& calibration, Index stage) {
         tensors_.copy_clean_into_model();
         if (continues_adapter(options_)) tensors_.write_peft();  // the Fisher pass sees W0 + (alpha/r) B A, no noise
         if (stage == 0 || options_.refresh_selection) {
@@ -330,12 +330,12 @@ private:
         }
     }
 
-    void end_stage(index stage) {
+    void end_stage(Index stage) {
         if (continues_adapter(options_) && stage + 1 < options_.stages) return;  // merged once, after the last stage
         tensors_.merge_adapters();
     }
 
-    void draw_noise(index step) {
+    void draw_noise(Index step) {
         ++draw_;
         noise_scale_ = static_cast<float>(noise_.scale(step, total_steps()));
         tensors_.each([&](Tensor& t) {
@@ -382,13 +382,13 @@ private:
     template <class Model, class Batches, class Calibration, class TraceBatches, class Progress>
     FitSummary run(Model& model, const Batches& batches, const Calibration& calibration, const TraceBatches& trace_batches,
                    Progress& report) {
-        const auto batch_count = static_cast<index>(std::ranges::size(batches));
+        const auto batch_count = static_cast<Index>(std::ranges::size(batches));
         require(batch_count > 0, "fit needs at least one training batch, got an empty range");
         require(options_.trace_every == 0 || std::ranges::size(trace_batches) > 0,
                 "PipelineOptions::trace_every is set but there are no trace batches (nor calibration batches) to estimate "
                 "the trace on");
         FitSummary summary;
-        const index n = options_.steps_per_stage;
+        const Index n = options_.steps_per_stage;
         // Activation-space LoRA (dropout > 0): hand the adapters to the model for this run, take them back on any exit.
         struct Detach {
             ManagedTensors<Opt>* tensors;
@@ -398,7 +398,7 @@ private:
         if (uses_lora(options_) && std::get<LoraOptions>(options_.peft).dropout > 0.0f)
             tensors_.attach_adapters(model, std::get<LoraOptions>(options_.peft).dropout);
         while (step_ < total_steps()) {
-            const index stage = step_ / n, local = step_ % n;
+            const Index stage = step_ / n, local = step_ % n;
             prepare_adapters(false);  // Fisher pass and trace: no dropout
             if (local == 0) {
                 begin_stage(model, calibration, stage);
@@ -460,7 +460,7 @@ private:
     /// model is good only with that draw in it. Detected by the loss on the stage's last batch with and without the
     /// draw (adapters as they are now, no dropout); a warning (empty when fine) names both losses.
     template <class Model, class Batch>
-    std::string check_draw_cancellation(Model& model, const Batch& batch, index stage) {
+    std::string check_draw_cancellation(Model& model, const Batch& batch, Index stage) {
         bool any_noise = false;
         for (const auto& t : tensors_.all()) any_noise |= t.perturbation.any_noise();
         if (!any_noise) return {};

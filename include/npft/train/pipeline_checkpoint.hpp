@@ -79,7 +79,7 @@ inline std::string join_names(const std::vector<std::string>& names) {
     return s;
 }
 
-inline void write_pipeline_header(CheckpointWriter& w, const PipelineOptions& o, index step, std::uint64_t draw,
+inline void write_pipeline_header(CheckpointWriter& w, const PipelineOptions& o, Index step, std::uint64_t draw,
                                   float noise_scale, const std::vector<std::string>& names) {
     w.text("npft.format", pipeline_checkpoint_format);
     w.text("npft.options", join_fingerprint(options_fingerprint(o)));
@@ -121,7 +121,7 @@ inline void write_tensor_state(CheckpointWriter& w, const std::string& name, con
 }
 
 inline void read_tensor_state(const CheckpointReader& r, const std::string& name, Matrix& clean, Perturbation& p) {
-    const index rows = clean.rows(), cols = clean.cols();
+    const Index rows = clean.rows(), cols = clean.cols();
     r.matrix_into(name + ".clean", rows, cols, clean);
     try {
         p.selection = outliers::OutlierMask(rows, cols, r.indices(name + ".outliers"));

@@ -41,8 +41,8 @@ enum class AdapterAcrossStages { restart, continue_training };
 /// two exceptions: adapters restart at every stage (presets::reference() continues them, as the reference code does)
 /// and LoRA dropout is 0 (it needs the model's cooperation, see LoraActivationModel).
 struct PipelineOptions {
-    index stages = 3;                        ///< epochs; each ends by merging the adapters into the clean weights
-    index steps_per_stage = 64;              ///< optimizer steps per stage; step k uses batch k mod batches.size()
+    Index stages = 3;                        ///< epochs; each ends by merging the adapters into the clean weights
+    Index steps_per_stage = 64;              ///< optimizer steps per stage; step k uses batch k mod batches.size()
     float learning_rate = 5e-5f;             ///< peak learning rate of every stage
     std::vector<float> stage_learning_rates{};///< optional: one peak per stage (overrides learning_rate)
     float warmup_fraction = 0.0f;            ///< linear warmup over this share of a stage, then linear decay to 0
@@ -60,9 +60,9 @@ struct PipelineOptions {
     bool check_draw_cancellation = true;
     /// Estimate the outliers' Hessian trace every N steps (0: never). Each estimate costs 2 model calls per probe and
     /// trace batch (the trace batches are fit's `trace_batches` argument, else the first calibration batch).
-    index trace_every = 0;
+    Index trace_every = 0;
     std::string checkpoint_path{};  ///< where save_checkpoint writes during fit
-    index checkpoint_every = 0;     ///< write a checkpoint every N steps (0: never)
+    Index checkpoint_every = 0;     ///< write a checkpoint every N steps (0: never)
     /// Threads for npft's own per-step work (noise draws, writing the effective weights, adapter gradients, optimizer
     /// steps, merges, Fisher accumulation), split by tensor over the worker pool (kernels/cpu/threading.hpp). Same bits
     /// on any count. The model is always called from the calling thread; with threads > 1 the policies' const members
@@ -72,7 +72,7 @@ struct PipelineOptions {
 
 /// What fit() or resume() did.
 struct FitSummary {
-    index steps_done = 0;  ///< global steps completed so far
+    Index steps_done = 0;  ///< global steps completed so far
     bool finished = false; ///< all stages ran (false when the progress callback asked to stop)
     double last_loss = std::numeric_limits<double>::quiet_NaN();
     std::vector<std::string> warnings{};  ///< e.g. the adapter learned to cancel a fixed draw (check_draw_cancellation)
@@ -89,7 +89,7 @@ inline void validate(const PipelineOptions& o) {
     require(o.steps_per_stage >= 1, "PipelineOptions::steps_per_stage must be at least 1, got ", o.steps_per_stage);
     require(std::isfinite(o.learning_rate) && o.learning_rate >= 0.0f,
             "PipelineOptions::learning_rate must be finite and non-negative, got ", o.learning_rate);
-    require(o.stage_learning_rates.empty() || static_cast<index>(o.stage_learning_rates.size()) == o.stages,
+    require(o.stage_learning_rates.empty() || static_cast<Index>(o.stage_learning_rates.size()) == o.stages,
             "PipelineOptions::stage_learning_rates must be empty or hold one rate per stage (", o.stages, "), got ",
             o.stage_learning_rates.size());
     for (const float lr : o.stage_learning_rates)

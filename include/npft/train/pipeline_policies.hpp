@@ -72,7 +72,7 @@ consteval bool check_quantizer_or_grid() {
 }
 template <class O>
 consteval bool check_optimizer() {
-    static_assert(requires(const O& o, index n) { o.make_state(n); },
+    static_assert(requires(const O& o, Index n) { o.make_state(n); },
                   "an Optimizer needs a nested type `State` and a member `State make_state(index size) const`");
     static_assert(requires(const O& o, typename O::State& s, std::span<float> p, std::span<const float> g, float lr) {
         o.step(s, p, g, lr);

@@ -22,9 +22,9 @@ enum class Control { proceed, stop };
 
 /// One step's figures.
 struct Report {
-    index step = 0;         ///< steps done so far (1-based after the first step)
-    index total_steps = 0;  ///< stages * steps_per_stage
-    index stage = 0;        ///< 0-based stage (epoch)
+    Index step = 0;         ///< steps done so far (1-based after the first step)
+    Index total_steps = 0;  ///< stages * steps_per_stage
+    Index stage = 0;        ///< 0-based stage (epoch)
     double loss = 0.0;      ///< the optimized loss of this step (perturbed, or the balanced mix)
     float noise_scale = 0.0f;
     float learning_rate = 0.0f;
@@ -60,7 +60,7 @@ inline auto quiet() {
 }
 
 /// One plain line on stderr every `every` steps (and on the last step and every step with a trace): for logs and CI.
-inline auto lines(index every = 10) {
+inline auto lines(Index every = 10) {
     return [every](const Report& r) {
         if (every > 0 && (r.step % every == 0 || r.step == r.total_steps || r.has_trace() || !r.warning.empty())) {
             std::fprintf(stderr, "%s\n", detail::format_line(r).c_str());
@@ -89,7 +89,7 @@ inline auto bar(int width = 30) {
 }
 
 /// The default: a bar when stderr is a terminal, a line every `every` steps otherwise.
-inline std::function<void(const Report&)> automatic(index every = 10) {
+inline std::function<void(const Report&)> automatic(Index every = 10) {
 #if defined(NPFT_HAVE_ISATTY)
     if (isatty(fileno(stderr))) return bar();
 #endif

@@ -25,14 +25,14 @@ namespace detail {
 // element_stride (the smaller stride). Sizes of 1 contribute no stride.
 struct Lines {
     std::intptr_t first = 0;  // byte address of element (0, 0)
-    index lines = 0, length = 0;
+    Index lines = 0, length = 0;
     std::intptr_t line_stride = 0, element_stride = 0;  // in bytes
 
-    std::intptr_t line_begin(index i) const {
+    std::intptr_t line_begin(Index i) const {
         const std::intptr_t start = first + static_cast<std::intptr_t>(i) * line_stride;
         return std::min(start, start + static_cast<std::intptr_t>(length - 1) * element_stride);
     }
-    std::intptr_t line_end(index i, std::intptr_t element_bytes) const {  // one past the last byte
+    std::intptr_t line_end(Index i, std::intptr_t element_bytes) const {  // one past the last byte
         const std::intptr_t start = first + static_cast<std::intptr_t>(i) * line_stride;
         return std::max(start, start + static_cast<std::intptr_t>(length - 1) * element_stride) + element_bytes;
     }
@@ -55,8 +55,8 @@ Lines as_lines(const MatrixView<T>& v) {
 // Whether some byte of a line of `a` lies in a line of `b` (sweep over the lines sorted by start).
 inline bool lines_overlap(const Lines& a, const Lines& b, std::intptr_t element_bytes) {
     std::vector<std::pair<std::intptr_t, std::intptr_t>> ia, ib;
-    for (index i = 0; i < a.lines; ++i) ia.emplace_back(a.line_begin(i), a.line_end(i, element_bytes));
-    for (index i = 0; i < b.lines; ++i) ib.emplace_back(b.line_begin(i), b.line_end(i, element_bytes));
+    for (Index i = 0; i < a.lines; ++i) ia.emplace_back(a.line_begin(i), a.line_end(i, element_bytes));
+    for (Index i = 0; i < b.lines; ++i) ib.emplace_back(b.line_begin(i), b.line_end(i, element_bytes));
     std::ranges::sort(ia);
     std::ranges::sort(ib);
     std::size_t i = 0, j = 0;

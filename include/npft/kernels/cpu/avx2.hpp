@@ -29,7 +29,7 @@ namespace npft::kernels::cpu::avx2 {
 /// Codes j..j+7 (j % 8 == 0) of a packed row as int32 lanes. Reads 4 bytes (bits <= 4) or 8 bytes from the
 /// first code's byte, so a row must be readable 8 bytes past its last code (GemmProblem::row_words).
 template <int Bits>
-NPFT_TARGET_AVX2 inline __m256i decode8(const std::uint8_t* row, index j) {
+NPFT_TARGET_AVX2 inline __m256i decode8(const std::uint8_t* row, Index j) {
     const std::uint8_t* at = row + (j >> 3) * Bits;  // 8 codes are Bits bytes (a shift, not a signed division)
     if constexpr (Bits == 8) {
         return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));
@@ -60,7 +60,7 @@ struct LutRegisters {
 
 /// Weights j..j+7 of the row as floats: the code itself (uniform; scale and zero applied per group) or the table value.
 template <int Bits, bool Lut>
-NPFT_TARGET_AVX2 inline __m256 weights8(const std::uint8_t* row, index j, const LutRegisters& t, const float* table) {
+NPFT_TARGET_AVX2 inline __m256 weights8(const std::uint8_t* row, Index j, const LutRegisters& t, const float* table) {
     const __m256i q = decode8<Bits>(row, j);
     if constexpr (!Lut) {
         return _mm256_cvtepi32_ps(q);
@@ -88,11 +88,11 @@ NPFT_TARGET_AVX2 inline float horizontal_sum(__m256 v) {
 
 /// Output row r for the T tokens m0..m0+T-1. `table` holds the row's lut as floats (lut format only).
 template <int Bits, bool Lut, int T>
-NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, index r, index m0, const float* table) {
+NPFT_TARGET_AVX2 void row_tile(const GemmProblem& p, Index r, Index m0, const float* table) {
     constexpr int U = T <= 2 ? 4 : 2;  // independent accumulators per token: enough to cover the FMA latency
     const quant::QuantizedMatrix& w = *p.weights;
-    const index group = w.group_size();
-    const index groups = w.groups();
+    const Index group = w.group_size();
+    const Index groups = w.groups();
     const auto* row = reinterpret_cast<const std::uint8_t*>(p.row_words(r));
     LutRegisters t{_mm256_setzero_ps(), _mm256_setzero_ps()};
     if constexpr (Lut && Bits <= 4) {
@@ -109,14 +109,14 @@ NPFT_UNROLL4
         correction[k] = 0.0f;
     }
     const float symmetric_zero = static_cast<float>(1u << (Bits - 1));
-    for (index g = 0; g < groups; ++g) {
-        const index end = (g + 1) * group;
+    for (Index g = 0; g < groups; ++g) {
+        const Index end = (g + 1) * group;
         __m256 acc[T][U];
 NPFT_UNROLL4
         for (int k = 0; k < T; ++k)
 NPFT_UNROLL4
             for (int u = 0; u < U; ++u) acc[k][u] = _mm256_setzero_ps();
-        index j = g * group;
+        Index j = g * group;
         for (; j + 8 * U <= end; j += 8 * U) {
 NPFT_UNROLL4
             for (int u = 0; u < U; ++u) {
@@ -151,23 +151,23 @@ NPFT_UNROLL4
 }
 
 /// Tokens per pass over the rows: their activations should stay in L2 (512 KB on Zen 3, 1-2 MB on recent Intel).
-inline index token_chunk(index cols) {
-    const index fit = (192 * 1024) / (cols * static_cast<index>(sizeof(float)));
-    return std::max<index>(4, std::min<index>(16, fit) / 4 * 4);
+inline Index token_chunk(Index cols) {
+    const Index fit = (192 * 1024) / (cols * static_cast<Index>(sizeof(float)));
+    return std::max<Index>(4, std::min<Index>(16, fit) / 4 * 4);
 }
 
 template <int Bits, bool Lut>
-NPFT_TARGET_AVX2 void multiply_rows_typed(const GemmProblem& p, index row_begin, index row_end) {
+NPFT_TARGET_AVX2 void multiply_rows_typed(const GemmProblem& p, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
     alignas(32) float table[256] = {};
-    const index chunk = token_chunk(w.cols());
-    for (index m_begin = 0; m_begin < p.batch; m_begin += chunk) {
-        const index m_end = std::min(p.batch, m_begin + chunk);
-        for (index r = row_begin; r < row_end; ++r) {
+    const Index chunk = token_chunk(w.cols());
+    for (Index m_begin = 0; m_begin < p.batch; m_begin += chunk) {
+        const Index m_end = std::min(p.batch, m_begin + chunk);
+        for (Index r = row_begin; r < row_end; ++r) {
             if constexpr (Lut) {
-                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
+                for (Index q = 0; q < (Index{1} << Bits); ++q) table[q] = to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
             }
-            index m = m_begin;
+            Index m = m_begin;
             for (; m + 4 <= m_end; m += 4) row_tile<Bits, Lut, 4>(p, r, m, table);
             switch (m_end - m) {
                 case 3: row_tile<Bits, Lut, 3>(p, r, m, table); break;
@@ -181,7 +181,7 @@ NPFT_TARGET_AVX2 void multiply_rows_typed(const GemmProblem& p, index row_begin,
 
 /// Computes output rows [row_begin, row_end). Requires the AVX2 path (CpuFeatures::has_avx2_path) and a group size
 /// that is a multiple of 8.
-inline void multiply_rows(const GemmProblem& p, index row_begin, index row_end) {
+inline void multiply_rows(const GemmProblem& p, Index row_begin, Index row_end) {
     dispatch_bits_and_format(*p.weights, [&](auto bits, auto lut) { multiply_rows_typed<bits(), lut()>(p, row_begin, row_end); });
 }
 

@@ -34,7 +34,7 @@ NPFT_TARGET_AVX512 inline float horizontal_sum(__m512 v) {
 
 /// Codes j..j+15 (j % 8 == 0) as int32 lanes.
 template <int Bits>
-NPFT_TARGET_AVX512 inline __m512i decode16(const std::uint8_t* row, index j) {
+NPFT_TARGET_AVX512 inline __m512i decode16(const std::uint8_t* row, Index j) {
     if constexpr (Bits == 8) {
         return _mm512_maskz_cvtepu8_epi32(all_lanes16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + j)));
     } else {
@@ -45,7 +45,7 @@ NPFT_TARGET_AVX512 inline __m512i decode16(const std::uint8_t* row, index j) {
 
 /// Codes j..j+7 in the low 8 lanes, zeros above.
 template <int Bits>
-NPFT_TARGET_AVX512 inline __m512i decode8_wide(const std::uint8_t* row, index j) {
+NPFT_TARGET_AVX512 inline __m512i decode8_wide(const std::uint8_t* row, Index j) {
     return _mm512_maskz_inserti64x4(all_lanes8, _mm512_setzero_si512(), avx2::decode8<Bits>(row, j), 0);
 }
 
@@ -62,11 +62,11 @@ NPFT_TARGET_AVX512 inline __m512 weights(__m512i q, __m512 table16, const float*
 
 /// Output row r for the T tokens m0..m0+T-1 (see avx2::row_tile).
 template <int Bits, bool Lut, int T>
-NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, index r, index m0, const float* table) {
+NPFT_TARGET_AVX512 void row_tile(const GemmProblem& p, Index r, Index m0, const float* table) {
     constexpr int U = T <= 2 ? 4 : 2;
     const quant::QuantizedMatrix& w = *p.weights;
-    const index group = w.group_size();
-    const index groups = w.groups();
+    const Index group = w.group_size();
+    const Index groups = w.groups();
     const auto* row = reinterpret_cast<const std::uint8_t*>(p.row_words(r));
     __m512 table16 = _mm512_setzero_ps();
     if constexpr (Lut && Bits <= 4) table16 = _mm512_loadu_ps(table);
@@ -80,14 +80,14 @@ NPFT_UNROLL4
         correction[k] = 0.0f;
     }
     const float symmetric_zero = static_cast<float>(1u << (Bits - 1));
-    for (index g = 0; g < groups; ++g) {
-        const index end = (g + 1) * group;
+    for (Index g = 0; g < groups; ++g) {
+        const Index end = (g + 1) * group;
         __m512 acc[T][U];
 NPFT_UNROLL4
         for (int k = 0; k < T; ++k)
 NPFT_UNROLL4
             for (int u = 0; u < U; ++u) acc[k][u] = _mm512_setzero_ps();
-        index j = g * group;
+        Index j = g * group;
         for (; j + 16 * U <= end; j += 16 * U) {
 NPFT_UNROLL4
             for (int u = 0; u < U; ++u) {
@@ -128,17 +128,17 @@ NPFT_UNROLL4
 }
 
 template <int Bits, bool Lut>
-NPFT_TARGET_AVX512 void multiply_rows_typed(const GemmProblem& p, index row_begin, index row_end) {
+NPFT_TARGET_AVX512 void multiply_rows_typed(const GemmProblem& p, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
     alignas(64) float table[256] = {};
-    const index chunk = avx2::token_chunk(w.cols());
-    for (index m_begin = 0; m_begin < p.batch; m_begin += chunk) {
-        const index m_end = std::min(p.batch, m_begin + chunk);
-        for (index r = row_begin; r < row_end; ++r) {
+    const Index chunk = avx2::token_chunk(w.cols());
+    for (Index m_begin = 0; m_begin < p.batch; m_begin += chunk) {
+        const Index m_end = std::min(p.batch, m_begin + chunk);
+        for (Index r = row_begin; r < row_end; ++r) {
             if constexpr (Lut) {
-                for (index q = 0; q < (index{1} << Bits); ++q) table[q] = avx2::to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
+                for (Index q = 0; q < (Index{1} << Bits); ++q) table[q] = avx2::to_float(w.lut()[static_cast<std::size_t>((r << Bits) + q)]);
             }
-            index m = m_begin;
+            Index m = m_begin;
             for (; m + 4 <= m_end; m += 4) row_tile<Bits, Lut, 4>(p, r, m, table);
             switch (m_end - m) {
                 case 3: row_tile<Bits, Lut, 3>(p, r, m, table); break;
@@ -152,7 +152,7 @@ NPFT_TARGET_AVX512 void multiply_rows_typed(const GemmProblem& p, index row_begi
 
 /// Computes output rows [row_begin, row_end). Requires CpuFeatures::has_avx512_path and a group size that is a
 /// multiple of 8.
-inline void multiply_rows(const GemmProblem& p, index row_begin, index row_end) {
+inline void multiply_rows(const GemmProblem& p, Index row_begin, Index row_end) {
     dispatch_bits_and_format(*p.weights, [&](auto bits, auto lut) { multiply_rows_typed<bits(), lut()>(p, row_begin, row_end); });
 }
 

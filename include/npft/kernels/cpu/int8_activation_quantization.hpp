@@ -24,11 +24,11 @@ namespace npft::kernels::cpu {
 ///   4 bit: low nibbles then high nibbles        vector c % 2,        byte c / 2
 ///   3 bit: codes 0-15, then codes 16-31         vector c / 16,       byte c % 16
 ///   2 bit: bit pairs 0, 2 | 4, 6 of each byte   vector (c % 4) / 2,  byte ((c % 4) % 2) * 8 + c / 4
-constexpr index int8_stored_at(index j, int bits) {
-    const index c = j % 32;
-    const index block = (j / 32) % 2;
-    index vector = 0;
-    index byte = 0;
+constexpr Index int8_stored_at(Index j, int bits) {
+    const Index c = j % 32;
+    const Index block = (j / 32) % 2;
+    Index vector = 0;
+    Index byte = 0;
     if (bits == 4) {
         vector = c % 2;
         byte = c / 2;
@@ -45,25 +45,25 @@ constexpr index int8_stored_at(index j, int bits) {
 /// Activations quantized to int8 in blocks of 32: x[m][j] ~ scales[m][j / 32] * value of j (block scale d = max|x| / 127,
 /// d = 0 for an all-zero block; a block holding NaN or Inf gets d = NaN, so the output is NaN as with fp32).
 struct Int8Activations {
-    static constexpr index block = 32;
-    static constexpr index chunk = 64;
+    static constexpr Index block = 32;
+    static constexpr Index chunk = 64;
     int code_bits = 4;                 ///< the decoder order the values are stored in (int8_stored_at)
-    index batch = 0;
-    index cols = 0;                    ///< K, a multiple of 32
-    index chunks = 0;                  ///< ceil(K / 64); a missing last block is zero
+    Index batch = 0;
+    Index cols = 0;                    ///< K, a multiple of 32
+    Index chunks = 0;                  ///< ceil(K / 64); a missing last block is zero
     std::vector<std::int8_t> values;   ///< [batch][chunks * 64], decoder order
     std::vector<float> chunk_scales;   ///< [batch][chunks * 8]: lanes 0-3 the first block's d, lanes 4-7 the second's
     std::vector<float> scales;         ///< [batch][cols / 32], natural order
     std::vector<float> block_sums;     ///< [batch][cols / 32]: d * sum of the block's int8 values (sum of x_hat)
 
-    index blocks() const { return cols / block; }
-    index padded_cols() const { return chunks * chunk; }
+    Index blocks() const { return cols / block; }
+    Index padded_cols() const { return chunks * chunk; }
 
     /// The dequantized activations x_hat in natural order (what the kernel multiplies exactly).
     Matrix dequantize() const {
         Matrix x(batch, cols);
-        for (index m = 0; m < batch; ++m)
-            for (index j = 0; j < cols; ++j)
+        for (Index m = 0; m < batch; ++m)
+            for (Index j = 0; j < cols; ++j)
                 x(m, j) = scales[static_cast<std::size_t>(m * blocks() + j / block)] *
                           static_cast<float>(values[static_cast<std::size_t>(m * padded_cols() + int8_stored_at(j, code_bits))]);
         return x;
@@ -86,7 +86,7 @@ inline float flush_tiny(float d) { return d >= std::numeric_limits<float>::min()
 inline bool quantize_block_portable(const float* x, std::int8_t* q, BlockQuantization& out) {
     float largest = 0.0f;
     bool finite = true;
-    for (index i = 0; i < 32; ++i) {
+    for (Index i = 0; i < 32; ++i) {
         finite = finite && std::isfinite(x[i]);
         largest = std::max(largest, std::abs(x[i]));
     }
@@ -94,7 +94,7 @@ inline bool quantize_block_portable(const float* x, std::int8_t* q, BlockQuantiz
     out.d = flush_tiny(largest / 127.0f);
     const float inverse = out.d > 0.0f ? 1.0f / out.d : 0.0f;
     out.sum = 0;
-    for (index i = 0; i < 32; ++i) {
+    for (Index i = 0; i < 32; ++i) {
         const int v = static_cast<int>(std::nearbyint(std::clamp(x[i] * inverse, -127.0f, 127.0f)));
         q[i] = static_cast<std::int8_t>(v);
         out.sum += v;
@@ -153,7 +153,7 @@ inline bool quantize_block(const float* x, std::int8_t* q, BlockQuantization& ou
 
 /// Quantizes x (batch rows of `cols` contiguous floats, row m at x + m * row_stride) for the decoder of `code_bits`-bit
 /// codes: round to nearest (even) of x / d with d = max|x| / 127 per block of 32.
-inline Int8Activations quantize_activations_int8(const float* x, index row_stride, index batch, index cols, int code_bits) {
+inline Int8Activations quantize_activations_int8(const float* x, Index row_stride, Index batch, Index cols, int code_bits) {
     require(cols > 0 && cols % Int8Activations::block == 0, "int8 activations need a positive multiple of 32 inputs, got ", cols);
     require(code_bits >= 2 && code_bits <= 4, "int8 activations are laid out for 2, 3 or 4-bit codes, got ", code_bits);
     require(batch >= 0, "batch must be non-negative, got ", batch);
@@ -162,25 +162,25 @@ inline Int8Activations quantize_activations_int8(const float* x, index row_strid
     a.batch = batch;
     a.cols = cols;
     a.chunks = (cols + Int8Activations::chunk - 1) / Int8Activations::chunk;
-    const index blocks = a.blocks();
+    const Index blocks = a.blocks();
     a.values.assign(static_cast<std::size_t>(batch * a.padded_cols()), 0);
     a.chunk_scales.assign(static_cast<std::size_t>(batch * a.chunks * 8), 0.0f);
     a.scales.resize(static_cast<std::size_t>(batch * blocks));
     a.block_sums.resize(a.scales.size());
-    index position[64];  // where each of a chunk's 64 activations goes
-    for (index j = 0; j < 64; ++j) position[j] = int8_stored_at(j, code_bits);
-    for (index m = 0; m < batch; ++m) {
+    Index position[64];  // where each of a chunk's 64 activations goes
+    for (Index j = 0; j < 64; ++j) position[j] = int8_stored_at(j, code_bits);
+    for (Index m = 0; m < batch; ++m) {
         const float* xm = x + m * row_stride;
         std::int8_t* values = a.values.data() + m * a.padded_cols();
-        for (index b = 0; b < blocks; ++b) {
+        for (Index b = 0; b < blocks; ++b) {
             std::int8_t q[32];
             detail::BlockQuantization block;
             float d = std::numeric_limits<float>::quiet_NaN();  // NaN or Inf in the block: values stay 0
             if (detail::quantize_block(xm + b * Int8Activations::block, q, block)) {
                 d = block.d;
                 std::int8_t* chunk = values + (b / 2) * Int8Activations::chunk;
-                const index* at = position + (b % 2) * Int8Activations::block;
-                for (index i = 0; i < Int8Activations::block; ++i) chunk[at[i]] = q[i];
+                const Index* at = position + (b % 2) * Int8Activations::block;
+                for (Index i = 0; i < Int8Activations::block; ++i) chunk[at[i]] = q[i];
             }
             a.scales[static_cast<std::size_t>(m * blocks + b)] = d;
             a.block_sums[static_cast<std::size_t>(m * blocks + b)] = d * static_cast<float>(block.sum);
@@ -193,13 +193,13 @@ inline Int8Activations quantize_activations_int8(const float* x, index row_strid
 
 /// The sums the int8 kernel subtracts (Int8Problem::x_sums): per weight group for uniform formats, per row for LUT.
 inline std::vector<float> int8_activation_sums(const quant::QuantizedMatrix& w, const Int8Activations& a) {
-    const index parts = w.format() == quant::Format::lut ? 1 : w.groups();
-    const index blocks_per_part = a.blocks() / parts;
+    const Index parts = w.format() == quant::Format::lut ? 1 : w.groups();
+    const Index blocks_per_part = a.blocks() / parts;
     std::vector<float> sums(static_cast<std::size_t>(a.batch * parts), 0.0f);
-    for (index m = 0; m < a.batch; ++m)
-        for (index part = 0; part < parts; ++part) {
+    for (Index m = 0; m < a.batch; ++m)
+        for (Index part = 0; part < parts; ++part) {
             float s = 0.0f;
-            for (index b = part * blocks_per_part; b < (part + 1) * blocks_per_part; ++b)
+            for (Index b = part * blocks_per_part; b < (part + 1) * blocks_per_part; ++b)
                 s += a.block_sums[static_cast<std::size_t>(m * a.blocks() + b)];
             sums[static_cast<std::size_t>(m * parts + part)] = s;
         }

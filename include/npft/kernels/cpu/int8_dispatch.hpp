@@ -32,28 +32,28 @@ namespace int8 {
 /// streams hundreds of MiB apart are slow too, hence pieces of at most 16 MiB). Several tokens share each decoded
 /// row, 4 tokens at a time.
 template <int Bits, bool Lut, bool ChunkScales>
-NPFT_TARGET_AVX2 void multiply_rows_typed(const Int8Problem& p, index row_begin, index row_end) {
-    const index batch = p.x->batch;
+NPFT_TARGET_AVX2 void multiply_rows_typed(const Int8Problem& p, Index row_begin, Index row_end) {
+    const Index batch = p.x->batch;
     const ChunkDecoder<Bits> d{};
     std::vector<float> scratch(static_cast<std::size_t>(Lut ? 0 : 2 * 4 * p.weights->groups()));
     float* s = scratch.data();
     if (batch == 1) {
-        const index row_bytes = p.weights->codes().words_per_row() * static_cast<index>(sizeof(std::uint32_t));
-        const index piece_rows = std::max<index>(4, (index{16} << 20) / row_bytes);
-        for (index begin = row_begin; begin < row_end; begin += piece_rows) {
-            const index end = std::min(row_end, begin + piece_rows);
-            const index quarter = (end - begin) / 4;
-            for (index r = begin; r < begin + quarter; ++r) {
-                const index rows[4] = {r, r + quarter, r + 2 * quarter, r + 3 * quarter};
+        const Index row_bytes = p.weights->codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
+        const Index piece_rows = std::max<Index>(4, (Index{16} << 20) / row_bytes);
+        for (Index begin = row_begin; begin < row_end; begin += piece_rows) {
+            const Index end = std::min(row_end, begin + piece_rows);
+            const Index quarter = (end - begin) / 4;
+            for (Index r = begin; r < begin + quarter; ++r) {
+                const Index rows[4] = {r, r + quarter, r + 2 * quarter, r + 3 * quarter};
                 tile<Bits, Lut, ChunkScales, 4, 1>(p, d, rows, 0, s);
             }
-            for (index r = begin + 4 * quarter; r < end; ++r) tile<Bits, Lut, ChunkScales, 1, 1>(p, d, {r}, 0, s);
+            for (Index r = begin + 4 * quarter; r < end; ++r) tile<Bits, Lut, ChunkScales, 1, 1>(p, d, {r}, 0, s);
         }
         return;
     }
-    for (index r = row_begin; r < row_end; ++r) {
-        const index rows[1] = {r};
-        index m = 0;
+    for (Index r = row_begin; r < row_end; ++r) {
+        const Index rows[1] = {r};
+        Index m = 0;
         for (; m + 4 <= batch; m += 4) tile<Bits, Lut, ChunkScales, 1, 4>(p, d, rows, m, s);
         switch (batch - m) {
             case 3: tile<Bits, Lut, ChunkScales, 1, 3>(p, d, rows, m, s); break;
@@ -65,7 +65,7 @@ NPFT_TARGET_AVX2 void multiply_rows_typed(const Int8Problem& p, index row_begin,
 }
 
 template <int Bits>
-inline void multiply_rows_bits(const Int8Problem& p, index row_begin, index row_end) {
+inline void multiply_rows_bits(const Int8Problem& p, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
     if constexpr (Bits >= 3) {
         if (w.format() == quant::Format::lut) return multiply_rows_typed<Bits, true, false>(p, row_begin, row_end);
@@ -76,7 +76,7 @@ inline void multiply_rows_bits(const Int8Problem& p, index row_begin, index row_
 
 /// Computes output rows [row_begin, row_end). Requires int8_kernel_applies(*p.weights) and activations laid out for
 /// its bit width.
-inline void multiply_rows(const Int8Problem& p, index row_begin, index row_end) {
+inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) {
     switch (p.weights->bits()) {
         case 2: multiply_rows_bits<2>(p, row_begin, row_end); break;
         case 3: multiply_rows_bits<3>(p, row_begin, row_end); break;

@@ -29,14 +29,14 @@ struct Int8Problem {
     /// The last packed row again followed by zero bytes: decoders read up to 16 bytes past a row's last code.
     const std::uint8_t* last_row_padded = nullptr;
 
-    const std::uint8_t* row_bytes(index r) const {
+    const std::uint8_t* row_bytes(Index r) const {
         return r == weights->rows() - 1 ? last_row_padded
                                         : reinterpret_cast<const std::uint8_t*>(weights->codes().row_words(r));
     }
 };
 
 /// Bytes of zero padding after the copy of the last row (Int8Problem::last_row_padded).
-inline constexpr index int8_last_row_padding_bytes = 16;
+inline constexpr Index int8_last_row_padding_bytes = 16;
 
 #if NPFT_CPU_X86
 
@@ -69,14 +69,14 @@ using avx2::horizontal_sum;
 /// same offset within their pages, so a line 4 KiB ahead falls in the same L1 set as the four lines in use and evicts
 /// them. Measured on the development machine (4-bit 4096 x 4096, batch 1, weights from DRAM, 7 runs each, GB/s):
 /// no prefetch 9.0-13.5, 1 KiB 9.3-17.1, 2 KiB 15.5-17.0, 4 KiB 8.1-13.9.
-inline constexpr index prefetch_distance = 2048;
+inline constexpr Index prefetch_distance = 2048;
 
 /// The int32 dot products of chunk c of R rows with T tokens, as floats (lanes 0-3 block 0, 4-7 block 1).
 template <int Bits, bool Lut, int R, int T>
 NPFT_TARGET_AVX2 inline void chunk_products(const ChunkDecoder<Bits>& decoder, const std::uint8_t* const (&rows)[R],
-                                            const LutTables (&tables)[R], const std::int8_t* const (&x)[T], index c,
+                                            const LutTables (&tables)[R], const std::int8_t* const (&x)[T], Index c,
                                             __m256 (&dots)[R][T]) {
-    constexpr index bytes = ChunkDecoder<Bits>::chunk_bytes;
+    constexpr Index bytes = ChunkDecoder<Bits>::chunk_bytes;
 NPFT_UNROLL4
     for (int i = 0; i < R; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(rows[i] + c * bytes + prefetch_distance), _MM_HINT_T0);
@@ -90,13 +90,13 @@ NPFT_UNROLL4
 /// Row r's group scales s_g and s_g * z_g as floats (z_g = 2^(b-1) when symmetric), converted 8 at a time: per-group
 /// scalar conversions and the scalar zero-point sum cost a third of the 4-bit inner loop.
 template <int Bits>
-NPFT_TARGET_AVX2 inline void row_scales(const quant::QuantizedMatrix& w, index r, float* scale, float* scaled_zero) {
-    const index groups = w.groups();
+NPFT_TARGET_AVX2 inline void row_scales(const quant::QuantizedMatrix& w, Index r, float* scale, float* scaled_zero) {
+    const Index groups = w.groups();
     const half* s = w.scales().data() + r * groups;
     const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
     const half* z = asymmetric ? w.zeros().data() + r * groups : nullptr;
     const __m256 symmetric_zero = _mm256_set1_ps(static_cast<float>(1 << (Bits - 1)));
-    index g = 0;
+    Index g = 0;
     for (; g + 8 <= groups; g += 8) {
         const __m256 sv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + g)));
         const __m256 zv = asymmetric ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(z + g))) : symmetric_zero;
@@ -110,9 +110,9 @@ NPFT_TARGET_AVX2 inline void row_scales(const quant::QuantizedMatrix& w, index r
 }
 
 /// sum_i a[i] * b[i], 8 lanes at a time.
-NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, index n) {
+NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, Index n) {
     __m256 acc = _mm256_setzero_ps();
-    index i = 0;
+    Index i = 0;
     for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
     float sum = horizontal_sum(acc);
     for (; i < n; ++i) sum += a[i] * b[i];
@@ -123,7 +123,7 @@ NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, index n) {
 template <int Bits, bool Lut, int R, int T>
 NPFT_TARGET_AVX2 inline void accumulate_chunk(const ChunkDecoder<Bits>& decoder, const std::uint8_t* const (&rows)[R],
                                               const LutTables (&tables)[R], const std::int8_t* const (&x)[T],
-                                              const float* const (&xd)[T], index c, __m256 (&acc)[R][T]) {
+                                              const float* const (&xd)[T], Index c, __m256 (&acc)[R][T]) {
     __m256 dots[R][T];
     chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
 NPFT_UNROLL4
@@ -139,11 +139,11 @@ NPFT_UNROLL4
 ///   otherwise:   uniform with groups of whole chunks: scale once per group.
 /// `scratch` holds 2 * R * groups floats (uniform formats).
 template <int Bits, bool Lut, bool ChunkScales, int R, int T>
-NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decoder, const index (&row)[R], index m0,
+NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decoder, const Index (&row)[R], Index m0,
                            float* scratch) {
     const quant::QuantizedMatrix& w = *p.weights;
     const Int8Activations& a = *p.x;
-    const index chunks = a.chunks;
+    const Index chunks = a.chunks;
 
     const std::uint8_t* rows[R];
     LutTables tables[R];
@@ -171,7 +171,7 @@ NPFT_UNROLL4
         for (int t = 0; t < T; ++t) total[i][t] = _mm256_setzero_ps();
 
     if constexpr (Lut) {
-        for (index c = 0; c < chunks; ++c) accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, total);
+        for (Index c = 0; c < chunks; ++c) accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, total);
 NPFT_UNROLL4
         for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
@@ -181,7 +181,7 @@ NPFT_UNROLL4
             }
         return;
     } else {
-        const index groups = w.groups();
+        const Index groups = w.groups();
         float* scale[R];
         float* scaled_zero[R];
 NPFT_UNROLL4
@@ -191,13 +191,13 @@ NPFT_UNROLL4
             row_scales<Bits>(w, row[i], scale[i], scaled_zero[i]);
         }
         if constexpr (ChunkScales) {
-            const index group_blocks = w.group_size() / Int8Activations::block;
-            const index blocks = a.blocks();
-            for (index c = 0; c < chunks; ++c) {
+            const Index group_blocks = w.group_size() / Int8Activations::block;
+            const Index blocks = a.blocks();
+            for (Index c = 0; c < chunks; ++c) {
                 __m256 dots[R][T];
                 chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
-                const index g0 = (2 * c) / group_blocks;
-                const index g1 = (2 * c + 1) / group_blocks;
+                const Index g0 = (2 * c) / group_blocks;
+                const Index g1 = (2 * c + 1) / group_blocks;
                 const bool second_block = 2 * c + 1 < blocks;
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {
@@ -209,14 +209,14 @@ NPFT_UNROLL4
                 }
             }
         } else {
-            const index group_chunks = w.group_size() / Int8Activations::chunk;
-            for (index g = 0; g < groups; ++g) {
+            const Index group_chunks = w.group_size() / Int8Activations::chunk;
+            for (Index g = 0; g < groups; ++g) {
                 __m256 acc[R][T];
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
                     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
-                for (index c = g * group_chunks; c < (g + 1) * group_chunks; ++c)
+                for (Index c = g * group_chunks; c < (g + 1) * group_chunks; ++c)
                     accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, acc);
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {

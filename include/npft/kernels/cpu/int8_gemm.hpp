@@ -30,7 +30,7 @@ namespace npft::kernels::cpu {
 
 /// Batches from this size up take the GEMM on CPUs with AVX-512 VNNI (docs/benchmarks.md: below it the batch-1
 /// kernel, which streams the weights once per 4 tokens, is as fast).
-inline constexpr index int8_gemm_min_batch = 8;
+inline constexpr Index int8_gemm_min_batch = 8;
 
 /// Whether the VNNI GEMM can run w (uniform formats covered by the int8 kernel) on this CPU.
 inline bool int8_gemm_applies(const quant::QuantizedMatrix& w) {
@@ -49,7 +49,7 @@ inline constexpr int panel_rows = 32;
 // compute the same thing.
 inline constexpr __mmask16 all_lanes16 = 0xffff;
 inline constexpr __mmask8 all_lanes8 = 0xff;
-inline constexpr index block_bytes = 8 * panel_rows * 4;  ///< one block of 32 codes for 32 rows
+inline constexpr Index block_bytes = 8 * panel_rows * 4;  ///< one block of 32 codes for 32 rows
 
 /// In place: r[i] lane j <- r[j] lane i (16 x 16 int32; 64 shuffles, 4 per row instead of 16 scattered stores).
 NPFT_TARGET_VNNI inline void transpose16(__m512i (&r)[16]) {
@@ -82,21 +82,21 @@ NPFT_TARGET_VNNI inline void transpose16(__m512i (&r)[16]) {
 /// 16 vectors of 16 quads (dword q = stored positions 4q..4q+3) and transposed, so that vector q holds quad q of the
 /// 16 rows: quad q belongs to block q / 4 % 2 of the chunk and is its quad (q / 8) * 4 + q % 4.
 template <int Bits>
-NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, std::uint8_t* panel, float* scale,
+NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, Index r0, Index limit, std::uint8_t* panel, float* scale,
                                    float* scaled_zero) {
     const quant::QuantizedMatrix& w = *p.weights;
-    const index blocks = w.cols() / Int8Activations::block;
-    const index chunks = (blocks + 1) / 2;
-    const index groups = w.groups();
+    const Index blocks = w.cols() / Int8Activations::block;
+    const Index chunks = (blocks + 1) / 2;
+    const Index groups = w.groups();
     const int8::ChunkDecoder<Bits> decoder{};
     const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
     for (int half = 0; half < 2; ++half) {
         const std::uint8_t* rows[16];
         for (int i = 0; i < 16; ++i) {
-            const index r = r0 + 16 * half + i;
+            const Index r = r0 + 16 * half + i;
             rows[i] = r < limit ? p.row_bytes(r) : nullptr;
         }
-        for (index c = 0; c < chunks; ++c) {
+        for (Index c = 0; c < chunks; ++c) {
             __m512i q[16];
             for (int i = 0; i < 16; ++i) {
                 if (rows[i] == nullptr) {
@@ -110,7 +110,7 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, 
             }
             transpose16(q);
             for (int quad = 0; quad < 16; ++quad) {
-                const index b = 2 * c + (quad / 4) % 2;
+                const Index b = 2 * c + (quad / 4) % 2;
                 if (b >= blocks) continue;  // the missing second block of a last chunk
                 const int k = (quad / 8) * 4 + quad % 4;
                 _mm512_storeu_si512(panel + b * block_bytes + (k * panel_rows + 16 * half) * 4, q[quad]);
@@ -118,8 +118,8 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, 
         }
     }
     for (int i = 0; i < panel_rows; ++i) {
-        const index r = r0 + i;
-        for (index g = 0; g < groups; ++g) {
+        const Index r = r0 + i;
+        for (Index g = 0; g < groups; ++g) {
             const float s = r < limit ? _cvtsh_ss(w.scales()[static_cast<std::size_t>(r * groups + g)].bits) : 0.0f;
             const float z = r >= limit ? 0.0f
                             : asymmetric ? _cvtsh_ss(w.zeros()[static_cast<std::size_t>(r * groups + g)].bits)
@@ -132,7 +132,7 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, index r0, index limit, 
 
 /// Blocks of a K slice: the slice of a panel (16 KiB) stays in L1 while every token passes over it; a whole panel
 /// (32 K bytes) would stream from L2 once per 4 tokens, which measured at a third of the int8 peak.
-inline constexpr index slice_blocks = 16;
+inline constexpr Index slice_blocks = 16;
 
 /// Tokens per register tile: 2 x 6 int32 accumulators, enough independent vpdpbusd chains (latency 5) to issue two
 /// per cycle; with 4 tokens the chains were the limit.
@@ -142,11 +142,11 @@ inline constexpr int tile_tokens = 6;
 /// The weight scale is applied per group and per slice (sum_{b in g and slice} d_b * dot_b, times s_g), so the
 /// result depends on K's slicing, which is fixed, but not on the batch, the token tile or the thread count.
 template <int T>
-NPFT_TARGET_VNNI void panel_tile(const Int8Problem& p, const std::uint8_t* panel, const float* scale, index b0, index b1,
-                                 index m0, float* out) {
+NPFT_TARGET_VNNI void panel_tile(const Int8Problem& p, const std::uint8_t* panel, const float* scale, Index b0, Index b1,
+                                 Index m0, float* out) {
     const Int8Activations& a = *p.x;
-    const index group_blocks = p.weights->group_size() / Int8Activations::block;
-    const index blocks = a.blocks();
+    const Index group_blocks = p.weights->group_size() / Int8Activations::block;
+    const Index blocks = a.blocks();
     const std::int8_t* x[T];
     const float* d[T];
 NPFT_UNROLL4
@@ -157,9 +157,9 @@ NPFT_UNROLL4
     __m512 in_group[2][T];
 NPFT_UNROLL8
     for (int t = 0; t < T; ++t) in_group[0][t] = in_group[1][t] = _mm512_setzero_ps();
-    for (index b = b0; b < b1; ++b) {
+    for (Index b = b0; b < b1; ++b) {
         const std::uint8_t* wb = panel + b * block_bytes;
-        const index x_offset = (b / 2) * 64 + (b % 2) * 16;
+        const Index x_offset = (b / 2) * 64 + (b % 2) * 16;
         __m512i acc[2][T];
 NPFT_UNROLL8
         for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_si512();
@@ -169,7 +169,7 @@ NPFT_UNROLL8
         for (int k = 0; k < 8; ++k) {
             const __m512i w0 = _mm512_loadu_si512(wb + k * panel_rows * 4);
             const __m512i w1 = _mm512_loadu_si512(wb + k * panel_rows * 4 + 64);
-            const index at = x_offset + (k / 4) * 32 + (k % 4) * 4;
+            const Index at = x_offset + (k / 4) * 32 + (k % 4) * 4;
 NPFT_UNROLL8
             for (int t = 0; t < T; ++t) {
                 std::int32_t quad;
@@ -186,7 +186,7 @@ NPFT_UNROLL8
             in_group[1][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[1][t]), db, in_group[1][t]);
         }
         if ((b + 1) % group_blocks == 0 || b + 1 == b1) {  // the end of a group or of the slice
-            const index g = b / group_blocks;
+            const Index g = b / group_blocks;
             const __m512 s0 = _mm512_loadu_ps(scale + g * panel_rows);
             const __m512 s1 = _mm512_loadu_ps(scale + g * panel_rows + 16);
 NPFT_UNROLL8
@@ -201,14 +201,14 @@ NPFT_UNROLL8
 }
 
 /// y(m, r0 + i) = out[m][i] - sum_g s_g z_g X_g (the zero point folded out of the loop) for rows below `rows`.
-NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out, const float* scaled_zero, index r0,
-                                         index rows) {
-    const index groups = p.weights->groups();
-    const index valid = std::min<index>(panel_rows, rows - r0);
-    for (index m = 0; m < p.x->batch; ++m) {
+NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out, const float* scaled_zero, Index r0,
+                                         Index rows) {
+    const Index groups = p.weights->groups();
+    const Index valid = std::min<Index>(panel_rows, rows - r0);
+    for (Index m = 0; m < p.x->batch; ++m) {
         __m512 y0 = _mm512_loadu_ps(out + m * panel_rows);
         __m512 y1 = _mm512_loadu_ps(out + m * panel_rows + 16);
-        for (index g = 0; g < groups; ++g) {
+        for (Index g = 0; g < groups; ++g) {
             const __m512 xs = _mm512_set1_ps(p.x_sums[m * groups + g]);
             y0 = _mm512_fnmadd_ps(_mm512_loadu_ps(scaled_zero + g * panel_rows), xs, y0);
             y1 = _mm512_fnmadd_ps(_mm512_loadu_ps(scaled_zero + g * panel_rows + 16), xs, y1);
@@ -216,25 +216,25 @@ NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out,
         alignas(64) float lanes[panel_rows];
         _mm512_store_ps(lanes, y0);
         _mm512_store_ps(lanes + 16, y1);
-        for (index i = 0; i < valid; ++i) p.y(m, r0 + i) = lanes[i];
+        for (Index i = 0; i < valid; ++i) p.y(m, r0 + i) = lanes[i];
     }
 }
 
 template <int Bits>
-NPFT_TARGET_VNNI void multiply_rows_bits(const Int8Problem& p, index row_begin, index row_end) {
+NPFT_TARGET_VNNI void multiply_rows_bits(const Int8Problem& p, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
-    const index blocks = w.cols() / Int8Activations::block;
-    const index batch = p.x->batch;
+    const Index blocks = w.cols() / Int8Activations::block;
+    const Index batch = p.x->batch;
     std::vector<std::uint8_t> panel(static_cast<std::size_t>(blocks * block_bytes));
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
     std::vector<float> out(static_cast<std::size_t>(batch * panel_rows));
-    for (index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
+    for (Index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Bits>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
         std::fill(out.begin(), out.end(), 0.0f);
-        for (index b0 = 0; b0 < blocks; b0 += slice_blocks) {
-            const index b1 = std::min(blocks, b0 + slice_blocks);
-            index m = 0;
+        for (Index b0 = 0; b0 < blocks; b0 += slice_blocks) {
+            const Index b1 = std::min(blocks, b0 + slice_blocks);
+            Index m = 0;
             for (; m + tile_tokens <= batch; m += tile_tokens)
                 panel_tile<tile_tokens>(p, panel.data(), scale.data(), b0, b1, m, out.data() + m * panel_rows);
             float* tail = out.data() + m * panel_rows;
@@ -253,7 +253,7 @@ NPFT_TARGET_VNNI void multiply_rows_bits(const Int8Problem& p, index row_begin, 
 
 /// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_applies(*p.weights) and activations
 /// laid out for its bit width.
-inline void multiply_rows(const Int8Problem& p, index row_begin, index row_end) {
+inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) {
     switch (p.weights->bits()) {
         case 2: multiply_rows_bits<2>(p, row_begin, row_end); break;
         case 3: multiply_rows_bits<3>(p, row_begin, row_end); break;

@@ -26,7 +26,7 @@ struct ChunkDecoder;
 
 template <>
 struct ChunkDecoder<4> {
-    static constexpr index chunk_bytes = 32;
+    static constexpr Index chunk_bytes = 32;
     NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
         const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
         const __m256i low4 = _mm256_set1_epi8(0x0f);
@@ -37,7 +37,7 @@ struct ChunkDecoder<4> {
 
 template <>
 struct ChunkDecoder<3> {
-    static constexpr index chunk_bytes = 24;
+    static constexpr Index chunk_bytes = 24;
 
     /// For each quarter q of a block (codes 8q..8q+7), per 16-bit lane k of a 128-bit lane: the two bytes holding
     /// code 8q + k (a pshufb control) and 2^(13 - s), s its bit offset in the low byte, so that a multiply moves the
@@ -77,7 +77,7 @@ struct ChunkDecoder<3> {
 
 template <>
 struct ChunkDecoder<2> {
-    static constexpr index chunk_bytes = 16;
+    static constexpr Index chunk_bytes = 16;
     NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
         // Quadwords [block 0, block 0, block 1, block 1]; each quadword is shifted by its own amount.
         const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(chunk));
@@ -96,7 +96,7 @@ struct LutTables {
     float scale;
 };
 
-NPFT_TARGET_AVX2 inline LutTables lut_tables(const quant::QuantizedMatrix& w, index r) {
+NPFT_TARGET_AVX2 inline LutTables lut_tables(const quant::QuantizedMatrix& w, Index r) {
     const int entries = 1 << w.bits();
     float levels[16] = {};
     float largest = 0.0f;

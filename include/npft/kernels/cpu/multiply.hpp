@@ -107,16 +107,16 @@ namespace detail {
 /// intermediate can overflow (|s|, |level| <= 65504 in fp16, |q|, |z| <= 255, so every partial sum is at most
 /// 65504 * 2 * 255 * K * max|x|); calls with larger, infinite or NaN activations run the portable path, which every
 /// path then agrees with. Real activations are many orders of magnitude below it (2.5e27 at K = 4096).
-inline float simd_activation_limit(index cols) {
+inline float simd_activation_limit(Index cols) {
     return std::numeric_limits<float>::max() / (65504.0f * 512.0f * static_cast<float>(cols + 32));
 }
 
 /// Whether every activation is finite and at most `limit` in magnitude.
-inline bool activations_within(const float* x, index row_stride, index batch, index cols, float limit) {
+inline bool activations_within(const float* x, Index row_stride, Index batch, Index cols, float limit) {
     bool within = true;
-    for (index m = 0; m < batch; ++m) {
+    for (Index m = 0; m < batch; ++m) {
         const float* xm = x + m * row_stride;
-        for (index j = 0; j < cols; ++j) within &= std::abs(xm[j]) <= limit;  // false for NaN
+        for (Index j = 0; j < cols; ++j) within &= std::abs(xm[j]) <= limit;  // false for NaN
     }
     return within;
 }
@@ -146,18 +146,18 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     require_shape(y, x.rows(), w.rows(), "y");
     require(options.threads >= 1, "threads must be at least 1, got ", options.threads);
     Path path = kernel_path(w, options.path);
-    const index batch = x.rows();
-    const index cols = w.cols();
+    const Index batch = x.rows();
+    const Index cols = w.cols();
     if (batch == 0) return;
 
     // Activations as contiguous rows (a copy only when x is strided along K).
     std::vector<float> x_copy;
     const float* x_rows = x.data();
-    index x_row_stride = x.row_stride();
+    Index x_row_stride = x.row_stride();
     if (x.col_stride() != 1) {
         x_copy.resize(static_cast<std::size_t>(batch * cols));
-        for (index m = 0; m < batch; ++m)
-            for (index j = 0; j < cols; ++j) x_copy[static_cast<std::size_t>(m * cols + j)] = x(m, j);
+        for (Index m = 0; m < batch; ++m)
+            for (Index j = 0; j < cols; ++j) x_copy[static_cast<std::size_t>(m * cols + j)] = x(m, j);
         x_rows = x_copy.data();
         x_row_stride = cols;
     }
@@ -168,7 +168,7 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
 #if NPFT_CPU_X86
         const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols, w.bits());
         const std::vector<float> sums = int8_activation_sums(w, quantized);
-        const index row_bytes = w.codes().words_per_row() * static_cast<index>(sizeof(std::uint32_t));
+        const Index row_bytes = w.codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
         std::vector<std::uint8_t> last_row(static_cast<std::size_t>(row_bytes + int8_last_row_padding_bytes), 0);
         std::memcpy(last_row.data(), w.codes().row_words(w.rows() - 1), static_cast<std::size_t>(row_bytes));
         Int8Problem problem;
@@ -178,7 +178,7 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         problem.y = y;
         problem.last_row_padded = last_row.data();
         const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
-        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](index begin, index end) {
+        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](Index begin, Index end) {
             if (gemm) {
                 int8_gemm::multiply_rows(problem, begin, end);
             } else {
@@ -201,26 +201,26 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     std::vector<std::uint32_t> last_row;
     if (path != Path::portable) {
         if (w.is_uniform()) {
-            const index groups = w.groups();
-            const index group = w.group_size();
+            const Index groups = w.groups();
+            const Index group = w.group_size();
             group_sums.resize(static_cast<std::size_t>(batch * groups));
-            for (index m = 0; m < batch; ++m) {
+            for (Index m = 0; m < batch; ++m) {
                 const float* xm = x_rows + m * x_row_stride;
-                for (index g = 0; g < groups; ++g) {
+                for (Index g = 0; g < groups; ++g) {
                     float sum = 0.0f;
-                    for (index j = g * group; j < (g + 1) * group; ++j) sum += xm[j];
+                    for (Index j = g * group; j < (g + 1) * group; ++j) sum += xm[j];
                     group_sums[static_cast<std::size_t>(m * groups + g)] = sum;
                 }
             }
             problem.x_group_sums = group_sums.data();
         }
-        const index words = w.codes().words_per_row();
+        const Index words = w.codes().words_per_row();
         last_row.assign(static_cast<std::size_t>(words + last_row_padding_words), 0u);
         std::memcpy(last_row.data(), w.codes().row_words(w.rows() - 1), static_cast<std::size_t>(words) * sizeof(std::uint32_t));
         problem.last_row_padded = last_row.data();
     }
 
-    parallel_rows(w.rows(), options.threads, 16, [&](index begin, index end) {
+    parallel_rows(w.rows(), options.threads, 16, [&](Index begin, Index end) {
         switch (path) {
 #if NPFT_CPU_X86
             case Path::avx512: avx512::multiply_rows(problem, begin, end); break;

@@ -15,8 +15,8 @@ namespace npft::kernels::cpu {
 struct GemmProblem {
     const quant::QuantizedMatrix* weights = nullptr;
     const float* x = nullptr;  ///< row m of x starts at x + m * x_row_stride; elements are contiguous
-    index x_row_stride = 0;
-    index batch = 0;           ///< M
+    Index x_row_stride = 0;
+    Index batch = 0;           ///< M
     /// Sums of x over each quantization group, [M][groups] (uniform formats, SIMD paths): they fold the zero point
     /// out of the inner loop, sum_j (q_j - z) x_j = sum_j q_j x_j - z sum_j x_j.
     const float* x_group_sums = nullptr;
@@ -26,13 +26,13 @@ struct GemmProblem {
     const std::uint32_t* last_row_padded = nullptr;
 
     /// Packed words of row r, safe to over-read by 8 bytes.
-    const std::uint32_t* row_words(index r) const {
+    const std::uint32_t* row_words(Index r) const {
         return r == weights->rows() - 1 ? last_row_padded : weights->codes().row_words(r);
     }
 };
 
 /// Words of zero padding after the copy of the last row.
-inline constexpr index last_row_padding_words = 4;
+inline constexpr Index last_row_padding_words = 4;
 
 /// Calls rows(bits, lut) with w's bit width (2..8) and whether w is a LUT matrix as compile-time constants
 /// (std::integral_constant): the SIMD paths instantiate their row loops per format through this one switch.

@@ -61,20 +61,20 @@ public:
     static constexpr std::chrono::microseconds spin_time{50};
 
     /// Runs task(i) for i in [0, tasks): 0 on the calling thread, the others on pool threads; returns when all are done.
-    void run(index tasks, const std::function<void(index)>& task) {
+    void run(Index tasks, const std::function<void(Index)>& task) {
         if (tasks <= 1) {
             if (tasks == 1) task(0);
             return;
         }
         std::unique_lock<std::mutex> one_call(call_mutex_, std::try_to_lock);
         if (!one_call.owns_lock()) {
-            for (index i = 0; i < tasks; ++i) task(i);
+            for (Index i = 0; i < tasks; ++i) task(i);
             return;
         }
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            while (static_cast<index>(threads_.size()) < tasks - 1) {
-                const index id = static_cast<index>(threads_.size()) + 1;
+            while (static_cast<Index>(threads_.size()) < tasks - 1) {
+                const Index id = static_cast<Index>(threads_.size()) + 1;
                 threads_.emplace_back([this, id] { work(id); });
             }
             task_ = &task;
@@ -126,7 +126,7 @@ private:
         }
     }
 
-    void work(index id) {
+    void work(Index id) {
         std::uint64_t seen = 0;
         for (;;) {
             spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stopping_.load(); });
@@ -135,7 +135,7 @@ private:
             if (stopping_.load()) return;
             seen = generation_.load(std::memory_order_acquire);
             if (id >= tasks_) continue;  // a call with fewer tasks than threads
-            const std::function<void(index)>* task = task_;
+            const std::function<void(Index)>* task = task_;
             lock.unlock();
             try {
                 (*task)(id);
@@ -157,10 +157,10 @@ private:
     std::condition_variable start_;
     std::condition_variable done_;
     std::vector<std::thread> threads_;
-    const std::function<void(index)>* task_ = nullptr;
-    index tasks_ = 0;
+    const std::function<void(Index)>* task_ = nullptr;
+    Index tasks_ = 0;
     std::exception_ptr error_;  // the first exception a worker's task threw in the current call
-    std::atomic<index> pending_{0};
+    std::atomic<Index> pending_{0};
     std::atomic<std::uint64_t> generation_{0};
     std::atomic<bool> stopping_{false};
 };
@@ -170,18 +170,18 @@ private:
 /// first range, WorkerPool::shared() the others. If body throws, the exception reaches the caller after every range
 /// has finished.
 template <class Body>
-void parallel_rows(index rows, int threads, index align, Body&& body) {
+void parallel_rows(Index rows, int threads, Index align, Body&& body) {
     require(threads >= 1, "threads must be at least 1, got ", threads);
-    const index tiles = (rows + align - 1) / align;
-    const index workers = std::max<index>(1, std::min<index>(threads, tiles));
+    const Index tiles = (rows + align - 1) / align;
+    const Index workers = std::max<Index>(1, std::min<Index>(threads, tiles));
     if (workers == 1) {
-        body(index{0}, rows);
+        body(Index{0}, rows);
         return;
     }
-    const index tiles_per_worker = (tiles + workers - 1) / workers;
-    const std::function<void(index)> task = [&](index w) {
-        const index begin = std::min(rows, w * tiles_per_worker * align);
-        const index end = std::min(rows, (w + 1) * tiles_per_worker * align);
+    const Index tiles_per_worker = (tiles + workers - 1) / workers;
+    const std::function<void(Index)> task = [&](Index w) {
+        const Index begin = std::min(rows, w * tiles_per_worker * align);
+        const Index end = std::min(rows, (w + 1) * tiles_per_worker * align);
         if (begin < end) body(begin, end);
     };
     WorkerPool::shared().run(workers, task);

@@ -38,7 +38,7 @@ private:
 
 /// Y[m][n] = X[m][k] * W[n][k]^T, all row major fp16, fp32 accumulation: the layout of the quantized kernels.
 /// cuBLAS is column major, so it computes Y^T (n x m) = W (as k x n, transposed) * X^T (k x m).
-inline void cublas_gemm_fp16(const CublasHandle& handle, const half* x, const half* w, half* y, index m, index n, index k) {
+inline void cublas_gemm_fp16(const CublasHandle& handle, const half* x, const half* w, half* y, Index m, Index n, Index k) {
     require(m > 0 && n > 0 && k > 0, "cublas_gemm_fp16: shape must be positive, got m=", m, " n=", n, " k=", k);
     const float alpha = 1.0f, beta = 0.0f;
     check_cublas(cublasGemmEx(handle.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),

@@ -29,7 +29,7 @@ inline TiledView view_of(const TiledWeights& t) {
 
 /// The Bits words of packing block kb of row r (Bits known at compile time so that the kernels unroll).
 template <int Bits>
-NPFT_HOST_DEVICE inline void load_block_words(const TiledView& v, index kb, index r, std::uint32_t (&words)[Bits]) {
+NPFT_HOST_DEVICE inline void load_block_words(const TiledView& v, Index kb, Index r, std::uint32_t (&words)[Bits]) {
     for (int w = 0; w < Bits; ++w) words[w] = v.codes[tiled_word_index(v.shape, kb, w, r)];
 }
 
@@ -39,8 +39,8 @@ struct AffineParams {
     float zero = 0.0f;
 };
 
-NPFT_HOST_DEVICE inline AffineParams affine_params(const TiledView& v, index kb, index r) {
-    const index at = tiled_metadata_index(v.shape, group_of_block(v.shape, kb), r);
+NPFT_HOST_DEVICE inline AffineParams affine_params(const TiledView& v, Index kb, Index r) {
+    const Index at = tiled_metadata_index(v.shape, group_of_block(v.shape, kb), r);
     AffineParams p;
     p.scale = half::to_float(v.scales[at].bits);
     p.zero = v.zeros != nullptr ? half::to_float(v.zeros[at].bits) : symmetric_zero(v.shape.bits);
@@ -51,13 +51,13 @@ NPFT_HOST_DEVICE inline AffineParams affine_params(const TiledView& v, index kb,
 NPFT_HOST_DEVICE inline float decode_uniform(std::uint32_t q, AffineParams p) { return quant::dequantize_uniform(q, p.scale, p.zero); }
 
 /// LUT weight of code q of row r, read from the fp16 table.
-NPFT_HOST_DEVICE inline float decode_lut(const TiledView& v, index r, std::uint32_t q) {
+NPFT_HOST_DEVICE inline float decode_lut(const TiledView& v, Index r, std::uint32_t q) {
     return half::to_float(v.lut[(r << v.shape.bits) + q].bits);
 }
 
 /// The dequantized weight (r, j) of a tiled matrix: the host-side reference of what every kernel computes.
-NPFT_HOST_DEVICE inline float dequantize_tiled_at(const TiledView& v, index r, index j) {
-    const index kb = j / quant::codes_per_block;
+NPFT_HOST_DEVICE inline float dequantize_tiled_at(const TiledView& v, Index r, Index j) {
+    const Index kb = j / quant::codes_per_block;
     std::uint32_t words[8] = {};
     for (int w = 0; w < v.shape.bits; ++w) words[w] = v.codes[tiled_word_index(v.shape, kb, w, r)];
     const std::uint32_t q = quant::unpack_code(words, j % quant::codes_per_block, v.shape.bits);

@@ -31,20 +31,20 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
     const int thread = static_cast<int>(threadIdx.x);
     const int lane = thread % warp_size;
     const int warp = thread / warp_size;
-    const index m0 = static_cast<index>(blockIdx.y) * block_m;
-    const index n0 = static_cast<index>(blockIdx.x) * block_n;
+    const Index m0 = static_cast<Index>(blockIdx.y) * block_m;
+    const Index n0 = static_cast<Index>(blockIdx.x) * block_n;
     const KRange range = k_range_of(problem, blockIdx.z);
-    const index blocks = range.end - range.begin;  // k tiles of this block; tile t is packing block range.begin + t
+    const Index blocks = range.end - range.begin;  // k tiles of this block; tile t is packing block range.begin + t
 
     if constexpr (Lut) {
         for (int i = thread; i < table_size; i += Tile::threads)
             table[i] = half::to_float(w.lut[((n0 + i % block_n) << Bits) + i / block_n].bits);
     }
 
-    auto load_tile = [&](index kb, int stage) {
+    auto load_tile = [&](Index kb, int stage) {
         for (int c = thread; c < block_m * 4; c += Tile::threads) {
             const FragmentCoord at = gemm_x_chunk(c);
-            const index m = m0 + at.row, k = kb * Tile::block_k + at.col;
+            const Index m = m0 + at.row, k = kb * Tile::block_k + at.col;
             const bool inside = m < problem.batch && k < w.shape.cols;
             const T* source = inside ? problem.x + m * problem.ldx + k : problem.x;
             cp_async_16(&x_tiles[stage][at.row * stride + at.col], source, inside ? 16 : 0);
@@ -70,8 +70,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
     if constexpr (!Lut)
         if (blocks > 0) next_params = affine_params(w, range.begin, n0 + decode.row);
 
-    for (index t = 0; t < blocks; ++t) {
-        const index kb = range.begin + t;
+    for (Index t = 0; t < blocks; ++t) {
+        const Index kb = range.begin + t;
         const int stage = static_cast<int>(t % Tile::stages);
         AffineParams params;
         if constexpr (!Lut) {
@@ -150,8 +150,8 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const FragmentCoord at = mma_c_coord(lane, i);
-                const index m = m0 + origin.row + fm * 16 + at.row;
-                const index n = n0 + origin.col + fn * 8 + at.col;
+                const Index m = m0 + origin.row + fm * 16 + at.row;
+                const Index n = n0 + origin.col + fn * 8 + at.col;
                 if (m >= problem.batch || n >= w.shape.rows) continue;
                 float value = acc[fm][fn][i];
                 if (problem.partials != nullptr) {
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemm_m
 
 /// Grid of the GEMM kernel: (N tiles over the padded rows, M tiles over the batch, K splits).
 template <class Tile = GemmTile<>>
-inline dim3 gemm_grid(const TiledShape& shape, index batch, index splits = 1) {
+inline dim3 gemm_grid(const TiledShape& shape, Index batch, Index splits = 1) {
     return dim3(static_cast<unsigned>(gemm_blocks_n<Tile>(shape)), static_cast<unsigned>(gemm_blocks_m<Tile>(batch)),
                 static_cast<unsigned>(splits));
 }

@@ -26,27 +26,27 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemv_k
     const TiledView& w = problem.weights;
     const int lane = static_cast<int>(threadIdx.x) % warp_size;
     const int warp = static_cast<int>(threadIdx.x) / warp_size;
-    const index row = gemv_row(blockIdx.x, lane);
+    const Index row = gemv_row(blockIdx.x, lane);
 
     if constexpr (Lut) {
         for (int i = static_cast<int>(threadIdx.x); i < table_size; i += Tile::threads) {
-            const index table_row = gemv_row(blockIdx.x, i % warp_size);
+            const Index table_row = gemv_row(blockIdx.x, i % warp_size);
             table[i] = half::to_float(w.lut[(table_row << Bits) + i / warp_size].bits);
         }
         __syncthreads();
     }
 
     float acc[Batch] = {};
-    const index cols = w.shape.cols;
+    const Index cols = w.shape.cols;
     const KRange range = k_range_of(problem, blockIdx.y);
-    for (index i = 0;; i += Tile::unroll) {
+    for (Index i = 0;; i += Tile::unroll) {
         // All words and scales of the next Tile::unroll packing blocks are requested before any is decoded.
         std::uint32_t words[Tile::unroll][Bits];
         AffineParams params[Tile::unroll];
         bool live[Tile::unroll];
 #pragma unroll
         for (int u = 0; u < Tile::unroll; ++u) {
-            const index kb = range.begin + gemv_packing_block(warp, Tile::warps, i + u);
+            const Index kb = range.begin + gemv_packing_block(warp, Tile::warps, i + u);
             live[u] = kb < range.end;
             if (live[u]) {
                 load_block_words<Bits>(w, kb, row, words[u]);
@@ -58,10 +58,10 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemv_k
 #pragma unroll
         for (int u = 0; u < Tile::unroll; ++u) {
             if (!live[u]) break;
-            const index kb = range.begin + gemv_packing_block(warp, Tile::warps, i + u);
+            const Index kb = range.begin + gemv_packing_block(warp, Tile::warps, i + u);
 #pragma unroll
             for (int chunk = 0; chunk < 4; ++chunk) {  // 8 codes per chunk: one 16-byte load of activations per batch row
-                const index k = kb * quant::codes_per_block + chunk * 8;
+                const Index k = kb * quant::codes_per_block + chunk * 8;
                 if (k >= cols) break;  // cols % 8 == 0 (can_implement), so a chunk is all in or all out
                 float weight[8];
 #pragma unroll
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemv_k
     __syncthreads();
     for (int i = static_cast<int>(threadIdx.x); i < Batch * warp_size; i += Tile::threads) {
         const int m = i / warp_size, out_lane = i % warp_size;
-        const index out_row = gemv_row(blockIdx.x, out_lane);
+        const Index out_row = gemv_row(blockIdx.x, out_lane);
         if (m >= problem.batch || out_row >= w.shape.rows) continue;
         float sum = 0.0f;
         for (int v = 0; v < Tile::warps; ++v) sum += partial[v][m][out_lane];
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm) gemv_k
 
 /// Grid of the GEMV kernel: one block per 32 (padded) rows, times the K splits along y.
 template <class Tile = GemvTile<>>
-inline dim3 gemv_grid(const TiledShape& shape, index splits = 1) {
+inline dim3 gemv_grid(const TiledShape& shape, Index splits = 1) {
     return dim3(static_cast<unsigned>(gemv_blocks<Tile>(shape)), static_cast<unsigned>(splits));
 }
 

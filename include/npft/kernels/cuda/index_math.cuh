@@ -28,18 +28,18 @@ struct GemvTile {
     /// Occupancy design point handed to __launch_bounds__ (four blocks per SM: with 8 warps, at most 64 registers).
     static constexpr int min_blocks_per_sm = 4;
     /// Split-K granule: a split owns a multiple of this many packing blocks (one unrolled step of every warp).
-    static constexpr index split_granule = index{Warps} * Unroll;
+    static constexpr Index split_granule = Index{Warps} * Unroll;
 };
 
 /// Output row computed by `lane` of GEMV block `block` (every warp of a block covers the same 32 rows).
-NPFT_HOST_DEVICE constexpr index gemv_row(index block, int lane) { return block * warp_size + lane; }
+NPFT_HOST_DEVICE constexpr Index gemv_row(Index block, int lane) { return block * warp_size + lane; }
 
 /// Blocks of the GEMV grid: one per 32 padded rows.
 template <class Tile = GemvTile<>>
-NPFT_HOST_DEVICE constexpr index gemv_blocks(const TiledShape& s) { return s.padded_rows / Tile::rows; }
+NPFT_HOST_DEVICE constexpr Index gemv_blocks(const TiledShape& s) { return s.padded_rows / Tile::rows; }
 
 /// The i-th packing block that warp `warp` of a `warps`-warp block accumulates (i = 0, 1, ... while < blocks).
-NPFT_HOST_DEVICE constexpr index gemv_packing_block(int warp, int warps, index i) { return warp + i * warps; }
+NPFT_HOST_DEVICE constexpr Index gemv_packing_block(int warp, int warps, Index i) { return warp + i * warps; }
 
 // ---- Tensor-core GEMM: mma.sync m16n8k16, A = activations (row), B = weights (col), fp32 accumulators -----------------
 
@@ -72,14 +72,14 @@ struct GemmTile {
                   "GemmTile: the threads must split each weight row of a k tile into whole groups of 8 codes");
     static_assert(stages >= 2, "GemmTile: Stages must be at least 2 (load the next tile while computing this one)");
     /// Split-K granule: a split owns a multiple of this many packing blocks (enough to fill and drain the pipeline).
-    static constexpr index split_granule = 8;
+    static constexpr Index split_granule = 8;
 };
 
 /// Blocks of the GEMM grid along N (weight rows) and along M (batch rows).
 template <class Tile>
-NPFT_HOST_DEVICE constexpr index gemm_blocks_n(const TiledShape& s) { return s.padded_rows / Tile::block_n; }
+NPFT_HOST_DEVICE constexpr Index gemm_blocks_n(const TiledShape& s) { return s.padded_rows / Tile::block_n; }
 template <class Tile>
-NPFT_HOST_DEVICE constexpr index gemm_blocks_m(index batch) { return (batch + Tile::block_m - 1) / Tile::block_m; }
+NPFT_HOST_DEVICE constexpr Index gemm_blocks_m(Index batch) { return (batch + Tile::block_m - 1) / Tile::block_m; }
 
 /// (row, column) of one element of an mma operand or accumulator fragment.
 struct FragmentCoord {
@@ -135,63 +135,63 @@ NPFT_HOST_DEVICE constexpr FragmentCoord gemm_decode_assignment(int thread) {
 
 /// Packing blocks [begin, end) of one split.
 struct KRange {
-    index begin = 0;
-    index end = 0;
+    Index begin = 0;
+    Index end = 0;
 };
 
-NPFT_HOST_DEVICE constexpr KRange split_k_range(index blocks, index per_split, index split) {
-    const index begin = split * per_split;
-    const index end = begin + per_split < blocks ? begin + per_split : blocks;
+NPFT_HOST_DEVICE constexpr KRange split_k_range(Index blocks, Index per_split, Index split) {
+    const Index begin = split * per_split;
+    const Index end = begin + per_split < blocks ? begin + per_split : blocks;
     return {begin, end};
 }
 
 /// How K is split: `splits` slices of `per_split` packing blocks (the last one possibly shorter, none empty).
 struct KSplit {
-    index splits = 1;
-    index per_split = 0;
+    Index splits = 1;
+    Index per_split = 0;
 };
 
 /// The split of `blocks` packing blocks for a grid of `tiles` output tiles on a GPU holding `slots` resident blocks
 /// (SMs x blocks per SM): none when the tiles fill at least half the slots (measured on an H200: two splits of such a
 /// grid make 1.3-1.6 waves and lose 0-16%, docs/cuda.md); otherwise enough splits to fill the slots, each a multiple
 /// of `granule` packing blocks (and at least one granule).
-NPFT_HOST_DEVICE constexpr KSplit choose_k_split(index tiles, index blocks, index slots, index granule) {
+NPFT_HOST_DEVICE constexpr KSplit choose_k_split(Index tiles, Index blocks, Index slots, Index granule) {
     const KSplit none{1, blocks};
     if (tiles <= 0 || blocks <= 0 || granule <= 0 || 2 * tiles > slots) return none;
-    const index wanted = (slots + tiles - 1) / tiles;
-    index per_split = (blocks + wanted - 1) / wanted;
+    const Index wanted = (slots + tiles - 1) / tiles;
+    Index per_split = (blocks + wanted - 1) / wanted;
     per_split = (per_split + granule - 1) / granule * granule;
-    const index splits = (blocks + per_split - 1) / per_split;
+    const Index splits = (blocks + per_split - 1) / per_split;
     if (splits <= 1) return none;
     return {splits, per_split};
 }
 
 /// Floats of the split-K workspace: one fp32 partial sum per (split, batch row, output row); 0 without a split.
-NPFT_HOST_DEVICE constexpr index split_k_workspace_floats(const KSplit& split, index batch, index rows) {
+NPFT_HOST_DEVICE constexpr Index split_k_workspace_floats(const KSplit& split, Index batch, Index rows) {
     return split.splits > 1 ? split.splits * batch * rows : 0;
 }
 
 /// Index of the partial sum of (split, batch row m, output row n) in the workspace.
-NPFT_HOST_DEVICE constexpr index split_k_partial_index(index split, index m, index n, index batch, index rows) {
+NPFT_HOST_DEVICE constexpr Index split_k_partial_index(Index split, Index m, Index n, Index batch, Index rows) {
     return (split * batch + m) * rows + n;
 }
 
 // ---- Which kernel and which split gemm() picks ------------------------------------------------------------------
 
 /// Largest batch served by the GEMV kernel; larger batches run on tensor cores.
-inline constexpr index gemv_max_batch = 8;
+inline constexpr Index gemv_max_batch = 8;
 /// GEMV tiles: batch 1 has registers to spare for four packing blocks in flight per warp, batches 2..8 take two
 /// (the unroll made no measurable difference on an H200, docs/cuda.md; kept as measured).
 using SingleRowGemvTile = GemvTile<8, 4>;
 using SmallBatchGemvTile = GemvTile<8, 2>;
 /// Batches up to this run the tensor-core kernel with MidBatchTile (BlockM 32: less of the M tile is padding).
-inline constexpr index mid_batch_max = 32;
+inline constexpr Index mid_batch_max = 32;
 using MidBatchTile = GemmTile<32, 128, 1, 8, 3>;
 using LargeBatchTile = GemmTile<>;
 
 /// The K split of gemm()'s kernel for this shape and batch on a GPU with `sms` multiprocessors: the kernel's
 /// resident blocks per SM give the slots to fill, its split granule the slice size.
-NPFT_HOST_DEVICE constexpr KSplit gemm_k_split(const TiledShape& s, index batch, index sms) {
+NPFT_HOST_DEVICE constexpr KSplit gemm_k_split(const TiledShape& s, Index batch, Index sms) {
     if (batch == 1)
         return choose_k_split(gemv_blocks<SingleRowGemvTile>(s), s.blocks, sms * SingleRowGemvTile::min_blocks_per_sm,
                               SingleRowGemvTile::split_granule);

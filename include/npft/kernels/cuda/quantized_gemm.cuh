@@ -57,10 +57,10 @@ template <ActivationType T>
 struct GemmArguments {
     const DeviceQuantizedMatrix* weights = nullptr;
     const T* x = nullptr;  ///< [batch][ldx], rows 16-byte aligned
-    index batch = 0;
-    index ldx = 0;
+    Index batch = 0;
+    Index ldx = 0;
     T* y = nullptr;  ///< [batch][ldy]
-    index ldy = 0;
+    Index ldy = 0;
     const float* addend = nullptr;  ///< optional [batch][N] fp32 added before rounding
 };
 
@@ -96,12 +96,12 @@ Support can_implement(const GemmArguments<T>& a) {
     if (s.group_size % quant::codes_per_block != 0 && s.groups != 1)
         return detail::unsupported("group size ", s.group_size, " must be a multiple of 32 or the whole row");
     if (a.x == nullptr || a.y == nullptr) return detail::unsupported("x and y must not be null");
-    if (a.batch < 1 || a.batch > 65535 * index{LargeBatchTile::block_m})
-        return detail::unsupported("batch must be between 1 and ", 65535 * index{LargeBatchTile::block_m}, ", got ", a.batch);
+    if (a.batch < 1 || a.batch > 65535 * Index{LargeBatchTile::block_m})
+        return detail::unsupported("batch must be between 1 and ", 65535 * Index{LargeBatchTile::block_m}, ", got ", a.batch);
     if (s.cols % 8 != 0)
         return detail::unsupported("the input dimension K = ", s.cols, " must be a multiple of 8 (16-byte activation loads)");
-    const index ldx = a.ldx == 0 ? s.cols : a.ldx;
-    const index ldy = a.ldy == 0 ? s.rows : a.ldy;
+    const Index ldx = a.ldx == 0 ? s.cols : a.ldx;
+    const Index ldy = a.ldy == 0 ? s.rows : a.ldy;
     if (ldx < s.cols || ldx % 8 != 0)
         return detail::unsupported("ldx must be a multiple of 8 and at least K = ", s.cols, ", got ", ldx);
     if (ldy < s.rows) return detail::unsupported("ldy must be at least N = ", s.rows, ", got ", ldy);
@@ -113,7 +113,7 @@ Support can_implement(const GemmArguments<T>& a) {
 
 namespace detail {
 template <int Bits, bool Lut, ActivationType T>
-void launch_dense(const KernelProblem<T>& problem, index splits, cudaStream_t stream) {
+void launch_dense(const KernelProblem<T>& problem, Index splits, cudaStream_t stream) {
     const TiledShape& s = problem.weights.shape;
     if (problem.batch <= gemv_max_batch) {
         using Tile = SmallBatchGemvTile;
@@ -161,7 +161,7 @@ void run_gemm(const GemmArguments<T>& a, const KSplit& split, float* partials, c
         default: fail("npft::cuda::gemm: unsupported format");  // unreachable: can_implement checked the format
     }
     if (split.splits > 1) {
-        const index rows = p.weights.shape.rows;
+        const Index rows = p.weights.shape.rows;
         split_k_reduce_kernel<T><<<split_k_reduce_grid(p.batch, rows), split_k_reduce_threads, 0, stream>>>(
             partials, split.splits, p.batch, rows, p.addend, p.y, p.ldy);
         check(cudaGetLastError(), "split_k_reduce_kernel launch");
@@ -206,7 +206,7 @@ void gemm(const GemmArguments<T>& a, DeviceBuffer<float>& workspace, cudaStream_
 }
 
 /// Scratch floats the dense-and-sparse product needs without split-K (caller-owned, like CUB's temp storage).
-inline std::size_t dense_sparse_workspace_size(index batch, index rows) { return static_cast<std::size_t>(batch * rows); }
+inline std::size_t dense_sparse_workspace_size(Index batch, Index rows) { return static_cast<std::size_t>(batch * rows); }
 
 /// Scratch floats that also let the dense part split K: the SpMV's batch x N, then gemm_workspace_size(a).
 template <ActivationType T>

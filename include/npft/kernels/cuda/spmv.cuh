@@ -25,9 +25,9 @@ namespace npft::cuda {
 
 /// Non-owning COO view of the outliers (device pointers): rows = output channels, cols = inputs; nonzeros sorted by row.
 struct SparseView {
-    index rows = 0;
-    index cols = 0;
-    index nnz = 0;
+    Index rows = 0;
+    Index cols = 0;
+    Index nnz = 0;
     const std::int32_t* row_of = nullptr;   ///< nnz entries: the row of each nonzero (coo_rows), nondecreasing
     const std::int32_t* columns = nullptr;  ///< nnz entries
     const half* values = nullptr;           ///< nnz fp16 entries
@@ -39,30 +39,30 @@ class DeviceSparseOutliers {
 public:
     template <class Csr>
     explicit DeviceSparseOutliers(const Csr& csr)
-        : rows_(static_cast<index>(csr.rows)), cols_(static_cast<index>(csr.cols)),
-          row_of_(validated_rows(csr, static_cast<index>(csr.rows))), columns_(csr.columns), values_(csr.values) {}
+        : rows_(static_cast<Index>(csr.rows)), cols_(static_cast<Index>(csr.cols)),
+          row_of_(validated_rows(csr, static_cast<Index>(csr.rows))), columns_(csr.columns), values_(csr.values) {}
 
     SparseView view() const {
-        return {rows_, cols_, static_cast<index>(values_.size()), row_of_.data(), columns_.data(), values_.data()};
+        return {rows_, cols_, static_cast<Index>(values_.size()), row_of_.data(), columns_.data(), values_.data()};
     }
-    index rows() const { return rows_; }
-    index cols() const { return cols_; }
-    index nnz() const { return static_cast<index>(values_.size()); }
+    Index rows() const { return rows_; }
+    Index cols() const { return cols_; }
+    Index nnz() const { return static_cast<Index>(values_.size()); }
     std::size_t bytes() const { return row_of_.bytes() + columns_.bytes() + values_.bytes(); }
 
 private:
     template <class Csr>
-    static std::vector<std::int32_t> validated_rows(const Csr& csr, index rows) {
+    static std::vector<std::int32_t> validated_rows(const Csr& csr, Index rows) {
         require(csr.columns.size() == csr.values.size(), "CSR columns and values must have the same length, got ",
                 csr.columns.size(), " and ", csr.values.size());
         for (const auto column : csr.columns)  // the kernel reads x[m][column] unchecked
-            require(column >= 0 && static_cast<index>(column) < static_cast<index>(csr.cols), "CSR columns must be in [0, ",
+            require(column >= 0 && static_cast<Index>(column) < static_cast<Index>(csr.cols), "CSR columns must be in [0, ",
                     csr.cols, "), got ", column);
-        return coo_rows(csr.row_offsets, rows, static_cast<index>(csr.values.size()));
+        return coo_rows(csr.row_offsets, rows, static_cast<Index>(csr.values.size()));
     }
 
-    index rows_ = 0;
-    index cols_ = 0;
+    Index rows_ = 0;
+    Index cols_ = 0;
     DeviceBuffer<std::int32_t> row_of_;
     DeviceBuffer<std::int32_t> columns_;
     DeviceBuffer<half> values_;
@@ -74,7 +74,7 @@ struct SpmvTile {
     static_assert(Threads % 32 == 0 && ItemsPerThread >= 1, "SpmvTile: whole warps and at least one nonzero per thread");
     static constexpr int threads = Threads;
     static constexpr int items = ItemsPerThread;
-    static constexpr index per_tile = index{Threads} * ItemsPerThread;
+    static constexpr Index per_tile = Index{Threads} * ItemsPerThread;
     /// Occupancy design point handed to __launch_bounds__ (four 256-thread blocks per SM: at most 64 registers).
     static constexpr int min_blocks_per_sm = 4;
 };
@@ -83,7 +83,7 @@ struct SpmvTile {
 /// blockIdx.y, blockIdx.y + gridDim.y, ... out must be zeroed (or hold values to add to).
 template <ActivationType T, class Tile = SpmvTile<>>
 __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm)
-    spmv_kernel(SparseView s, const T* x, index batch, index ldx, float* out) {
+    spmv_kernel(SparseView s, const T* x, Index batch, Index ldx, float* out) {
     using Scan = cub::BlockScan<RowSum, Tile::threads>;
     using Tails = cub::BlockDiscontinuity<std::int32_t, Tile::threads>;
     __shared__ union {
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm)
     float value[Tile::items];
 #pragma unroll
     for (int i = 0; i < Tile::items; ++i) {
-        const index k = range.begin + threadIdx.x * Tile::items + i;
+        const Index k = range.begin + threadIdx.x * Tile::items + i;
         const bool valid = k < range.end;
         row[i] = valid ? s.row_of[k] : spmv_padding_row(s.rows);
         column[i] = valid ? s.columns[k] : 0;
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm)
     Tails(temp.tails).FlagTails(tail, row, RowChanges{});
     __syncthreads();  // temp is reused by the scan
 
-    for (index m = blockIdx.y; m < batch; m += gridDim.y) {
+    for (Index m = blockIdx.y; m < batch; m += gridDim.y) {
         const T* x_row = x + m * ldx;
         RowSum product[Tile::items];
 #pragma unroll
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(Tile::threads, Tile::min_blocks_per_sm)
 
 /// out[batch][rows] += outliers * x^T on `stream` (x: [batch][ldx]).
 template <ActivationType T, class Tile = SpmvTile<>>
-void spmv_add(const SparseView& s, const T* x, index batch, index ldx, float* out, cudaStream_t stream) {
+void spmv_add(const SparseView& s, const T* x, Index batch, Index ldx, float* out, cudaStream_t stream) {
     const SpmvGrid g = spmv_grid(s.nnz, batch, Tile::per_tile);
     if (g.empty()) return;
     const dim3 grid(static_cast<unsigned>(g.tiles), static_cast<unsigned>(g.batch_rows));
@@ -133,8 +133,8 @@ void spmv_add(const SparseView& s, const T* x, index batch, index ldx, float* ou
 
 #if defined(NPFT_CUDA_PRECOMPILED_KERNELS)
 // Programs linking npft::cuda_kernels use its compiled instantiations (default tile) instead of compiling them again.
-extern template void spmv_add<half>(const SparseView&, const half*, index, index, float*, cudaStream_t);
-extern template void spmv_add<bfloat16>(const SparseView&, const bfloat16*, index, index, float*, cudaStream_t);
+extern template void spmv_add<half>(const SparseView&, const half*, Index, Index, float*, cudaStream_t);
+extern template void spmv_add<bfloat16>(const SparseView&, const bfloat16*, Index, Index, float*, cudaStream_t);
 #endif
 
 }  // namespace npft::cuda

@@ -39,14 +39,14 @@ inline TiledWeights to_tiled(const quant::QuantizedMatrix& q) {
     const TiledShape& s = t.shape;
     const std::size_t planes = static_cast<std::size_t>(s.blocks * s.bits);
     t.codes.assign(planes * static_cast<std::size_t>(s.padded_rows), 0u);
-    for (index r = 0; r < s.rows; ++r) {
+    for (Index r = 0; r < s.rows; ++r) {
         const std::uint32_t* row = q.codes().row_words(r);
-        for (index kb = 0; kb < s.blocks; ++kb)
+        for (Index kb = 0; kb < s.blocks; ++kb)
             for (int w = 0; w < s.bits; ++w)
                 t.codes[static_cast<std::size_t>(tiled_word_index(s, kb, w, r))] = row[kb * s.bits + w];
     }
     if (q.format() == quant::Format::lut) {
-        const index n = index{1} << s.bits;
+        const Index n = Index{1} << s.bits;
         t.lut.assign(static_cast<std::size_t>(s.padded_rows * n), half(0.0f));
         std::copy(q.lut().begin(), q.lut().end(), t.lut.begin());
         return t;
@@ -54,8 +54,8 @@ inline TiledWeights to_tiled(const quant::QuantizedMatrix& q) {
     const std::size_t metadata = static_cast<std::size_t>(s.groups * s.padded_rows);
     t.scales.assign(metadata, half(0.0f));
     if (q.format() == quant::Format::uniform_asymmetric) t.zeros.assign(metadata, half(0.0f));
-    for (index r = 0; r < s.rows; ++r)
-        for (index g = 0; g < s.groups; ++g) {
+    for (Index r = 0; r < s.rows; ++r)
+        for (Index g = 0; g < s.groups; ++g) {
             const std::size_t from = static_cast<std::size_t>(r * s.groups + g);
             const std::size_t to = static_cast<std::size_t>(tiled_metadata_index(s, g, r));
             t.scales[to] = q.scales()[from];
@@ -68,17 +68,17 @@ inline TiledWeights to_tiled(const quant::QuantizedMatrix& q) {
 inline quant::QuantizedMatrix from_tiled(const TiledWeights& t) {
     const TiledShape& s = t.shape;
     quant::QuantizedMatrix q(t.format, s.bits, s.rows, s.cols, s.group_size);
-    for (index r = 0; r < s.rows; ++r) {
+    for (Index r = 0; r < s.rows; ++r) {
         std::uint32_t* row = q.codes().row_words(r);
-        for (index kb = 0; kb < s.blocks; ++kb)
+        for (Index kb = 0; kb < s.blocks; ++kb)
             for (int w = 0; w < s.bits; ++w) row[kb * s.bits + w] = t.codes[static_cast<std::size_t>(tiled_word_index(s, kb, w, r))];
     }
     if (t.format == quant::Format::lut) {
         std::copy(t.lut.begin(), t.lut.begin() + static_cast<std::ptrdiff_t>(q.lut().size()), q.lut().begin());
         return q;
     }
-    for (index r = 0; r < s.rows; ++r)
-        for (index g = 0; g < s.groups; ++g) {
+    for (Index r = 0; r < s.rows; ++r)
+        for (Index g = 0; g < s.groups; ++g) {
             const std::size_t to = static_cast<std::size_t>(r * s.groups + g);
             const std::size_t from = static_cast<std::size_t>(tiled_metadata_index(s, g, r));
             q.scales()[to] = t.scales[from];

@@ -27,35 +27,35 @@
 namespace npft::cuda {
 
 /// Rows of the tiled layout are padded to this multiple: a common multiple of every kernel's row tile.
-inline constexpr index row_alignment = 128;
+inline constexpr Index row_alignment = 128;
 
 /// Shape of a tiled weight matrix: everything the index functions need, trivially copyable to the device.
 struct TiledShape {
-    index rows = 0;         ///< output channels N
-    index cols = 0;         ///< inputs K
-    index padded_rows = 0;  ///< rows rounded up to row_alignment
-    index blocks = 0;       ///< packing blocks per row, ceil(cols / 32)
-    index group_size = 0;   ///< inputs per scale group (a multiple of 32, or cols for one group per row)
-    index groups = 0;       ///< cols / group_size
+    Index rows = 0;         ///< output channels N
+    Index cols = 0;         ///< inputs K
+    Index padded_rows = 0;  ///< rows rounded up to row_alignment
+    Index blocks = 0;       ///< packing blocks per row, ceil(cols / 32)
+    Index group_size = 0;   ///< inputs per scale group (a multiple of 32, or cols for one group per row)
+    Index groups = 0;       ///< cols / group_size
     int bits = 0;
 };
 
-NPFT_HOST_DEVICE constexpr index round_up(index value, index multiple) { return (value + multiple - 1) / multiple * multiple; }
+NPFT_HOST_DEVICE constexpr Index round_up(Index value, Index multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 /// Index of word w of packing block kb of row r in the tiled code array.
-NPFT_HOST_DEVICE constexpr index tiled_word_index(const TiledShape& s, index kb, int w, index r) {
+NPFT_HOST_DEVICE constexpr Index tiled_word_index(const TiledShape& s, Index kb, int w, Index r) {
     return (kb * s.bits + w) * s.padded_rows + r;
 }
 
 /// Scale group of packing block kb. Groups are whole blocks (group_size % 32 == 0) or the whole row, so every code of
 /// a block shares one group; the clamp covers the padding codes past cols of a single-group row.
-NPFT_HOST_DEVICE constexpr index group_of_block(const TiledShape& s, index kb) {
-    const index g = kb * quant::codes_per_block / s.group_size;
+NPFT_HOST_DEVICE constexpr Index group_of_block(const TiledShape& s, Index kb) {
+    const Index g = kb * quant::codes_per_block / s.group_size;
     return g < s.groups ? g : s.groups - 1;
 }
 
 /// Index of the metadata of (group g, row r) in the transposed scale and zero arrays.
-NPFT_HOST_DEVICE constexpr index tiled_metadata_index(const TiledShape& s, index g, index r) { return g * s.padded_rows + r; }
+NPFT_HOST_DEVICE constexpr Index tiled_metadata_index(const TiledShape& s, Index g, Index r) { return g * s.padded_rows + r; }
 
 /// The symmetric zero point 2^(bits-1), as the reference dequantizer uses it.
 NPFT_HOST_DEVICE constexpr float symmetric_zero(int bits) { return static_cast<float>(1u << (bits - 1)); }
