@@ -258,10 +258,18 @@ private:
 
     // ---- helpers ------------------------------------------------------------------------------------------------------
     /// The first calibration batch as a range of one (none when there is no calibration batch): the default trace batch.
+    /// (A two-member range rather than std::ranges::subrange, which clang 14 cannot instantiate with libstdc++ 12.)
+    template <class Iterator>
+    struct Prefix {
+        Iterator first;
+        std::ptrdiff_t size;
+        Iterator begin() const { return first; }
+        Iterator end() const { return first + size; }
+    };
     template <class Calibration>
     static auto first_of(const Calibration& calibration) {
         const auto begin = std::ranges::begin(calibration);
-        return std::ranges::subrange(begin, begin + std::min<std::ptrdiff_t>(1, std::ranges::ssize(calibration)));
+        return Prefix<decltype(begin)>{begin, std::min<std::ptrdiff_t>(1, std::ranges::ssize(calibration))};
     }
     static MatrixView<const float> view_of(const Matrix& m) {
         return m.size() == 0 ? MatrixView<const float>() : MatrixView<const float>::dense(m.data(), m.rows(), m.cols());
