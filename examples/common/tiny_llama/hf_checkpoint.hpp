@@ -77,19 +77,27 @@ struct HfConfig {
     bool tied_embeddings = false;
 };
 
+namespace hf_detail {
+/// The JSON object in `path`; an npft::Error naming the file when it is not valid JSON or not an object.
+inline npft::io::json::Value read_json_object(const std::filesystem::path& path) {
+    npft::io::json::Value root;
+    try {
+        root = npft::io::json::parse(read_text(path));
+    } catch (const npft::Error& e) {
+        npft::fail("'", path.string(), "' is not valid JSON: ", e.what());
+    }
+    npft::require(root.is_object(), "'", path.string(), "' must be a JSON object");
+    return root;
+}
+}  // namespace hf_detail
+
 inline HfConfig read_hf_config(const std::filesystem::path& dir) {
     namespace json = npft::io::json;
     const std::filesystem::path path = dir / "config.json";
     npft::require(std::filesystem::is_directory(dir), "Hugging Face checkpoint '", dir.string(), "' is not a folder");
     npft::require(std::filesystem::exists(path), "'", dir.string(),
                   "' has no config.json: a Hugging Face checkpoint folder holds config.json and model.safetensors");
-    json::Value root;
-    try {
-        root = json::parse(hf_detail::read_text(path));
-    } catch (const npft::Error& e) {
-        npft::fail("'", path.string(), "' is not valid JSON: ", e.what());
-    }
-    npft::require(root.is_object(), "'", path.string(), "' must be a JSON object");
+    const json::Value root = hf_detail::read_json_object(path);
     const json::Value* type = hf_detail::member(root, "model_type");
     const json::Value* architectures = hf_detail::member(root, "architectures");
     std::string architecture = type && type->is_string() ? type->text : "";
@@ -197,13 +205,7 @@ inline void read_hf_special_token_flags(const std::filesystem::path& dir, bool& 
     namespace json = npft::io::json;
     const std::filesystem::path path = dir / "tokenizer_config.json";
     if (!std::filesystem::exists(path)) return;
-    json::Value root;
-    try {
-        root = json::parse(hf_detail::read_text(path));
-    } catch (const npft::Error& e) {
-        npft::fail("'", path.string(), "' is not valid JSON: ", e.what());
-    }
-    npft::require(root.is_object(), "'", path.string(), "' must be a JSON object");
+    const json::Value root = hf_detail::read_json_object(path);
     for (auto [key, flag] : {std::pair<const char*, bool*>{"add_bos_token", &add_bos}, {"add_eos_token", &add_eos}})
         if (const json::Value* v = hf_detail::member(root, key); v && v->kind != json::Value::Kind::null) {
             npft::require(v->kind == json::Value::Kind::boolean, "'", path.string(), "': \"", key, "\" must be true or false");
