@@ -14,5 +14,6 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_BUILD_T
       -DCMAKE_CXX_FLAGS="-march=native" >/dev/null
 cmake --build "$build" -j"$(nproc)" --target reference_model
 
-exec "$build/examples/reference_model" --out "$build/runs/reference" --threads 2 \
-     --layers 6 --dim 256 --heads 8 --hidden 768 --context 256 --batch 16 --lr 1e-3 --tokens 20000000 "$@"
+exec "$build/examples/reference_model" --out "$build/runs/reference" --threads 2 --vocab sp:4096 \
+     --layers 6 --dim 256 --heads 8 --hidden 768 --context 256 --batch 16 --lr 1e-3 --tokens 12000000 \
+     --snapshot-tokens 1000000 "$@"

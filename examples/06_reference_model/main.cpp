@@ -8,6 +8,9 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
 
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include "kjv_corpus.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/pretraining.hpp"
+#include "tiny_llama/subword_tokenizer.hpp"
 #include "tiny_llama/tokenizer.hpp"
 #include "verbatim_overlap.hpp"
 
@@ -36,23 +40,28 @@ struct Settings {
     int threads = 2;
     double checkpoint_minutes = 10.0;
     std::string vocab = "bytes";
+    Index snapshot_tokens = 0;  // 0: no snapshots
 };
 
 constexpr const char* usage_text =
     " [--out DIR] [--text FILE] [--layers N] [--dim N] [--heads N] [--kv-heads N] [--hidden N] [--context N]\n"
-    "       [--vocab bytes] [--tokens N | --steps N] [--batch N] [--lr X] [--seed N] [--threads N] [--checkpoint-minutes X]\n"
+    "       [--vocab bytes|sp:N] [--tokens N | --steps N] [--batch N] [--lr X] [--seed N] [--threads N]\n"
+    "       [--checkpoint-minutes X] [--snapshot-tokens N]\n"
     "  --out DIR              training state, weights and log go here; an existing state there is resumed (default\n"
     "                         ./reference_model)\n"
     "  --text FILE            train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
     "  --layers/--dim/--heads/--kv-heads/--hidden/--context   the model (default: the demo's 4/128/4/0/384/128)\n"
-    "  --vocab bytes          the vocabulary; byte-level is the only one so far\n"
+    "  --vocab bytes|sp:N     bytes (256 tokens), or a SentencePiece BPE vocabulary of N pieces trained on the training\n"
+    "                         split (deterministically; OUT/tokenizer.model, reused when it exists)\n"
     "  --tokens N             training tokens: sets the steps to N / (batch x context), rounded up\n"
     "  --steps N              optimizer steps (default 600); the later of --tokens and --steps counts\n"
     "  --batch N              windows of context + 1 tokens per step (default 16)\n"
     "  --lr X                 peak learning rate (default 0.002; warmup 5%, cosine decay to 10%)\n"
     "  --seed N               initial weights and batches (default 0)\n"
     "  --threads N            threads (default 2); the bits do not depend on it, so a run may resume on another count\n"
-    "  --checkpoint-minutes X save the training state every X minutes (default 10)\n";
+    "  --checkpoint-minutes X save the training state every X minutes (default 10)\n"
+    "  --snapshot-tokens N    also keep the fp32 weights every N training tokens (OUT/snapshots/), for the curve of\n"
+    "                         quantization damage against training length\n";
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
@@ -75,6 +84,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--threads")) s.threads = static_cast<int>(cl.integer());
         else if (cl.is("--checkpoint-minutes")) s.checkpoint_minutes = cl.real();
+        else if (cl.is("--snapshot-tokens")) s.snapshot_tokens = cl.integer();
         else cl.reject();
     }
     if (steps >= 0) s.recipe.steps = steps;
@@ -93,22 +103,62 @@ std::string format_duration(double seconds) {
     return buffer;
 }
 
+std::string read_file_bytes(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    npft::require(static_cast<bool>(in), "cannot read '", path.string(), "'");
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    return bytes.str();
+}
+
+/// The vocabulary named by --vocab, and its stable name for the training state's key (for SentencePiece: the piece
+/// count and a hash of the model file, so that a retrained or replaced tokenizer.model is never mixed with the state).
+struct Vocabulary {
+    std::unique_ptr<tiny_llama::Tokenizer> tokenizer;
+    std::string key;
+};
+
+Vocabulary make_vocabulary(const std::string& vocab, const kjv::Corpus& corpus, const fs::path& out_dir) {
+    if (vocab == "bytes") return {std::make_unique<tiny_llama::ByteTokenizer>(), "bytes"};
+    npft::require(vocab.starts_with("sp:"), "--vocab must be 'bytes' or 'sp:N' (N SentencePiece pieces), got '", vocab, "'");
+    const int pieces = std::stoi(vocab.substr(3));
+    npft::require(pieces >= 260 && pieces <= 65536, "--vocab sp:N needs 260 <= N <= 65536 (256 byte-fallback pieces and "
+                  "the specials fit), got ", pieces);
+    const fs::path model_file = out_dir / "tokenizer.model";
+    if (!fs::exists(model_file)) {
+        // One sentence per line of the training split only: the validation and test text never shape the vocabulary.
+        const fs::path text = out_dir / "train_split.txt";
+        npft::io::write_file_atomically(text, std::as_bytes(std::span(corpus.train.data(), corpus.train.size())));
+        const auto start = Clock::now();
+        std::printf("training a %d-piece SentencePiece BPE vocabulary on the training split...\n", pieces);
+        std::fflush(stdout);
+        npft::io::train_sentencepiece(std::span<const fs::path>(&text, 1), pieces, model_file);
+        std::printf("wrote %s (%.1f s)\n", model_file.string().c_str(), seconds_since(start));
+    }
+    auto tokenizer = std::make_unique<tiny_llama::SubwordTokenizer>(npft::io::SentencePieceTokenizer::load(model_file));
+    npft::require(tokenizer->vocab_size() == pieces, model_file.string(), " has ", tokenizer->vocab_size(),
+                  " pieces, but --vocab asks for ", pieces, " (remove it to train a new one)");
+    return {std::move(tokenizer), "sentencepiece:" + std::to_string(pieces) + ":" + std::to_string(demo::fnv1a(read_file_bytes(model_file)))};
+}
+
 int run(int argc, char** argv) {
     const Settings s = parse_settings(argc, argv);
     try {
-        s.config.validate();
-        npft::require(s.vocab == "bytes", "vocabulary '", s.vocab, "' is not available; only 'bytes' is");
         npft::require(s.threads >= 1, "--threads must be at least 1, got ", s.threads);
-        npft::require(s.config.vocab == 256, "a byte vocabulary has 256 tokens");
+        npft::require(s.snapshot_tokens >= 0, "--snapshot-tokens must not be negative, got ", s.snapshot_tokens);
         fs::create_directories(s.out_dir);
         const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(s.out_dir / "kjv.txt")
                                                        : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file.string());
-        const tiny_llama::ByteTokenizer tokenizer;
+        const Vocabulary vocabulary = make_vocabulary(s.vocab, corpus, s.out_dir);
+        const tiny_llama::Tokenizer& tokenizer = *vocabulary.tokenizer;
+        tiny_llama::Config config = s.config;
+        config.vocab = tokenizer.vocab_size();
+        config.validate();
         const auto train = tokenizer.encode(corpus.train);
         // What else the state depends on: the vocabulary and the training text.
-        const std::string run_key = "vocab=" + tokenizer.describe() + " text=" + std::to_string(demo::fnv1a(corpus.train));
+        const std::string run_key = "vocab=" + vocabulary.key + " text=" + std::to_string(demo::fnv1a(corpus.train));
 
-        tiny_llama::Model model(s.config, s.seed);
+        tiny_llama::Model model(config, s.seed);
         model.set_threads(s.threads);
         tiny_llama::Pretrainer trainer(model, s.recipe, s.seed);
         const fs::path state_path = s.out_dir / "training_state.safetensors";
@@ -116,11 +166,11 @@ int run(int argc, char** argv) {
             trainer.resume(state_path, run_key);
             std::printf("resumed %s at step %td of %td\n", state_path.string().c_str(), trainer.step(), s.recipe.steps);
         }
-        const Index tokens_per_step = s.recipe.batch * s.config.context;
+        const Index tokens_per_step = s.recipe.batch * config.context;
         std::printf("model %s: %td parameters; %td steps of %td x %td tokens (%.1f M tokens, %.2f epochs of %zu training "
                     "bytes), %d threads\n",
-                    s.config.describe().c_str(), model.weights().parameter_count(), s.recipe.steps, s.recipe.batch,
-                    s.config.context, 1e-6 * static_cast<double>(s.recipe.steps * tokens_per_step),
+                    config.describe().c_str(), model.weights().parameter_count(), s.recipe.steps, s.recipe.batch,
+                    config.context, 1e-6 * static_cast<double>(s.recipe.steps * tokens_per_step),
                     static_cast<double>(s.recipe.steps * tokens_per_step) / static_cast<double>(train.size()),
                     corpus.train.size(), s.threads);
         std::fflush(stdout);
@@ -132,9 +182,19 @@ int run(int argc, char** argv) {
         const Index first_step = trainer.step();
         double smoothed = 0.0;
         const bool tty = ::isatty(2);
+        const double bytes_per_token = static_cast<double>(corpus.train.size()) / static_cast<double>(train.size());
+        const auto tokens_after = [&](Index step) { return step * tokens_per_step; };
         while (!trainer.done() && !interrupted.load()) {
             const double loss = trainer.train_step(train);
             smoothed = trainer.step() == first_step + 1 ? loss : 0.98 * smoothed + 0.02 * loss;
+            if (s.snapshot_tokens > 0 &&
+                tokens_after(trainer.step()) / s.snapshot_tokens > tokens_after(trainer.step() - 1) / s.snapshot_tokens) {
+                char name[64];
+                std::snprintf(name, sizeof name, "tokens_%010td.safetensors", tokens_after(trainer.step()));
+                fs::create_directories(s.out_dir / "snapshots");
+                tiny_llama::save_weights(s.out_dir / "snapshots" / name, config, model.weights(),
+                                         run_key + " step=" + std::to_string(trainer.step()));
+            }
             if (seconds_since(last_save) >= 60.0 * s.checkpoint_minutes) {
                 trainer.save(state_path, run_key);
                 last_save = Clock::now();
@@ -145,7 +205,8 @@ int run(int argc, char** argv) {
                 const double tokens_per_second = done_here * static_cast<double>(tokens_per_step) / elapsed;
                 const double eta = elapsed / done_here * static_cast<double>(s.recipe.steps - trainer.step());
                 std::fprintf(stderr, "%s[train] step %td/%td  loss %.4f (%.3f bits/byte)  lr %.2g  %.0f tokens/s  %s, eta %s%s",
-                             tty ? "\r" : "", trainer.step(), s.recipe.steps, smoothed, smoothed / std::log(2.0),
+                             tty ? "\r" : "", trainer.step(), s.recipe.steps, smoothed,
+                             smoothed / std::log(2.0) / bytes_per_token,
                              static_cast<double>(trainer.last_learning_rate()), tokens_per_second,
                              format_duration(elapsed).c_str(), format_duration(eta).c_str(), tty ? "   " : "\n");
                 last_print = Clock::now();
@@ -158,12 +219,22 @@ int run(int argc, char** argv) {
                         state_path.string().c_str());
             return 130;
         }
-        const fs::path weights_path = s.out_dir / "reference.safetensors";
-        tiny_llama::save_weights(weights_path, s.config, model.weights(),
-                                 run_key + " " + s.recipe.describe() + " seed=" + std::to_string(s.seed));
-        std::printf("wrote %s\n", weights_path.string().c_str());
+        // The fp32 weights, and the bf16 ones that ship: from here on the reference model IS the bf16-rounded one.
+        const std::string weights_key = run_key + " " + s.recipe.describe() + " seed=" + std::to_string(s.seed);
+        const fs::path f32_path = s.out_dir / "reference_f32.safetensors", weights_path = s.out_dir / "reference.safetensors";
+        tiny_llama::save_weights(f32_path, config, model.weights(), weights_key);
+        tiny_llama::save_weights(weights_path, config, model.weights(), weights_key, tiny_llama::WeightStorage::bf16);
+        {   // copied into the existing matrices: the trainer's parameter views point at their storage
+            const tiny_llama::Weights shipped = tiny_llama::load_weights(weights_path, config);
+            std::vector<const npft::Matrix*> from;
+            shipped.for_each([&](const std::string&, const npft::Matrix& m) { from.push_back(&m); });
+            std::size_t i = 0;
+            model.weights().for_each([&](const std::string&, npft::Matrix& m) { m = *from[i++]; });
+        }
+        std::printf("wrote %s (fp32) and %s (bf16, %.1f MB; evaluated below)\n", f32_path.string().c_str(),
+                    weights_path.string().c_str(), 1e-6 * static_cast<double>(fs::file_size(weights_path)));
         for (const auto& [name, text] : {std::pair{"validation", &corpus.validation}, std::pair{"test", &corpus.test}}) {
-            const auto batches = tiny_llama::whole_text_batches(tokenizer.encode(*text), s.config.context + 1, 16);
+            const auto batches = tiny_llama::whole_text_batches(tokenizer.encode(*text), config.context + 1, 16);
             const auto e = tiny_llama::evaluate(model, batches, tokenizer);
             std::printf("%s split (whole, %td predictions; %.1f%% of its bytes in 32-byte spans verbatim in training): "
                         "perplexity %.4f, %.4f bits/byte\n",
