@@ -4,17 +4,23 @@
 // At the end it writes the weights (reference.safetensors) and evaluates the whole validation and test splits.
 //
 //   build/examples/reference_model --out runs/ref --layers 6 --dim 256 --heads 8 --hidden 768 --tokens 20000000
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <unistd.h>
 
+#include "damage_curve.hpp"
 #include "demo_setup.hpp"
 #include "kjv_corpus.hpp"
 #include "tiny_llama/checkpoint.hpp"
@@ -41,12 +47,13 @@ struct Settings {
     double checkpoint_minutes = 10.0;
     std::string vocab = "bytes";
     Index snapshot_tokens = 0;  // 0: no snapshots
+    bool curve = false;
 };
 
 constexpr const char* usage_text =
     " [--out DIR] [--text FILE] [--layers N] [--dim N] [--heads N] [--kv-heads N] [--hidden N] [--context N]\n"
     "       [--vocab bytes|sp:N] [--tokens N | --steps N] [--batch N] [--lr X] [--seed N] [--threads N]\n"
-    "       [--checkpoint-minutes X] [--snapshot-tokens N]\n"
+    "       [--checkpoint-minutes X] [--snapshot-tokens N] [--curve]\n"
     "  --out DIR              training state, weights and log go here; an existing state there is resumed (default\n"
     "                         ./reference_model)\n"
     "  --text FILE            train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
@@ -61,7 +68,10 @@ constexpr const char* usage_text =
     "  --threads N            threads (default 2); the bits do not depend on it, so a run may resume on another count\n"
     "  --checkpoint-minutes X save the training state every X minutes (default 10)\n"
     "  --snapshot-tokens N    also keep the fp32 weights every N training tokens (OUT/snapshots/), for the curve of\n"
-    "                         quantization damage against training length\n";
+    "                         quantization damage against training length\n"
+    "  --curve                measure, instead of training, the quantization damage of every snapshot and of the final\n"
+    "                         weights in OUT (3/4-bit RTN, dense-and-sparse, GPTQ, outlier share) on the validation split;\n"
+    "                         writes OUT/curve.json and OUT/curve.png\n";
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
@@ -85,6 +95,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--threads")) s.threads = static_cast<int>(cl.integer());
         else if (cl.is("--checkpoint-minutes")) s.checkpoint_minutes = cl.real();
         else if (cl.is("--snapshot-tokens")) s.snapshot_tokens = cl.integer();
+        else if (cl.is("--curve")) s.curve = true;
         else cl.reject();
     }
     if (steps >= 0) s.recipe.steps = steps;
@@ -141,6 +152,84 @@ Vocabulary make_vocabulary(const std::string& vocab, const kjv::Corpus& corpus, 
     return {std::move(tokenizer), "sentencepiece:" + std::to_string(pieces) + ":" + std::to_string(demo::fnv1a(read_file_bytes(model_file)))};
 }
 
+/// --curve: the damage of every weight file in OUT, in order of training tokens.
+int measure_curve(const Settings& s, const tiny_llama::Config& config, const kjv::Corpus& corpus,
+                  const tiny_llama::Tokenizer& tokenizer, const std::vector<tiny_llama::Token>& train) {
+    std::vector<std::pair<Index, fs::path>> files;
+    if (fs::exists(s.out_dir / "snapshots"))
+        for (const auto& entry : fs::directory_iterator(s.out_dir / "snapshots")) {
+            const std::string name = entry.path().filename().string();
+            if (name.starts_with("tokens_") && name.ends_with(".safetensors"))
+                files.emplace_back(std::stoll(name.substr(7)), entry.path());
+        }
+    if (fs::exists(s.out_dir / "reference.safetensors"))
+        files.emplace_back(s.recipe.steps * s.recipe.batch * config.context, s.out_dir / "reference.safetensors");
+    npft::require(!files.empty(), "--curve: no snapshots or reference.safetensors in '", s.out_dir.string(), "'");
+    std::sort(files.begin(), files.end());
+
+    const npft::RandomKey calibration_key{s.seed, npft::make_stream(0x63616c)};  // "cal"
+    std::vector<tiny_llama::Batch> calibration;
+    for (Index i = 0; i < 16; ++i)
+        calibration.push_back(tiny_llama::random_windows(train, 1, config.context + 1, calibration_key, static_cast<std::uint64_t>(i)));
+    const auto validation = tiny_llama::whole_text_batches(tokenizer.encode(corpus.validation), config.context + 1, 16);
+
+    tiny_llama::Model model(config, s.seed);
+    model.set_threads(s.threads);
+    std::string json = "[\n";
+    std::string table = "# tokens_M fp32_ppl rtn3_gap% rtn4_gap% dense_sparse3_recovered% gptq3_recovered% outlier_share3%\n";
+    std::printf("%10s %9s %9s %9s %9s %12s %12s %10s\n", "tokens", "fp32 ppl", "bits/B", "RTN3 gap", "RTN4 gap",
+                "D&S3 recov.", "GPTQ3 recov.", "out.share");
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        const auto& [tokens, path] = files[i];
+        const tiny_llama::Weights loaded = tiny_llama::load_weights(path, config);
+        std::vector<const npft::Matrix*> from;
+        loaded.for_each([&](const std::string&, const npft::Matrix& m) { from.push_back(&m); });
+        std::size_t k = 0;
+        model.weights().for_each([&](const std::string&, npft::Matrix& m) { m = *from[k++]; });
+        DamagePoint p = measure_damage(model, calibration, validation, tokenizer);
+        p.tokens = tokens;
+        std::printf("%9.1fM %9.3f %9.4f %8.2f%% %8.2f%% %11.1f%% %11.1f%% %9.1f%%\n", 1e-6 * static_cast<double>(tokens),
+                    p.fp32_ppl, p.fp32_bits_per_byte, p.gap_percent(p.rtn3_ppl), p.gap_percent(p.rtn4_ppl),
+                    100.0 * p.recovered3(p.dense_sparse3_ppl), 100.0 * p.recovered3(p.gptq3_ppl), 100.0 * p.outlier_share3);
+        std::fflush(stdout);
+        char row[512];
+        std::snprintf(row, sizeof row,
+                      "  {\"file\": \"%s\", \"tokens\": %td, \"fp32_ppl\": %.6f, \"fp32_bits_per_byte\": %.6f, "
+                      "\"rtn3_ppl\": %.6f, \"rtn4_ppl\": %.6f, \"dense_sparse3_ppl\": %.6f, \"gptq3_ppl\": %.6f, "
+                      "\"outlier_share3\": %.6f}%s\n",
+                      path.filename().string().c_str(), tokens, p.fp32_ppl, p.fp32_bits_per_byte, p.rtn3_ppl, p.rtn4_ppl,
+                      p.dense_sparse3_ppl, p.gptq3_ppl, p.outlier_share3, i + 1 < files.size() ? "," : "");
+        json += row;
+        std::snprintf(row, sizeof row, "%.3f %.5f %.4f %.4f %.3f %.3f %.3f\n", 1e-6 * static_cast<double>(tokens), p.fp32_ppl,
+                      p.gap_percent(p.rtn3_ppl), p.gap_percent(p.rtn4_ppl), 100.0 * p.recovered3(p.dense_sparse3_ppl),
+                      100.0 * p.recovered3(p.gptq3_ppl), 100.0 * p.outlier_share3);
+        table += row;
+    }
+    json += "]\n";
+    const auto write = [](const fs::path& path, const std::string& text) {
+        npft::io::write_file_atomically(path, std::as_bytes(std::span(text.data(), text.size())));
+    };
+    write(s.out_dir / "curve.json", json);
+    write(s.out_dir / "curve.dat", table);
+    // One panel: 3-bit RTN's perplexity gap and the shares of it that dense-and-sparse and GPTQ close, and the
+    // outliers' attributed share, against training tokens. A missing gnuplot costs the picture, not the run.
+    const std::string plot =
+        "set terminal pngcairo size 900,520\nset output 'curve.png'\nset key top left\nset grid\n"
+        "set xlabel 'training tokens (millions)'\nset ylabel 'percent'\n"
+        "set title 'Quantization damage against training length (validation split)'\n"
+        "plot 'curve.dat' using 1:3 with linespoints lw 2 title '3-bit RTN: perplexity gap (%)', "
+        "'' using 1:4 with linespoints lw 2 title '4-bit RTN: perplexity gap (%)', "
+        "'' using 1:5 with linespoints title 'dense-and-sparse 0.45%: share of the 3-bit gap closed (%)', "
+        "'' using 1:6 with linespoints title 'GPTQ: share of the 3-bit gap closed (%)', "
+        "'' using 1:7 with linespoints dt 2 title 'outliers: attributed share of 3-bit damage (%)'\n";
+    write(s.out_dir / "curve.gnuplot", plot);
+    const std::string command = "cd '" + s.out_dir.string() + "' && gnuplot curve.gnuplot 2>/dev/null";
+    if (std::system(command.c_str()) == 0) std::printf("wrote %s\n", (s.out_dir / "curve.png").string().c_str());
+    else std::printf("gnuplot failed or is missing: no curve.png (data in curve.dat)\n");
+    std::printf("wrote %s\n", (s.out_dir / "curve.json").string().c_str());
+    return 0;
+}
+
 int run(int argc, char** argv) {
     const Settings s = parse_settings(argc, argv);
     try {
@@ -157,6 +246,7 @@ int run(int argc, char** argv) {
         const auto train = tokenizer.encode(corpus.train);
         // What else the state depends on: the vocabulary and the training text.
         const std::string run_key = "vocab=" + vocabulary.key + " text=" + std::to_string(demo::fnv1a(corpus.train));
+        if (s.curve) return measure_curve(s, config, corpus, tokenizer, train);
 
         tiny_llama::Model model(config, s.seed);
         model.set_threads(s.threads);
