@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The end-to-end demo: trains a small LLaMA-style model on the King James Bible (or reuses the cached checkpoint),
+# The end-to-end demo: on the shipped reference model (models/reference-a; without it, it trains a small LLaMA-style
+# model on the King James Bible or reuses the cached checkpoint),
 # quantizes it to 4 and 3 bits with RTN, GPTQ, non-uniform and dense-and-sparse, fine-tunes it with NPFT, quantizes
 # again, and prints the table. Writes results.json, results.png and the checkpoint into the output folder.
 # Usage: scripts/demo.sh [end_to_end options]     e.g. --large, --seed 1, --out DIR, --text FILE, --quick
@@ -21,4 +22,13 @@ for ((i = 1; i <= $#; ++i)); do
   if [ "${!i}" = "--out" ]; then j=$((i + 1)); out="${!j}"; fi
 done
 mkdir -p "$out"
-exec "$build/examples/end_to_end" --out "$out" "$@"
+# The shipped reference model (models/reference-a, scripts/train_reference.sh) is the default, unless the command line
+# chooses another model (--model, --hf, --large, --text, --train-steps: those train or load their own).
+model=()
+if [ -f models/reference-a/reference.safetensors ]; then
+  model=(--model models/reference-a)
+  for arg in "$@"; do
+    case "$arg" in --model|--hf|--large|--text|--train-steps) model=() ;; esac
+  done
+fi
+exec "$build/examples/end_to_end" --out "$out" "${model[@]}" "$@"

@@ -41,6 +41,7 @@
 #include "demo_setup.hpp"
 #include "hf_model.hpp"
 #include "kjv_corpus.hpp"
+#include "reference_checkpoint.hpp"
 #include "verbatim_overlap.hpp"
 #include "tiny_llama/checkpoint.hpp"
 #include "tiny_llama/data.hpp"
@@ -64,6 +65,7 @@ struct Settings {
     std::string text_file;  // empty: the King James Bible
     bool large = false;
     fs::path hf;             // a Hugging Face checkpoint folder instead of the model trained here
+    fs::path model;          // a reference model folder (models/, scripts/train_reference.sh) instead of training here
     Index hf_context = 512;  // its windows: context tokens + 1
     std::uint64_t seed = 0;
     Pretraining pretraining;  // the fp32 model: 600 AdamW steps of 16 windows, lr 2e-3 (demo_setup.hpp)
@@ -85,11 +87,13 @@ struct Settings {
 };
 
 constexpr const char* usage_text =
-    " [--out DIR] [--text FILE] [--large | --hf DIR [--context N]] [--seed N] [--train-steps N] [--eval-windows N]"
+    " [--out DIR] [--text FILE] [--large | --model DIR | --hf DIR [--context N]] [--seed N] [--train-steps N] [--eval-windows N]"
     " [--threads N] [--quick]\n"
     "  --out DIR          where results.json, results.png and the cached checkpoint go (default: this program's folder)\n"
     "  --text FILE        train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
     "  --large            the larger model (dim 256, hidden 768) instead of the default (dim 128, hidden 384)\n"
+    "  --model DIR        a pre-trained reference model folder (reference.safetensors [+ tokenizer.model]; the shipped\n"
+    "                     one is models/reference-a, scripts/demo.sh's default) instead of the model trained here\n"
     "  --hf DIR           a Hugging Face LLaMA checkpoint folder (config.json, safetensors, tokenizer.model) instead\n"
     "                     of the byte-level model trained here; needs a build with SentencePiece\n"
     "  --context N        with --hf: windows of N + 1 tokens (default 512, at most the model's context)\n"
@@ -107,6 +111,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--text")) s.text_file = cl.value();
         else if (cl.is("--large")) s.large = true;
         else if (cl.is("--hf")) s.hf = cl.value();
+        else if (cl.is("--model")) s.model = cl.value();
         else if (cl.is("--context")) s.hf_context = cl.integer();
         else if (cl.is("--seed")) s.seed = static_cast<std::uint64_t>(cl.integer());
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
@@ -281,25 +286,34 @@ int run(int argc, char** argv) {
     try {
         const auto run_start = Clock::now();
         fs::create_directories(s.out_dir);
-        npft::require(s.hf.empty() || !s.large, "--hf and --large exclude each other");
+        npft::require(static_cast<int>(!s.hf.empty()) + static_cast<int>(!s.model.empty()) + static_cast<int>(s.large) <= 1,
+                      "--hf, --model and --large exclude each other");
         std::optional<HfModel> hf;
         if (!s.hf.empty()) {
             hf = load_hf_model(s.hf, s.hf_context);
             std::printf("Hugging Face checkpoint %s: %s; tokenizer %s (%d tokens)\n", s.hf.string().c_str(), hf->config.describe().c_str(),
                         hf->tokenizer.source().c_str(), hf->tokenizer.vocab_size());
         }
-        const tiny_llama::Config config = hf ? hf->config : s.config();
+        std::optional<ReferenceModel> reference;
+        if (!s.model.empty()) {
+            reference = load_reference_model(s.model);
+            std::printf("reference model %s: %s; vocabulary %s\n", s.model.string().c_str(), reference->config.describe().c_str(),
+                        reference->tokenizer ? ("SentencePiece, " + std::to_string(reference->tokenizer->vocab_size()) + " pieces").c_str()
+                                             : "bytes");
+        }
+        const tiny_llama::Config config = hf ? hf->config : reference ? reference->config : s.config();
 
         // ---- corpus
         const kjv::Corpus corpus = s.text_file.empty() ? kjv::load_kjv(s.out_dir / "kjv.txt")
                                                        : kjv::split_text(kjv::read_text_file(s.text_file), s.text_file);
         std::optional<tiny_llama::SubwordTokenizer> subword;
         if (hf) subword.emplace(hf->tokenizer);
+        if (reference && reference->tokenizer) subword.emplace(*reference->tokenizer);
         const tiny_llama::ByteTokenizer bytes;
         const tiny_llama::Tokenizer& tokenizer = subword ? static_cast<const tiny_llama::Tokenizer&>(*subword) : bytes;
         const auto train_tokens = tokenizer.encode(corpus.train);
         const auto test_tokens = tokenizer.encode(corpus.test);
-        if (hf) std::printf("tokenized: train %zu tokens, test %zu tokens\n", train_tokens.size(), test_tokens.size());
+        if (subword) std::printf("tokenized: train %zu tokens, test %zu tokens\n", train_tokens.size(), test_tokens.size());
         std::printf("corpus %s: train %zu bytes, validation %zu bytes, test %zu bytes (%.1f%% of the test bytes lie in "
                     "32-byte spans found verbatim in the training split)\n", corpus.name.c_str(), corpus.train.size(),
                     corpus.validation.size(), corpus.test.size(), 100.0 * corpus::verbatim_share(corpus.test, corpus.train));
@@ -315,7 +329,9 @@ int run(int argc, char** argv) {
         // ---- the fp32 model: the Hugging Face checkpoint, or trained here, or a cached checkpoint with the same key
         const Checkpoint checkpoint = checkpoint_for(config, s.seed, s.pretraining, corpus.train);
         const fs::path checkpoint_path = s.out_dir / checkpoint.file;
-        std::optional<tiny_llama::Weights> cached = hf ? std::move(hf->weights) : load_checkpoint(checkpoint, config, {s.out_dir});
+        std::optional<tiny_llama::Weights> cached = hf          ? std::move(hf->weights)
+                                                    : reference ? std::move(reference->weights)
+                                                                : load_checkpoint(checkpoint, config, {s.out_dir});
         double train_seconds = 0.0;
         Model model(config, cached ? std::move(*cached) : tiny_llama::initial_weights(config, s.seed));
         model.set_threads(s.threads);
@@ -324,6 +340,9 @@ int run(int argc, char** argv) {
                     model.weights().parameter_count(), config.layers * (4 * config.dim * config.dim + 3 * config.dim * config.hidden));
         if (hf) {
             std::printf("fp32 model: the Hugging Face checkpoint (no pre-training)\n");
+        } else if (reference) {
+            std::printf("fp32 model: the reference model %s (no pre-training; trained as: %s)\n", s.model.string().c_str(),
+                        reference->key.c_str());
         } else if (cached) {
             std::printf("fp32 model: loaded the cached checkpoint %s\n", checkpoint_path.string().c_str());
         } else {
@@ -338,7 +357,7 @@ int run(int argc, char** argv) {
         const auto fp32_evaluation = tiny_llama::evaluate(model, test, tokenizer);
         const double fp32_ppl = fp32_evaluation.perplexity();
         std::printf("fp32 test perplexity %.4f per %s (%.3f bits/byte) on %td predictions (%td windows, %s)\n", fp32_ppl,
-                    hf ? "token" : "byte", fp32_evaluation.bits_per_byte(), test_predictions, test_windows,
+                    subword ? "token" : "byte", fp32_evaluation.bits_per_byte(), test_predictions, test_windows,
                     s.eval_windows == 0 ? "the whole test split, stride = context" : "a sample of the test split");
         std::fflush(stdout);
 

@@ -2,7 +2,10 @@
 // Model weights as a safetensors file: one F32 (or BF16, for a checkpoint that ships in the repository) tensor per
 // weight under its parameter name ("layers.0.attn.q", ...; norm gains as [1, dim]), the config in the metadata, plus a
 // caller-chosen key (e.g. a hash of config, seed and data) that tells a cached checkpoint from a stale one.
+#include <algorithm>
 #include <filesystem>
+#include <charconv>
+#include <system_error>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,6 +39,44 @@ inline void save_weights(const std::filesystem::path& path, const Config& config
     const std::filesystem::path partial = path.string() + ".partial";
     writer.save(partial);
     std::filesystem::rename(partial, path);
+}
+
+/// The model config a checkpoint was written for (the inverse of Config::describe); an npft::Error naming the file and
+/// the field for a malformed description.
+inline Config stored_config(const std::filesystem::path& path) {
+    const auto file = npft::io::SafetensorsFile::load(path);
+    npft::require(file.metadata().contains("config"), "checkpoint '", path.string(), "' has no model config in its metadata");
+    const std::string text = file.metadata("config");
+    Config c;
+    std::size_t at = 0;
+    while (at < text.size()) {
+        const std::size_t end = std::min(text.find(' ', at), text.size());
+        const std::string field = text.substr(at, end - at);
+        at = end + 1;
+        const std::size_t eq = field.find('=');
+        npft::require(eq != std::string::npos && eq > 0 && eq + 1 < field.size(), "checkpoint '", path.string(),
+                      "': malformed config field '", field, "' in '", text, "'");
+        const std::string key = field.substr(0, eq), value = field.substr(eq + 1);
+        const auto number = [&](auto& out) {
+            const auto [ptr, error] = std::from_chars(value.data(), value.data() + value.size(), out);
+            npft::require(error == std::errc() && ptr == value.data() + value.size(), "checkpoint '", path.string(),
+                          "': config field '", field, "' is not a number");
+        };
+        if (key == "vocab") number(c.vocab);
+        else if (key == "layers") number(c.layers);
+        else if (key == "dim") number(c.dim);
+        else if (key == "heads") number(c.heads);
+        else if (key == "kv_heads") number(c.kv_heads);
+        else if (key == "hidden") number(c.hidden);
+        else if (key == "context") number(c.context);
+        else if (key == "rope_theta") number(c.rope_theta);
+        else if (key == "norm_eps") number(c.norm_eps);
+        else npft::fail("checkpoint '", path.string(), "': unknown config field '", key, "' in '", text, "'");
+    }
+    c.validate();
+    npft::require(c.describe() == text, "checkpoint '", path.string(), "': config '", text, "' does not round-trip (read as '",
+                  c.describe(), "')");
+    return c;
 }
 
 /// The weights in `path` for `config`; throws (naming the file and the problem) on a corrupt file, another config, or
