@@ -48,12 +48,13 @@ struct Settings {
     std::string vocab = "bytes";
     Index snapshot_tokens = 0;  // 0: no snapshots
     bool curve = false;
+    Index stop_after = -1;  // stop (saving the state) at this step; -1: run to the end
 };
 
 constexpr const char* usage_text =
     " [--out DIR] [--text FILE] [--layers N] [--dim N] [--heads N] [--kv-heads N] [--hidden N] [--context N]\n"
     "       [--vocab bytes|sp:N] [--tokens N | --steps N] [--batch N] [--lr X] [--seed N] [--threads N]\n"
-    "       [--checkpoint-minutes X] [--snapshot-tokens N] [--curve]\n"
+    "       [--checkpoint-minutes X] [--snapshot-tokens N] [--stop-after STEP] [--curve]\n"
     "  --out DIR              training state, weights and log go here; an existing state there is resumed (default\n"
     "                         ./reference_model)\n"
     "  --text FILE            train on this text file (90/5/5 split by lines) instead of the King James Bible\n"
@@ -69,6 +70,8 @@ constexpr const char* usage_text =
     "  --checkpoint-minutes X save the training state every X minutes (default 10)\n"
     "  --snapshot-tokens N    also keep the fp32 weights every N training tokens (OUT/snapshots/), for the curve of\n"
     "                         quantization damage against training length\n"
+    "  --stop-after STEP      end this sitting at step STEP, saving the state as Ctrl-C does (the same command without\n"
+    "                         it resumes)\n"
     "  --curve                measure, instead of training, the quantization damage of every snapshot and of the final\n"
     "                         weights in OUT (3/4-bit RTN, dense-and-sparse, GPTQ, outlier share) on the validation split;\n"
     "                         writes OUT/curve.json and OUT/curve.png\n";
@@ -96,6 +99,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--checkpoint-minutes")) s.checkpoint_minutes = cl.real();
         else if (cl.is("--snapshot-tokens")) s.snapshot_tokens = cl.integer();
         else if (cl.is("--curve")) s.curve = true;
+        else if (cl.is("--stop-after")) s.stop_after = cl.integer();
         else cl.reject();
     }
     if (steps >= 0) s.recipe.steps = steps;
@@ -274,7 +278,7 @@ int run(int argc, char** argv) {
         const bool tty = ::isatty(2);
         const double bytes_per_token = static_cast<double>(corpus.train.size()) / static_cast<double>(train.size());
         const auto tokens_after = [&](Index step) { return step * tokens_per_step; };
-        while (!trainer.done() && !interrupted.load()) {
+        while (!trainer.done() && !interrupted.load() && trainer.step() != s.stop_after) {
             const double loss = trainer.train_step(train);
             smoothed = trainer.step() == first_step + 1 ? loss : 0.98 * smoothed + 0.02 * loss;
             if (s.snapshot_tokens > 0 &&
