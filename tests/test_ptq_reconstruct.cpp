@@ -164,13 +164,15 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
     npft::ptq::ReconstructionOptions options;
     options.steps = 1500;
     options.learning_rate = 2e-2f;
+    // Scales only: the optimum below is over the scales (zero points have their own test, test_ptq_policies.cpp).
+    const npft::ptq::TrainScales scales{.zero_points = false};
 
     SECTION("single block") {
         LinearBlocks model(2, kWidth, kPreactivationWidth, 7);
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::SingleBlock{}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::SingleBlock{}, options, scales);
         REQUIRE(report.windows.size() == 2);
         const MatrixD xd = x.cast<double>();
         const MatrixD identity = MatrixD::Identity(kWidth, kWidth);
@@ -184,12 +186,32 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         CHECK(report.windows[0].loss_after >= optimum0 * (1 - 1e-6));
     }
 
-    SECTION("downstream pre-activations") {
+    SECTION("downstream, at the output of the next block (the default readout)") {
         LinearBlocks model(2, kWidth, kPreactivationWidth, 8);
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::Downstream{1}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::Downstream{1}, options, scales);
+        REQUIRE(report.windows.size() == 2);
+        // Block 1's output is y0 W1^T: the readout of block 0's output is block 1's (full-precision) weight matrix.
+        const double optimum0 = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"), fp.weights[0].cast<double>(),
+                                                           fp.weights[1].cast<double>());
+        CHECK(report.windows[0].objective == "downstream");
+        CHECK(report.windows[0].loss_after == Approx(optimum0).epsilon(0.002));
+        CHECK(report.windows[0].loss_after >= optimum0 * (1 - 1e-6));
+        // Not the pre-activation optimum: the readout really is block 1's output.
+        const double qkv_optimum = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"),
+                                                              fp.weights[0].cast<double>(), fp.preactivation_maps[1].cast<double>());
+        CHECK(std::abs(report.windows[0].loss_after - qkv_optimum) > 0.05 * qkv_optimum);
+    }
+
+    SECTION("downstream pre-activations (the q/k/v readout)") {
+        LinearBlocks model(2, kWidth, kPreactivationWidth, 8);
+        const LinearBlocks fp = model;
+        auto packed = rtn(model, grid);
+        const auto rtn_packed = packed;
+        const npft::ptq::Downstream qkv{.depth = 1, .measured_at = npft::ptq::Readout::preactivations};
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, qkv, options, scales);
         REQUIRE(report.windows.size() == 2);
         const double optimum0 = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"), fp.weights[0].cast<double>(),
                                                            fp.preactivation_maps[1].cast<double>());
@@ -198,7 +220,7 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         // The downstream optimum is not the single-block optimum: the objective really measures somewhere else.
         LinearBlocks single_model = fp;
         auto single_packed = rtn_packed;
-        npft::ptq::reconstruct(single_model, single_packed, calibration, npft::ptq::SingleBlock{}, options);
+        npft::ptq::reconstruct(single_model, single_packed, calibration, npft::ptq::SingleBlock{}, options, scales);
         CHECK(single_packed.at("block0").scales() != packed.at("block0").scales());
     }
 
@@ -207,7 +229,7 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::MultiBlock{2}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::MultiBlock{2}, options, scales);
         REQUIRE(report.windows.size() == 1);
         // Optimum by alternating least squares (the error is bilinear in the two blocks' scales), started from RTN.
         const MatrixD xd = x.cast<double>();
