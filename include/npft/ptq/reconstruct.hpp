@@ -171,7 +171,10 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
                 auto state = adam.make_state(static_cast<Index>(trainable.parameters().size()));
                 std::vector<float> grad(trainable.parameters().size());
                 trainables.push_back({j, p.name, p.value, p.grad, std::move(trainable), std::move(state), std::move(grad)});
-                trainables.back().parameters.write_weights(p.value);
+                // The error before is the given quantization's (a policy may start elsewhere: soft rounding at W).
+                const Matrix given = found->second.dequantize();
+                for (Index r = 0; r < p.value.rows(); ++r)
+                    for (Index c = 0; c < p.value.cols(); ++c) p.value(r, c) = given(r, c);
             }
         }
 
@@ -194,6 +197,7 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
         WindowReport window_report{objective.name(), first, last, calibration_loss(), 0.0, 0.0, 0.0};
         window_report.loss_trained = window_report.loss_before;
         if (!trainables.empty()) {
+            for (auto& t : trainables) t.parameters.write_weights(t.value);
             for (Index step = 0; step < options.steps; ++step) {
                 const Index k = step % calibration;
                 const double progress = static_cast<double>(step) / static_cast<double>(options.steps);

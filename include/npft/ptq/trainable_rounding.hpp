@@ -8,7 +8,9 @@
 // V starts where h(V) = frac(w / s), so the soft weights start at the full-precision ones (inside the grid's range).
 // beta is annealed from beta_start to beta_end after a warm-up fraction without the penalty. packed() hardens h to
 // h >= 1/2 ? 1 : 0: every weight is then a grid point s (q - z) with an integer code q.
-// lambda multiplies a mean over weights (not a sum) so that one value suits every matrix size.
+// lambda multiplies a mean over weights (not a sum) so that one value suits every matrix size; it is weighed against the
+// window's mean squared error, so too small a lambda leaves h soft and hardening costs error (compare a WindowReport's
+// loss_trained, soft, with loss_after, hardened).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -23,7 +25,7 @@
 namespace npft::ptq {
 
 struct RoundingSchedule {
-    float lambda = 0.01f;       ///< weight of the rounding penalty
+    float lambda = 1.0f;        ///< weight of the penalty against the window's mean squared error
     float beta_start = 20.0f;   ///< penalty exponent at the end of the warm-up (flat: only h near 1/2 is pushed)
     float beta_end = 2.0f;      ///< at the last step (steep: every h is pushed to 0 or 1)
     float warmup = 0.2f;        ///< fraction of the steps without the penalty
