@@ -43,6 +43,8 @@ struct WindowReport {
 struct ReconstructionOptions {
     Index steps = 200;            ///< optimiser steps per window, one calibration batch per step (cycled in order)
     float learning_rate = 1e-3f;  ///< AdamW's step on the policy's parameters
+    bool cosine_decay = true;     ///< true: the learning rate decays to 0 over a window's steps; false: constant (AdaRound:
+                                  ///< the rounding penalty bites at the end, where a decayed rate could not follow it)
     bool fp_inputs = true;        ///< true: each window sees the FP model's inputs; false: the partly quantized model's
     ActivationStorage storage = ActivationStorage::disk;  ///< where boundary activations and targets wait
     std::function<void(const WindowReport&)> on_window;   ///< called after each window (progress)
@@ -198,13 +200,16 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
         window_report.loss_trained = window_report.loss_before;
         if (!trainables.empty()) {
             for (auto& t : trainables) t.parameters.write_weights(t.value);
+            const double error_unit = window_report.loss_before > 0.0 ? window_report.loss_before : 1.0;
             for (Index step = 0; step < options.steps; ++step) {
                 const Index k = step % calibration;
                 const double progress = static_cast<double>(step) / static_cast<double>(options.steps);
                 std::vector<Activation> inputs_seen;
                 const Matrix output = run_forward(input(k).matrix(), &inputs_seen);
                 require(output.allFinite(), "reconstruction of blocks ", first, "..", last, " diverged at step ", step);
-                Matrix grad = (output - targets.read(k).matrix()) * (2.0f / static_cast<float>(output.size()));
+                // The loss is the error relative to the given quantization's: AdamW does not see the scale, and a
+                // penalty (rounding) is weighed against a dimensionless error whatever the model's activation scale.
+                Matrix grad = (output - targets.read(k).matrix()) * static_cast<float>(2.0 / (error_unit * static_cast<double>(output.size())));
                 // Blocks after the window (full precision; their parameter gradients are not used), then the window.
                 for (Index j = last + measured_depth; j >= first; --j) {
                     const Matrix& x = inputs_seen[static_cast<std::size_t>(j - first)].matrix();
@@ -218,7 +223,9 @@ ReconstructionReport reconstruct(M& model, std::map<std::string, quant::Quantize
                         }
                 }
                 // Cosine decay to zero over the window's steps: the last steps settle into the optimum.
-                const auto lr = static_cast<float>(0.5 * options.learning_rate * (1.0 + std::cos(3.141592653589793 * progress)));
+                const auto lr = options.cosine_decay
+                                    ? static_cast<float>(0.5 * options.learning_rate * (1.0 + std::cos(3.141592653589793 * progress)))
+                                    : options.learning_rate;
                 for (auto& t : trainables) {
                     adam.step(t.state, t.parameters.parameters(), t.grad_parameters, lr);
                     t.parameters.write_weights(t.value);

@@ -25,7 +25,7 @@
 namespace npft::ptq {
 
 struct RoundingSchedule {
-    float lambda = 1.0f;        ///< weight of the penalty against the window's mean squared error
+    float lambda = 10.0f;       ///< weight of the penalty against the error relative to the given quantization's
     float beta_start = 20.0f;   ///< penalty exponent at the end of the warm-up (flat: only h near 1/2 is pushed)
     float beta_end = 2.0f;      ///< at the last step (steep: every h is pushed to 0 or 1)
     float warmup = 0.2f;        ///< fraction of the steps without the penalty
