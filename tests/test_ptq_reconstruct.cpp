@@ -8,6 +8,7 @@
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
 
+#include "ptq_linear_blocks.hpp"
 #include "test_matrices.hpp"
 
 // POSIX declares a global ::index(); the tests live in their own namespace so that npft::index is unambiguous.
@@ -15,43 +16,12 @@ namespace ptq_test {
 using npft::Index;
 using npft::Matrix;
 using npft_test::gaussian_matrix;
+using npft_test::LinearBlocks;
+using npft_test::rtn;
 using MatrixD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
 using VectorD = Eigen::VectorXd;
 
 namespace {
-
-/// Linear blocks y = x W_j^T; the pre-activations of block j are p = x V_j^T (a fixed map standing for "norm, then q/k/v").
-struct LinearBlocks {
-    std::vector<Matrix> weights, grads, preactivation_maps;
-    Index widest_batch = 0;  // the most rows any block call has seen: the streamed batch bounds the working set
-
-    LinearBlocks(Index blocks, Index width, Index preactivation_width, std::uint64_t seed) {
-        for (Index j = 0; j < blocks; ++j) {
-            weights.push_back(gaussian_matrix(width, width, seed, 10 + static_cast<std::uint64_t>(j)) / std::sqrt(static_cast<float>(width)));
-            grads.push_back(Matrix::Zero(width, width));
-            preactivation_maps.push_back(gaussian_matrix(preactivation_width, width, seed, 20 + static_cast<std::uint64_t>(j)));
-        }
-    }
-    Index num_blocks() const { return static_cast<Index>(weights.size()); }
-    std::vector<npft::train::Parameter> block_parameters(Index i) {
-        auto& w = weights[static_cast<std::size_t>(i)];
-        auto& g = grads[static_cast<std::size_t>(i)];
-        return {{"block" + std::to_string(i), npft::as_matrix_view(w), npft::as_matrix_view(g)}};
-    }
-    void see(const Matrix& x) { widest_batch = std::max(widest_batch, static_cast<Index>(x.rows())); }
-    Matrix block_forward(Index i, const Matrix& x) {
-        see(x);
-        return x * weights[static_cast<std::size_t>(i)].transpose();
-    }
-    Matrix block_backward(Index i, const Matrix& x, const Matrix& dy) {
-        see(x);
-        grads[static_cast<std::size_t>(i)] = dy.transpose() * x;
-        return dy * weights[static_cast<std::size_t>(i)];
-    }
-    Matrix preactivation_forward(Index i, const Matrix& x) { return x * preactivation_maps[static_cast<std::size_t>(i)].transpose(); }
-    Matrix preactivation_backward(Index i, const Matrix&, const Matrix& dp) { return dp * preactivation_maps[static_cast<std::size_t>(i)]; }
-};
-static_assert(npft::ptq::BlockwiseModel<LinearBlocks>);
 
 /// Codes minus zero points, C[r,c] = q - z, of a uniform packed matrix: then W_q[r,c] = scale[r, g(c)] * C[r,c].
 MatrixD centred_codes(const npft::quant::QuantizedMatrix& q) {
@@ -84,13 +54,6 @@ double optimal_single_block_error(const MatrixD& x, const npft::quant::Quantized
     return (design * scales - y).squaredNorm() / static_cast<double>(y.size());
 }
 
-std::map<std::string, npft::quant::QuantizedMatrix> rtn(LinearBlocks& model, const npft::quant::UniformGrid& grid) {
-    std::map<std::string, npft::quant::QuantizedMatrix> packed;
-    const npft::quant::Quantizer<npft::quant::UniformGrid> quantizer(grid);
-    for (Index j = 0; j < model.num_blocks(); ++j)
-        for (auto& p : model.block_parameters(j)) packed.emplace(p.name, quantizer.quantize(npft::MatrixView<const float>(p.value)));
-    return packed;
-}
 
 constexpr Index kWidth = 16;
 constexpr Index kPreactivationWidth = 12;
@@ -164,13 +127,15 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
     npft::ptq::ReconstructionOptions options;
     options.steps = 1500;
     options.learning_rate = 2e-2f;
+    // Scales only: the optimum below is over the scales (zero points have their own test, test_ptq_policies.cpp).
+    const npft::ptq::TrainScales scales{.zero_points = false};
 
     SECTION("single block") {
         LinearBlocks model(2, kWidth, kPreactivationWidth, 7);
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::SingleBlock{}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::SingleBlock{}, options, scales);
         REQUIRE(report.windows.size() == 2);
         const MatrixD xd = x.cast<double>();
         const MatrixD identity = MatrixD::Identity(kWidth, kWidth);
@@ -184,12 +149,50 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         CHECK(report.windows[0].loss_after >= optimum0 * (1 - 1e-6));
     }
 
-    SECTION("downstream pre-activations") {
+    SECTION("downstream, at the output of the next block (the default readout)") {
         LinearBlocks model(2, kWidth, kPreactivationWidth, 8);
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::Downstream{1}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::Downstream{1}, options, scales);
+        REQUIRE(report.windows.size() == 2);
+        // Block 1's output is y0 W1^T: the readout of block 0's output is block 1's (full-precision) weight matrix.
+        const double optimum0 = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"), fp.weights[0].cast<double>(),
+                                                           fp.weights[1].cast<double>());
+        CHECK(report.windows[0].objective == "downstream");
+        CHECK(report.windows[0].loss_after == Approx(optimum0).epsilon(0.002));
+        CHECK(report.windows[0].loss_after >= optimum0 * (1 - 1e-6));
+        // Not the pre-activation optimum: the readout really is block 1's output.
+        const double qkv_optimum = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"),
+                                                              fp.weights[0].cast<double>(), fp.preactivation_maps[1].cast<double>());
+        CHECK(std::abs(report.windows[0].loss_after - qkv_optimum) > 0.05 * qkv_optimum);
+    }
+
+    SECTION("downstream, depth 2: at the output of block i+2") {
+        LinearBlocks model(3, kWidth, kPreactivationWidth, 12);
+        const LinearBlocks fp = model;
+        auto packed = rtn(model, grid);
+        const auto rtn_packed = packed;
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::Downstream{2}, options, scales);
+        REQUIRE(report.windows.size() == 3);
+        // Block 2's output is y0 W1^T W2^T: block 0's output is read through W2 W1 (blocks 1 and 2 in full precision).
+        const MatrixD readout = fp.weights[2].cast<double>() * fp.weights[1].cast<double>();
+        const double optimum0 =
+            optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"), fp.weights[0].cast<double>(), readout);
+        CHECK(report.windows[0].loss_after == Approx(optimum0).epsilon(0.002));
+        CHECK(report.windows[0].loss_after >= optimum0 * (1 - 1e-6));
+        const double depth1_optimum = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"),
+                                                                 fp.weights[0].cast<double>(), fp.weights[1].cast<double>());
+        CHECK(std::abs(report.windows[0].loss_after - depth1_optimum) > 0.05 * depth1_optimum);
+    }
+
+    SECTION("downstream pre-activations (the q/k/v readout)") {
+        LinearBlocks model(2, kWidth, kPreactivationWidth, 8);
+        const LinearBlocks fp = model;
+        auto packed = rtn(model, grid);
+        const auto rtn_packed = packed;
+        const npft::ptq::Downstream qkv{.depth = 1, .measured_at = npft::ptq::Readout::preactivations};
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, qkv, options, scales);
         REQUIRE(report.windows.size() == 2);
         const double optimum0 = optimal_single_block_error(x.cast<double>(), rtn_packed.at("block0"), fp.weights[0].cast<double>(),
                                                            fp.preactivation_maps[1].cast<double>());
@@ -198,7 +201,7 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         // The downstream optimum is not the single-block optimum: the objective really measures somewhere else.
         LinearBlocks single_model = fp;
         auto single_packed = rtn_packed;
-        npft::ptq::reconstruct(single_model, single_packed, calibration, npft::ptq::SingleBlock{}, options);
+        npft::ptq::reconstruct(single_model, single_packed, calibration, npft::ptq::SingleBlock{}, options, scales);
         CHECK(single_packed.at("block0").scales() != packed.at("block0").scales());
     }
 
@@ -207,7 +210,7 @@ TEST_CASE("each objective converges to its least-squares optimum on linear block
         const LinearBlocks fp = model;
         auto packed = rtn(model, grid);
         const auto rtn_packed = packed;
-        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::MultiBlock{2}, options);
+        const auto report = npft::ptq::reconstruct(model, packed, calibration, npft::ptq::MultiBlock{2}, options, scales);
         REQUIRE(report.windows.size() == 1);
         // Optimum by alternating least squares (the error is bilinear in the two blocks' scales), started from RTN.
         const MatrixD xd = x.cast<double>();

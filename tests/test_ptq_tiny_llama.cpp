@@ -7,10 +7,13 @@
 #include <cmath>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <npft/core/random.hpp>
 #include <npft/ptq/reconstruct.hpp>
+#include <npft/ptq/trainable_lora.hpp>
+#include <npft/ptq/trainable_rounding.hpp>
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
 
@@ -213,9 +216,10 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
     for (Index i = 0; i < 4; ++i) calibration.push_back(random_batch(c, 2, 9, 100 + static_cast<std::uint64_t>(i)));
     const Batch eval = random_batch(c, 4, 9, 200);
 
-    const auto run = [&](const auto& objective) {
+    const auto run = [&](const auto& objective, const auto& policy, float lr = 1e-2f, int threads = 1, Index steps = 40) {
         Model model(c, fp32);
         BlockwiseView view(model, 8);
+        view.set_threads(threads);
         std::vector<Matrix> inputs;
         for (const Batch& b : calibration) inputs.push_back(view.embed(b));
         const npft::quant::Quantizer rtn(npft::quant::UniformGrid(3, 0));
@@ -224,14 +228,16 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
             for (const auto& p : model.parameters())
                 if (p.name == name) packed.emplace(name, rtn.quantize(npft::MatrixView<const float>(p.value)));
         npft::ptq::ReconstructionOptions options;
-        options.steps = 40;
-        options.learning_rate = 1e-2f;
-        const auto report = npft::ptq::reconstruct(view, packed, inputs, objective, options);
+        options.steps = steps;
+        options.learning_rate = lr;
+        // Rounding's penalty bites at the end of a window: a decayed learning rate could not follow it.
+        options.cosine_decay = !std::is_same_v<std::decay_t<decltype(policy)>, npft::ptq::TrainRounding>;
+        const auto report = npft::ptq::reconstruct(view, packed, inputs, objective, options, policy);
         const Index windows = (c.layers + objective.window_size() - 1) / objective.window_size();
         REQUIRE(static_cast<Index>(report.windows.size()) == windows);
         for (const auto& w : report.windows) {
             INFO(objective.name() << " blocks " << w.first_block << ".." << w.last_block << ": " << w.loss_before << " -> "
-                                  << w.loss_after);
+                                  << w.loss_trained << " (trained) -> " << w.loss_after);
             CHECK(w.loss_before > 0.0);
             CHECK(w.loss_after < w.loss_before);
         }
@@ -240,10 +246,35 @@ TEST_CASE("reconstruction on the demo model lowers every window's error, and the
         quantized.set_multiply_options({.activations = npft::kernels::cpu::Activations::fp32});
         for (const auto& [name, q] : packed) quantized.set_linear(name, tiny_llama::PackedLinear(q));
         CHECK(quantized.loss(eval) == Approx(model.loss(eval)).epsilon(1e-4));
+        return packed;
     };
-    SECTION("single block") { run(npft::ptq::SingleBlock{}); }
-    SECTION("multi-block, 2 blocks per window") { run(npft::ptq::MultiBlock{2}); }
-    SECTION("downstream, depth 1") { run(npft::ptq::Downstream{1}); }
+    SECTION("single block") { run(npft::ptq::SingleBlock{}, npft::ptq::TrainScales{}); }
+    SECTION("multi-block, 2 blocks per window") { run(npft::ptq::MultiBlock{2}, npft::ptq::TrainScales{}); }
+    SECTION("downstream, depth 1") { run(npft::ptq::Downstream{1}, npft::ptq::TrainScales{}); }
+    SECTION("downstream, depth 1, q/k/v readout") {
+        run(npft::ptq::Downstream{.depth = 1, .measured_at = npft::ptq::Readout::preactivations}, npft::ptq::TrainScales{});
+    }
+    SECTION("learnable rounding") {
+        // Rounding needs the steps to harden: the penalty starts after a fifth of them.
+        run(npft::ptq::SingleBlock{}, npft::ptq::TrainRounding{}, 3e-2f, 1, 300);
+    }
+    SECTION("LoRA") { run(npft::ptq::Downstream{1}, npft::ptq::TrainLora{.shape = {.rank = 2, .seed = 5}}, 1e-3f); }
+    SECTION("2 threads give the same bits as 1") {
+        for (const int policy : {0, 1, 2}) {
+            INFO("policy " << policy);
+            const auto one = policy == 0   ? run(npft::ptq::Downstream{1}, npft::ptq::TrainScales{}, 1e-2f, 1)
+                             : policy == 1 ? run(npft::ptq::Downstream{1}, npft::ptq::TrainRounding{}, 3e-2f, 1)
+                                           : run(npft::ptq::Downstream{1}, npft::ptq::TrainLora{}, 1e-3f, 1);
+            const auto two = policy == 0   ? run(npft::ptq::Downstream{1}, npft::ptq::TrainScales{}, 1e-2f, 2)
+                             : policy == 1 ? run(npft::ptq::Downstream{1}, npft::ptq::TrainRounding{}, 3e-2f, 2)
+                                           : run(npft::ptq::Downstream{1}, npft::ptq::TrainLora{}, 1e-3f, 2);
+            for (const auto& [name, q] : one) {
+                CHECK(q.codes().words() == two.at(name).codes().words());
+                CHECK(q.scales() == two.at(name).scales());
+                CHECK(q.zeros() == two.at(name).zeros());
+            }
+        }
+    }
 }
 
 }  // namespace ptq_tiny_llama_test

@@ -1,10 +1,12 @@
 // Block-wise post-training reconstruction on the end-to-end demo's model (issue 9): quantize every linear layer with
-// RTN at 4 and 3 bits, then fine-tune the quantization scales block by block with each objective of npft::ptq
-// (single block, two blocks jointly, downstream pre-activations), with and without NPFT before quantization.
+// RTN at 4 and 3 bits, then reconstruct block by block with each objective of npft::ptq (single block, two blocks
+// jointly, downstream at the next block's output and at its q/k/v), training the scales and zero points, the rounding
+// (AdaRound) or a LoRA correction (--params), with and without NPFT before quantization.
 // Perplexity is measured through the packed weights (npft's CPU kernels). Prints a table, writes blockwise_ptq.json.
 //
 //   blockwise_ptq [--out DIR] [--checkpoint-dir DIR] [--text FILE] [--hf DIR [--context N]] [--seed N] [--train-steps N]
-//                 [--steps N] [--lr X] [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]
+//                 [--steps N] [--lr X] [--params scales|rounding|lora] [--calibration N] [--eval-windows N]
+//                 [--npft-steps N] [--quick]
 //
 // --hf DIR runs on a Hugging Face LLaMA checkpoint instead of the demo's model (its tokenizer.model tokenizes the corpus).
 #include <algorithm>
@@ -21,6 +23,8 @@
 
 #include <npft/npft.hpp>
 #include <npft/ptq/reconstruct.hpp>
+#include <npft/ptq/trainable_lora.hpp>
+#include <npft/ptq/trainable_rounding.hpp>
 #include <npft/train/progress.hpp>
 
 // Shared with end_to_end: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
@@ -55,7 +59,8 @@ struct Settings {
     Index calibration_sequences = 32;
     Index calibration_batch = 4;
     Index steps = 100;  // per window
-    float lr = 5e-3f;
+    std::string params = "scales";
+    float lr = 0.0f;    // 0: the policy's default (default_lr)
     Index eval_windows = 96;
     // NPFT before quantization: the demo's recipe on a smaller budget.
     NpftRecipe npft{.stages = 2, .steps = 20, .batch = 4};
@@ -63,7 +68,7 @@ struct Settings {
 
 constexpr const char* usage_text =
     " [--out DIR] [--checkpoint-dir DIR] [--text FILE] [--hf DIR [--context N]] [--seed N] [--train-steps N] [--steps N] [--lr X]\n"
-    "          [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]\n"
+    "          [--params scales|rounding|lora] [--calibration N] [--eval-windows N] [--npft-steps N] [--quick]\n"
     "  --out DIR             where blockwise_ptq.json (and a newly trained checkpoint) go (default: this program's folder)\n"
     "  --checkpoint-dir DIR  where to look for the end-to-end demo's fp32 checkpoint (default: the output folder)\n"
     "  --text FILE           this text file (90/5/5 split by lines) instead of the King James Bible\n"
@@ -73,7 +78,8 @@ constexpr const char* usage_text =
     "  --seed N              seeds everything (default 0)\n"
     "  --train-steps N       pre-training steps when no checkpoint is found (default 600, as the demo)\n"
     "  --steps N             reconstruction steps per window (default 100)\n"
-    "  --lr X                reconstruction learning rate (default 5e-3)\n"
+    "  --lr X                reconstruction learning rate (default: 5e-3 scales, 3e-2 rounding, 1e-3 lora)\n"
+    "  --params P            what is trained: scales (and zero points), rounding (AdaRound) or lora (rank 4)\n"
     "  --calibration N       calibration windows of 129 bytes (default 32, 4 per step)\n"
     "  --eval-windows N      test windows of 129 bytes (default 96)\n"
     "  --npft-steps N        NPFT steps per stage, 2 stages (default 20)\n"
@@ -92,6 +98,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--train-steps")) s.pretraining.steps = cl.integer();
         else if (cl.is("--steps")) s.steps = cl.integer();
         else if (cl.is("--lr")) s.lr = cl.real();
+        else if (cl.is("--params")) s.params = cl.value();
         else if (cl.is("--calibration")) s.calibration_sequences = cl.integer();
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
         else if (cl.is("--npft-steps")) s.npft.steps = cl.integer();
@@ -104,6 +111,9 @@ Settings parse_settings(int argc, char** argv) {
         } else cl.reject();
     }
     if (s.checkpoint_dir.empty()) s.checkpoint_dir = s.out_dir;
+    npft::require(s.params == "scales" || s.params == "rounding" || s.params == "lora",
+                  "--params must be scales, rounding or lora, got '", s.params, "'");
+    if (s.lr == 0.0f) s.lr = s.params == "scales" ? 5e-3f : (s.params == "rounding" ? 3e-2f : 1e-3f);
     if (s.calibration_sequences < s.calibration_batch) s.calibration_batch = std::max<Index>(1, s.calibration_sequences);
     return s;
 }
@@ -206,12 +216,22 @@ int run(int argc, char** argv) {
                     model.weights() = base_weights;
                     Packed packed = packed_rtn;
                     tiny_llama::BlockwiseView view(model, config.context);
-                    std::vector<Matrix> inputs;
-                    for (const Batch& b : calibration) inputs.push_back(view.embed(b));
+                    // Embedded on demand: neither the demo nor the module holds every calibration batch.
+                    const npft::ptq::CalibrationSource inputs{static_cast<Index>(calibration.size()), [&](Index k) {
+                                                                  return view.embed(calibration[static_cast<std::size_t>(k)]);
+                                                              }};
                     npft::ptq::ReconstructionOptions options;
                     options.steps = s.steps;
                     options.learning_rate = s.lr;
-                    const auto report = npft::ptq::reconstruct(view, packed, inputs, objective, options);
+                    options.cosine_decay = s.params != "rounding";  // rounding's penalty bites at the end
+                    npft::ptq::ReconstructionReport report;
+                    if (s.params == "rounding")
+                        report = npft::ptq::reconstruct(view, packed, inputs, objective, options, npft::ptq::TrainRounding{});
+                    else if (s.params == "lora")
+                        report = npft::ptq::reconstruct(view, packed, inputs, objective, options,
+                                                        npft::ptq::TrainLora{.shape = {.rank = 4, .seed = s.seed}});
+                    else
+                        report = npft::ptq::reconstruct(view, packed, inputs, objective, options, npft::ptq::TrainScales{});
                     Row row{base, "rtn+" + label, bits, packed_perplexity(model, packed, test),
                             rtn_seconds + report.seconds, 0.0, 0.0};
                     for (const auto& w : report.windows) {
@@ -226,6 +246,8 @@ int run(int argc, char** argv) {
                 reconstruct(npft::ptq::SingleBlock{}, "single-block");
                 reconstruct(npft::ptq::MultiBlock{2}, "multi-block(2)");
                 reconstruct(npft::ptq::Downstream{1}, "downstream(1)");
+                reconstruct(npft::ptq::Downstream{.depth = 1, .measured_at = npft::ptq::Readout::preactivations},
+                            "downstream-qkv(1)");
                 model.weights() = base_weights;
             }
         };
@@ -270,7 +292,7 @@ int run(int argc, char** argv) {
         out << "{\n \"model\": \"" << config.describe() << "\", \"checkpoint\": \"" << checkpoint.file << "\", \"cached\": "
             << (cached ? "true" : "false") << ",\n \"settings\": {\"seed\": " << s.seed << ", \"calibration_sequences\": "
             << s.calibration_sequences << ", \"calibration_batch\": " << s.calibration_batch << ", \"steps_per_window\": "
-            << s.steps << ", \"learning_rate\": " << json_number(s.lr) << ", \"eval_windows\": " << s.eval_windows
+            << s.steps << ", \"params\": \"" << s.params << "\", \"learning_rate\": " << json_number(s.lr) << ", \"eval_windows\": " << s.eval_windows
             << ", \"npft_stages\": " << s.npft.stages << ", \"npft_steps_per_stage\": " << s.npft.steps
             << ", \"npft_batch\": " << s.npft.batch << "},\n \"fp32_test_ppl\": " << json_number(fp32_ppl)
             << ", \"npft_test_ppl\": " << json_number(npft_ppl) << ", \"npft_seconds\": " << json_number(npft_seconds)

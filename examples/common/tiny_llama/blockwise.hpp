@@ -29,6 +29,12 @@ public:
     BlockwiseView& operator=(const BlockwiseView&) = delete;
 
     Index length() const { return length_; }
+    /// Threads for the blocks' forward and backward passes (the same bits on any count, as block.hpp promises).
+    void set_threads(int threads) {
+        npft::require(threads >= 1, "block-wise threads must be at least 1, got ", threads);
+        threads_ = threads;
+    }
+    int threads() const { return threads_; }
     Index num_blocks() const { return model_->config().layers; }
 
     /// The 7 linear weights of block i, named as Model::parameters names them; gradients live in this view.
@@ -59,7 +65,7 @@ public:
         run_block(i, y, a, true);
         Matrix dx = dy;
         tiny_llama::block_backward(model_->config(), layer(i), model_->rope(), length_, a, dx,
-                                   grads_[static_cast<std::size_t>(i)]);
+                                   grads_[static_cast<std::size_t>(i)], threads_);
         return dx;
     }
 
@@ -97,8 +103,8 @@ private:
     const LayerWeights& layer(Index i) const { return model_->weights().layers[static_cast<std::size_t>(i)]; }
 
     void run_block(Index i, Matrix& x, BlockActivations& a, bool keep) const {
-        tiny_llama::block_forward(model_->config(), layer(i), model_->rope(), DenseLinears{&model_->weights()}, i, length_,
-                                  x, a, keep);
+        tiny_llama::block_forward(model_->config(), layer(i), model_->rope(), DenseLinears{&model_->weights(), threads_}, i,
+                                  length_, x, a, keep, threads_);
     }
 
     void check_block(Index i) const {
@@ -114,6 +120,7 @@ private:
 
     Model* model_;
     Index length_;
+    int threads_ = 1;
     std::vector<LayerWeights> grads_;
 };
 
