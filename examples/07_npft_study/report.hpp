@@ -95,7 +95,11 @@ inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& dat
             for (const auto& a : arms) {
                 const auto it = row.find(a);
                 if (it == row.end()) d += "\tNaN\tNaN\tNaN";
-                else d += "\t" + number(it->second->mean.mean) + "\t" + number(it->second->mean.ci_low) + "\t" + number(it->second->mean.ci_high);
+                else
+                    for (const double v : {it->second->mean.mean, it->second->mean.ci_low, it->second->mean.ci_high}) {
+                        d += '\t';
+                        d += number(v);
+                    }
             }
             d += "\n";
         }
@@ -105,7 +109,7 @@ inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& dat
                          "'\nset title 'Quantization gap (quantized minus the fp32 model it came from), grid " + grid +
                          ", mean over models x seeds with 95% CI'\n"
                          "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.8 border -1\n"
-                         "set grid ytics\nset key outside right\nset ylabel 'gap (bits/byte, lower is better)'\nset yrange [0:*]\n"
+                         "set grid ytics\nset xzeroaxis lt -1\nset key outside right\nset ylabel 'gap (bits/byte, lower is better)'\n"
                          "plot ";
         for (std::size_t i = 0; i < arms.size(); ++i)
             gp += std::string(i ? ", " : "") + "'" + fs::absolute(dat).string() + "' using " + std::to_string(2 + 3 * i) + ":" +
