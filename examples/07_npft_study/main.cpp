@@ -92,7 +92,11 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--arms")) for (const auto& a : split_list(cl.value())) s.arms.insert(a);
         else if (cl.is("--bits")) {
             s.bits.clear();
-            for (const auto& b : split_list(cl.value())) s.bits.push_back(std::stoi(b));
+            for (const auto& b : split_list(cl.value())) {
+                const int bits = std::atoi(b.c_str());
+                npft::require(std::to_string(bits) == b, "--bits: '", b, "' is not a whole number");
+                s.bits.push_back(bits);
+            }
         } else if (cl.is("--grids")) s.grids = split_list(cl.value());
         else if (cl.is("--ablations-on-every-grid")) s.ablations_everywhere = true;
         else if (cl.is("--steps")) s.recipe.npft.steps = cl.integer();
@@ -530,8 +534,8 @@ void print_prediction(const Timings& t, const Work& w) {
 }
 
 int run(int argc, char** argv) {
-    const Settings s = parse_settings(argc, argv);
     try {
+        const Settings s = parse_settings(argc, argv);
         fs::create_directories(s.out);
         if (!s.report_only) {
             Study study(s);
@@ -548,7 +552,12 @@ int run(int argc, char** argv) {
                 if (s.dry_run) return 0;
             }
         }
-        report::write(study::CellStore(s.out / "cells", s.fingerprint()).all(), s.out, s.docs);
+        const auto cells = study::CellStore(s.out / "cells", s.fingerprint()).all();
+        if (cells.empty())
+            std::fprintf(stderr, "warning: no cells in %s were made with these settings (cells of other settings are ignored: "
+                                 "pass the options the study ran with, e.g. --quick or --steps)\n",
+                         (s.out / "cells").string().c_str());
+        report::write(cells, s.out, s.docs);
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "\nerror: %s\n", e.what());
