@@ -38,6 +38,7 @@
 #include <npft/train/progress.hpp>
 
 // Shared with blockwise_ptq: the command-line walk, fp32 pre-training and its checkpoint, the NPFT set-up.
+#include "calibration.hpp"
 #include "demo_setup.hpp"
 #include "hf_model.hpp"
 #include "kjv_corpus.hpp"
@@ -130,42 +131,6 @@ Settings parse_settings(int argc, char** argv) {
 }
 
 // ---- calibration ----------------------------------------------------------------------------------------------------
-
-/// Runs the fp32 model over `batches` and accumulates each linear layer's GPTQ Hessian from the inputs it sees.
-std::map<std::string, npft::quant::GptqHessian> gptq_hessians(const Model& model, const std::vector<Batch>& batches) {
-    std::map<std::string, npft::quant::GptqHessian> hessians;
-    for (const std::string& name : model.linear_names())
-        hessians.emplace(name, npft::quant::GptqHessian(name.ends_with("down") ? model.config().hidden : model.config().dim));
-    const tiny_llama::DenseLinears dense{&model.weights()};
-    const auto recording = [&](Index layer, tiny_llama::LinearKind kind, const npft::Matrix& x, npft::Matrix& y) {
-        hessians.at(tiny_llama::linear_name(layer, kind)).add(x);
-        dense(layer, kind, x, y);
-    };
-    for (const Batch& b : batches)
-        tiny_llama::forward_loss_sum(model.config(), model.weights(), model.rope(), recording, b, nullptr);
-    return hessians;
-}
-
-/// SqueezeLLM's outliers: the most sensitive weights and the largest ones.
-using SparseSelector = npft::outliers::Union<npft::outliers::TopFisher, npft::outliers::TopMagnitude>;
-
-/// Outlier masks as npft selects them for NPFT, for the Hessian-trace measurement on a fixed set of weights.
-using Masks = std::map<std::string, npft::outliers::OutlierMask>;
-
-/// Hutchinson estimate of the Hessian trace restricted to `masks` (all linear layers together), by finite differences
-/// of the model's gradients on `batch`.
-npft::hessian::TraceEstimate outlier_trace(Model& model, const Batch& batch, const Masks& masks) {
-    std::vector<std::string> names = model.linear_names();
-    std::vector<float> indicator;
-    for (const auto& name : names) {
-        const auto part = masks.at(name).indicator();
-        indicator.insert(indicator.end(), part.begin(), part.end());
-    }
-    npft::hessian::FiniteDifferenceHvp<Model, Batch> hvp(model, batch, names);
-    const npft::hessian::Hutchinson<> hutchinson(
-        npft::hessian::HutchinsonOptions{.min_probes = 10, .max_probes = 40, .target_relative_standard_error = 0.05, .seed = 1});
-    return hutchinson.estimate(hvp, std::span<const float>(indicator));
-}
 
 // ---- the table ------------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,225 @@
+#pragma once
+// The study's outputs, generated from its cells and nothing else: results/summary.json and results/statements.json,
+// study.md (tables, the computed statements, the plots) and study_<grid>.png (the quantization gap with 95% error
+// bars). The conclusion section of an existing study.md is kept: it is the one part a person writes.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <npft/io/atomic_file.hpp>
+#include <npft/io/json.hpp>
+
+#include "study/statements.hpp"
+
+namespace npft_study::report {
+
+namespace fs = std::filesystem;
+
+inline std::string signed_text(double v, int digits = 4) {
+    if (!std::isfinite(v)) return "n/a";
+    char b[32];
+    std::snprintf(b, sizeof b, "%+.*f", digits, v);
+    return b;
+}
+
+inline std::string number(double v) {
+    if (!std::isfinite(v)) return "null";
+    char b[32];
+    std::snprintf(b, sizeof b, "%.6g", v);
+    return b;
+}
+
+/// The comparisons the study states, all on metrics where lower is better.
+inline std::vector<std::pair<std::string, std::string>> comparisons() {
+    return {{"npft-reference", "lora"}, {"npft-qstep", "lora"},  {"npft-random", "lora"},   {"npft-f0.5pct", "lora"},
+            {"npft-f5pct", "lora"},     {"npft-gptq", "lora"},   {"npft-reference", "rtn"}, {"npft-reference", "gptq"},
+            {"npft-gptq", "gptq"},      {"npft-random", "npft-reference"}, {"npft-qstep", "npft-reference"}};
+}
+
+inline const std::vector<std::string> arm_order = {"rtn",         "gptq",         "dense-sparse", "lora",      "npft-reference",
+                                                   "npft-gptq",   "npft-qstep",   "npft-random",  "npft-f0.5pct", "npft-f5pct"};
+
+inline std::string interval(const npft::stats::MeanInterval& m, int digits = 4) {
+    if (m.count < 2) return signed_text(m.mean, digits) + " (n=1)";
+    return signed_text(m.mean, digits) + " [" + signed_text(m.ci_low, digits) + ", " + signed_text(m.ci_high, digits) + "] (n=" +
+           std::to_string(m.count) + ")";
+}
+
+inline void write_text(const fs::path& path, const std::string& text) {
+    fs::create_directories(path.parent_path().empty() ? fs::path(".") : path.parent_path());
+    npft::io::write_file_atomically(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
+}
+
+/// The conclusion section of an existing study.md (from its heading to the end), or the placeholder.
+inline std::string kept_conclusion(const fs::path& md) {
+    const std::string heading = "## Conclusion";
+    if (fs::exists(md)) {
+        std::ifstream in(md);
+        std::stringstream buffer;
+        buffer << in.rdbuf();
+        const std::string text = buffer.str();
+        const auto at = text.find("\n" + heading);
+        if (at != std::string::npos) return text.substr(at + 1);
+    }
+    return heading + "\n\n<!-- CONCLUSION PLACEHOLDER: written by hand from the computed statements above; the generator keeps "
+                     "this section as it finds it. -->\n_Not yet written._\n";
+}
+
+/// study_<grid>.png: the mean gap in bits/byte by bit width (clusters) and arm (bars), with 95% error bars.
+inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& data_dir, const fs::path& docs, std::string& md) {
+    std::set<std::string> grids;
+    for (const auto& r : gaps) grids.insert(r.group.at("grid"));
+    for (const auto& grid : grids) {
+        std::map<std::string, std::map<std::string, const study::SummaryRow*>> by;  // bits -> arm -> row
+        std::vector<std::string> arms;
+        for (const auto& r : gaps) {
+            if (r.group.at("grid") != grid) continue;
+            by[r.group.at("bits")][r.group.at("arm")] = &r;
+        }
+        for (const auto& a : arm_order)
+            for (const auto& [bits, row] : by)
+                if (row.contains(a) && std::find(arms.begin(), arms.end(), a) == arms.end()) arms.push_back(a);
+        const fs::path dat = data_dir / ("study_" + grid + ".dat");
+        std::string d = "# bits";
+        for (const auto& a : arms) d += "\t" + a + " mean\tlow\thigh";
+        d += "\n";
+        for (const auto& [bits, row] : by) {
+            d += bits + "-bit";
+            for (const auto& a : arms) {
+                const auto it = row.find(a);
+                if (it == row.end()) d += "\tNaN\tNaN\tNaN";
+                else
+                    for (const double v : {it->second->mean.mean, it->second->mean.ci_low, it->second->mean.ci_high}) {
+                        d += '\t';
+                        d += number(v);
+                    }
+            }
+            d += "\n";
+        }
+        write_text(dat, d);
+        const fs::path png = fs::absolute(docs / ("study_" + grid + ".png"));
+        std::string gp = "set terminal pngcairo size 1200,560 font ',10'\nset output '" + png.string() +
+                         "'\nset title 'Quantization gap (quantized minus the fp32 model it came from), grid " + grid +
+                         ", mean over models x seeds with 95% CI'\n"
+                         "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.8 border -1\n"
+                         "set grid ytics\nset xzeroaxis lt -1\nset key outside right\nset ylabel 'gap (bits/byte, lower is better)'\n"
+                         "plot ";
+        for (std::size_t i = 0; i < arms.size(); ++i)
+            gp += std::string(i ? ", " : "") + "'" + fs::absolute(dat).string() + "' using " + std::to_string(2 + 3 * i) + ":" +
+                  std::to_string(3 + 3 * i) + ":" + std::to_string(4 + 3 * i) + (i == 0 ? ":xtic(1)" : "") + " title '" + arms[i] + "'";
+        write_text(data_dir / ("study_" + grid + ".gp"), gp + "\n");
+        const std::string command = "gnuplot '" + fs::absolute(data_dir / ("study_" + grid + ".gp")).string() + "' 2>&1";
+        if (arms.empty() || std::system(command.c_str()) != 0) {
+            std::fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox): no %s\n", png.string().c_str());
+            continue;
+        }
+        md += "![gap, grid " + grid + "](study_" + grid + ".png)\n\n";
+    }
+}
+
+/// Writes everything from `stored` (the store's cells; rtn's seedless cells are paired with every seed here).
+inline void write(const study::Cells& stored, const fs::path& out, const fs::path& docs) {
+    const study::Cells cells = study::expand_seedless(stored, "any");
+    study::Cells quantized, finetuned;
+    std::set<std::string> models, seeds;
+    for (const auto& c : cells) {
+        if (c.first.at("arm") == "fp32") continue;
+        (c.first.at("grid") == "fp32" ? finetuned : quantized).push_back(c);
+        models.insert(c.first.at("model"));
+        seeds.insert(c.first.at("seed"));
+    }
+    const std::set<std::string> pairing = {"model", "seed"};
+    const auto gaps = study::summarize(quantized, "gap_bpb", pairing);
+    const auto gaps_pct = study::summarize(quantized, "gap_ppl_pct", pairing);
+    const auto costs = study::summarize(finetuned, "finetune_cost_bpb", pairing);
+    const auto traces = study::summarize(finetuned, "trace_change", pairing);
+    const auto traces_before = study::summarize(finetuned, "trace_before", pairing);
+    std::vector<study::Statement> statements = study::statements(cells, comparisons(), "gap_bpb");
+    for (auto& s : study::statements(cells, comparisons(), "vs_base_bpb")) statements.push_back(std::move(s));
+
+    // ---- results/*.json
+    std::string summary = "{\n  \"models\": " + std::to_string(models.size()) + ", \"seeds\": " + std::to_string(seeds.size()) +
+                          ",\n  \"quantized\": [";
+    for (std::size_t i = 0; i < gaps.size(); ++i) {
+        const auto& g = gaps[i];
+        const auto& p = gaps_pct[i];
+        summary += std::string(i ? "," : "") + "\n    {\"arm\": " + npft::io::json::quote(g.group.at("arm")) +
+                   ", \"bits\": " + g.group.at("bits") + ", \"grid\": " + npft::io::json::quote(g.group.at("grid")) +
+                   ", \"n\": " + std::to_string(g.mean.count) + ", \"gap_bpb\": " + number(g.mean.mean) +
+                   ", \"gap_bpb_ci\": [" + number(g.mean.ci_low) + ", " + number(g.mean.ci_high) + "], \"gap_ppl_pct\": " +
+                   number(p.mean.mean) + ", \"gap_ppl_pct_ci\": [" + number(p.mean.ci_low) + ", " + number(p.mean.ci_high) + "]}";
+    }
+    summary += "\n  ],\n  \"finetuning\": [";
+    for (std::size_t i = 0; i < costs.size(); ++i) {
+        const auto& c = costs[i];
+        summary += std::string(i ? "," : "") + "\n    {\"arm\": " + npft::io::json::quote(c.group.at("arm")) + ", \"bits\": " +
+                   c.group.at("bits") + ", \"n\": " + std::to_string(c.mean.count) + ", \"finetune_cost_bpb\": " + number(c.mean.mean) +
+                   ", \"finetune_cost_bpb_ci\": [" + number(c.mean.ci_low) + ", " + number(c.mean.ci_high) + "]" +
+                   (i < traces.size() ? ", \"trace_change\": " + number(traces[i].mean.mean) + ", \"trace_change_ci\": [" +
+                                            number(traces[i].mean.ci_low) + ", " + number(traces[i].mean.ci_high) + "]"
+                                      : std::string()) +
+                   "}";
+    }
+    summary += "\n  ]\n}\n";
+    write_text(out / "results" / "summary.json", summary);
+    std::string st = "[";
+    for (std::size_t i = 0; i < statements.size(); ++i) {
+        const auto& s = statements[i];
+        const auto& d = s.difference;
+        st += std::string(i ? "," : "") + "\n  {\"treatment\": " + npft::io::json::quote(s.treatment) + ", \"control\": " +
+              npft::io::json::quote(s.control) + ", \"metric\": " + npft::io::json::quote(s.metric) + ", \"bits\": " +
+              s.group.at("bits") + ", \"grid\": " + npft::io::json::quote(s.group.at("grid")) + ", \"pairs\": " +
+              std::to_string(d.pairs) + ", \"mean\": " + number(d.mean) + ", \"ci\": [" + number(d.ci_low) + ", " +
+              number(d.ci_high) + "], \"wins\": " + std::to_string(d.wins) + ", \"sign_test_p\": " + number(d.sign_test_p) +
+              ", \"unpaired\": " + std::to_string(s.unpaired) + ", \"verdict\": " + npft::io::json::quote(s.verdict) + "}";
+    }
+    write_text(out / "results" / "statements.json", st + "\n]\n");
+
+    // ---- study.md
+    const fs::path md_path = docs / "study.md";
+    const std::string conclusion = kept_conclusion(md_path);
+    std::string md =
+        "# The NPFT study\n\n"
+        "<!-- Generated by examples/07_npft_study (scripts/study.sh) from its cells: do not edit by hand, except the "
+        "Conclusion section, which the generator keeps. -->\n\n"
+        "Models: " + std::to_string(models.size()) + "; seeds: " + std::to_string(seeds.size()) +
+        ". Every figure is a mean over all (model, seed) pairs with its 95% Student-t interval [low, high] and n. "
+        "The **gap** is the quantized model's test bits/byte minus that of the fp32 model it was quantized from (the "
+        "fine-tuned one for fine-tuned arms); gap % is the same in perplexity. How the cells are made: "
+        "[examples/07_npft_study/README.md](../examples/07_npft_study/README.md).\n\n"
+        "## Quantization gap\n\n| bits | grid | arm | gap (bits/byte) | gap (% perplexity) |\n|---|---|---|---|---|\n";
+    for (std::size_t i = 0; i < gaps.size(); ++i)
+        md += "| " + gaps[i].group.at("bits") + " | " + gaps[i].group.at("grid") + " | " + gaps[i].group.at("arm") + " | " +
+              interval(gaps[i].mean) + " | " + interval(gaps_pct[i].mean, 2) + " |\n";
+    md += "\n## Fine-tuning: fp32 cost and the outliers' Hessian trace\n\n"
+          "fp32 cost: the fine-tuned fp32 model's test bits/byte minus the pre-trained model's. Trace: the Hutchinson trace "
+          "of the Hessian restricted to the pre-trained model's reference outliers (top 0.05% by Fisher), on held-out "
+          "validation windows; change = after minus before, paired probe by probe within each cell, then averaged over "
+          "cells.\n\n| arm | noise bits | fp32 cost (bits/byte) | trace before | trace change |\n|---|---|---|---|---|\n";
+    for (std::size_t i = 0; i < costs.size(); ++i)
+        md += "| " + costs[i].group.at("arm") + " | " + costs[i].group.at("bits") + " | " + interval(costs[i].mean) + " | " +
+              (i < traces_before.size() ? interval(traces_before[i].mean, 3) : "") + " | " +
+              (i < traces.size() ? interval(traces[i].mean, 3) : "") + " |\n";
+    md += "\n## Plots\n\n";
+    plot(gaps, out / "results", docs, md);
+    md += "## Computed statements\n\n"
+          "<!-- Generated: one line per comparison and (bits, grid), on the gap (gap_bpb) and on the end-to-end loss "
+          "against the pre-trained fp32 model (vs_base_bpb). \"beats\" / \"is worse than\" only when the 95% interval of "
+          "the paired difference excludes 0. -->\n\n";
+    for (const auto& s : statements) md += "- " + s.text + "\n";
+    if (statements.empty()) md += "_No comparison has two pairs yet._\n";
+    md += "\n" + conclusion;
+    write_text(md_path, md);
+    std::printf("wrote %s, %s and %s (%zu cells, %zu statements)\n", md_path.string().c_str(),
+                (out / "results" / "summary.json").string().c_str(), (out / "results" / "statements.json").string().c_str(),
+                stored.size(), statements.size());
+}
+
+}  // namespace npft_study::report
