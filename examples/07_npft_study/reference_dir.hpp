@@ -1,12 +1,12 @@
 #pragma once
 // A study model: a folder with reference.safetensors (tiny_llama/checkpoint.hpp's format, the config in its metadata)
 // and, when its vocabulary is SentencePiece, tokenizer.model; without one the vocabulary is bytes.
+#include <cctype>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include <npft/io/safetensors.hpp>
@@ -18,34 +18,6 @@
 #include "tiny_llama/tokenizer.hpp"
 
 namespace npft_study {
-
-/// The inverse of Config::describe(): "vocab=256 layers=4 dim=128 ..." back into a Config (unknown fields are an error).
-inline tiny_llama::Config parse_config(const std::string& text, const std::string& where) {
-    tiny_llama::Config c;
-    std::istringstream in(text);
-    std::string item;
-    while (in >> item) {
-        const auto eq = item.find('=');
-        npft::require(eq != std::string::npos, where, ": config item '", item, "' is not name=value");
-        const std::string name = item.substr(0, eq), value = item.substr(eq + 1);
-        try {
-            if (name == "vocab") c.vocab = std::stoll(value);
-            else if (name == "layers") c.layers = std::stoll(value);
-            else if (name == "dim") c.dim = std::stoll(value);
-            else if (name == "heads") c.heads = std::stoll(value);
-            else if (name == "kv_heads") c.kv_heads = std::stoll(value);
-            else if (name == "hidden") c.hidden = std::stoll(value);
-            else if (name == "context") c.context = std::stoll(value);
-            else if (name == "rope_theta") c.rope_theta = std::stof(value);
-            else if (name == "norm_eps") c.norm_eps = std::stof(value);
-            else npft::fail(where, ": unknown config field '", name, "'");
-        } catch (const std::logic_error&) {
-            npft::fail(where, ": config field '", name, "' has the value '", value, "', not a number");
-        }
-    }
-    c.validate();
-    return c;
-}
 
 struct ReferenceDir {
     std::filesystem::path dir;
@@ -60,9 +32,8 @@ struct ReferenceDir {
         r.dir = dir;
         r.weights_path = dir / "reference.safetensors";
         npft::require(std::filesystem::exists(r.weights_path), "--model ", dir.string(), ": no reference.safetensors in it");
+        r.config = tiny_llama::stored_config(r.weights_path);
         const auto file = npft::io::SafetensorsFile::load(r.weights_path);
-        npft::require(file.metadata().contains("config"), r.weights_path.string(), " has no 'config' metadata");
-        r.config = parse_config(file.metadata("config"), r.weights_path.string());
         const std::string key = file.metadata().contains("key") ? file.metadata("key") : "";
         std::string name;
         for (const char ch : std::filesystem::absolute(dir).lexically_normal().filename().string())
