@@ -161,6 +161,17 @@ std::string duration(double seconds) {
     return b;
 }
 
+/// One model of the study in memory: the model, its pre-trained weights, its tokenized splits and base figures.
+/// (At namespace scope: clang 14 cannot default-construct a nested class with member initializers inside its
+/// enclosing class, which std::optional::emplace needs.)
+struct LoadedModel {
+    std::optional<tiny_llama::Model> model;
+    tiny_llama::Weights base;
+    std::vector<tiny_llama::Token> train, validation, test_tokens;
+    std::vector<tiny_llama::Batch> test;
+    double base_ppl = 0, base_bpb = 0;
+};
+
 class Study {
 public:
     Study(const Settings& s) : s_(s), store_(s.out / "cells", s.fingerprint()) {}
@@ -191,13 +202,7 @@ private:
     int cells_ = 0;
 
     // ---- per-model data, loaded when the real pass first needs it
-    struct Loaded {
-        std::optional<tiny_llama::Model> model;
-        tiny_llama::Weights base;
-        std::vector<tiny_llama::Token> train, validation, test_tokens;
-        std::vector<tiny_llama::Batch> test;
-        double base_ppl = 0, base_bpb = 0;
-    };
+    using Loaded = LoadedModel;
     std::optional<Loaded> loaded_;
     ReferenceDir* ref_ = nullptr;
 
