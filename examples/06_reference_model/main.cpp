@@ -219,13 +219,15 @@ int measure_curve(const Settings& s, const tiny_llama::Config& config, const kjv
     // outliers' attributed share, against training tokens. A missing gnuplot costs the picture, not the run.
     const std::string plot =
         "set terminal pngcairo size 900,520\nset output 'curve.png'\nset key top left\nset grid\n"
-        "set xlabel 'training tokens (millions)'\nset ylabel 'percent'\n"
+        "set xlabel 'training tokens (millions)'\nset ylabel 'percent'\nset y2label 'fp32 validation perplexity'\n"
+        "set y2tics\nset ytics nomirror\n"
         "set title 'Quantization damage against training length (validation split)'\n"
         "plot 'curve.dat' using 1:3 with linespoints lw 2 title '3-bit RTN: perplexity gap (%)', "
         "'' using 1:4 with linespoints lw 2 title '4-bit RTN: perplexity gap (%)', "
         "'' using 1:5 with linespoints title 'dense-and-sparse 0.45%: share of the 3-bit gap closed (%)', "
         "'' using 1:6 with linespoints title 'GPTQ: share of the 3-bit gap closed (%)', "
-        "'' using 1:7 with linespoints dt 2 title 'outliers: attributed share of 3-bit damage (%)'\n";
+        "'' using 1:7 with linespoints dt 2 title 'outliers: attributed share of 3-bit damage (%)', "
+        "'' using 1:2 axes x1y2 with linespoints lc rgb 'black' dt 3 title 'fp32 validation perplexity (right axis)'\n";
     write(s.out_dir / "curve.gnuplot", plot);
     const std::string command = "cd '" + s.out_dir.string() + "' && gnuplot curve.gnuplot 2>/dev/null";
     if (std::system(command.c_str()) == 0) std::printf("wrote %s\n", (s.out_dir / "curve.png").string().c_str());
