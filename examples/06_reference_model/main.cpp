@@ -263,12 +263,12 @@ int run(int argc, char** argv) {
             std::printf("resumed %s at step %td of %td\n", state_path.string().c_str(), trainer.step(), s.recipe.steps);
         }
         const Index tokens_per_step = s.recipe.batch * config.context;
-        std::printf("model %s: %td parameters; %td steps of %td x %td tokens (%.1f M tokens, %.2f epochs of %zu training "
-                    "bytes), %d threads\n",
+        std::printf("model %s: %td parameters; %td steps of %td x %td tokens (%.1f M tokens, %.2f epochs of the %zu-token "
+                    "training split), %d threads\n",
                     config.describe().c_str(), model.weights().parameter_count(), s.recipe.steps, s.recipe.batch,
                     config.context, 1e-6 * static_cast<double>(s.recipe.steps * tokens_per_step),
                     static_cast<double>(s.recipe.steps * tokens_per_step) / static_cast<double>(train.size()),
-                    corpus.train.size(), s.threads);
+                    train.size(), s.threads);
         std::fflush(stdout);
 
         std::signal(SIGINT, on_interrupt);
