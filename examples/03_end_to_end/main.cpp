@@ -87,6 +87,8 @@ struct Settings {
     // The int8-activation column: every row for the small models; the plain RTN rows on a reference model, whose
     // evaluations cost ten times more (the demo's 10-minute budget). --int8-every-row restores every row.
     std::optional<bool> int8_every_row;
+    // Group sizes of the RTN rows after fine-tuning (per channel and 128; on a reference model per channel only).
+    std::vector<Index> finetuned_groups = {0, 128};
 
     tiny_llama::Config config() const { return large ? tiny_llama::Config::large() : tiny_llama::Config::small(); }
 };
@@ -112,6 +114,7 @@ constexpr const char* usage_text =
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
+    bool quick = false;
     CommandLine cl(argc, argv, usage_text);
     while (cl.next()) {
         if (cl.is("--out")) s.out_dir = cl.value();
@@ -126,6 +129,7 @@ Settings parse_settings(int argc, char** argv) {
         else if (cl.is("--eval-windows")) s.eval_windows = cl.integer();
         else if (cl.is("--threads")) s.threads = static_cast<int>(std::max<Index>(1, cl.integer()));
         else if (cl.is("--quick")) {
+            quick = true;
             s.pretraining.steps = 20;
             s.eval_windows = 8;
             s.calibration_sequences = 4;
@@ -133,6 +137,14 @@ Settings parse_settings(int argc, char** argv) {
             s.npft.steps = 3;
             s.trace_sequences = 1;
         } else cl.reject();
+    }
+    // A reference model's evaluations cost about ten times the small model's: within the demo's 10 minutes it gets the
+    // study's fine-tuning length (3 x 40 steps), 32 calibration sequences and per-channel RTN after fine-tuning
+    // (docs/study.md has every grid, with seeds).
+    if (!s.model.empty() && !quick) {
+        s.npft.steps = 40;
+        s.calibration_sequences = 32;
+        s.finetuned_groups = {0};
     }
     return s;
 }
@@ -459,7 +471,7 @@ int run(int argc, char** argv) {
                     row.control = !with_noise;
                     rows.push_back(std::move(row));
                 };
-                for (const Index group : {Index{0}, Index{128}}) {
+                for (const Index group : s.finetuned_groups) {
                     const npft::quant::Quantizer rtn(npft::quant::UniformGrid(bits, group));
                     add(quantized_row(int8_column, model, test, tokenizer, tuned_ppl, std::string("rtn+") + tag, bits, group, [&](const std::string&, const npft::Matrix& w) {
                         return PackedLinear(rtn.quantize(view(w)));
