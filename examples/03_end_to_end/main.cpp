@@ -84,7 +84,7 @@ struct Settings {
     // sensitive weights (Fisher) and the 0.40% largest in magnitude (the union may be a little smaller).
     double sparse_sensitive_fraction = 0.0005;
     double sparse_magnitude_fraction = 0.004;
-    // The int8-activation column: every row for the small models; the plain RTN rows on a reference model, whose
+    // The int8-activation column: every row for the small models; the plain RTN baseline on a reference model, whose
     // evaluations cost ten times more (the demo's 10-minute budget). --int8-every-row restores every row.
     std::optional<bool> int8_every_row;
     // Group sizes of the RTN rows after fine-tuning (per channel and 128; on a reference model per channel only).
@@ -109,7 +109,7 @@ constexpr const char* usage_text =
     "  --eval-windows N   evaluate on N test windows of 129 bytes (default 0: the whole test split)\n"
     "  --threads N        threads for training and evaluation (default 2; the results do not depend on it)\n"
     "  --int8-every-row   also evaluate every row with int8 activations (default: every row, except with --model:\n"
-    "                     the RTN rows only)\n"
+    "                     the plain RTN rows only)\n"
     "  --quick            a smoke run: tiny budgets everywhere (the figures mean nothing)\n";
 
 Settings parse_settings(int argc, char** argv) {
@@ -177,7 +177,8 @@ std::string int8_text(double ppl) {
     return text;
 }
 
-/// Which rows also run with int8 activations (the kernels' default fast path; each costs one more evaluation).
+/// Which rows also run with int8 activations (the kernels' default fast path; each costs one more evaluation): every
+/// row, or the plain RTN baseline's.
 enum class Int8Column { every_row, rtn_rows };
 
 template <class F>
@@ -203,7 +204,7 @@ Row quantized_row(Int8Column int8_column, const Model& model, const std::vector<
     row.bits_per_byte = evaluation.bits_per_byte();
     row.gap = row.test_ppl - source_ppl;
     row.test_ppl_int8 = std::numeric_limits<double>::quiet_NaN();
-    if (int8_column == Int8Column::every_row || row.method.starts_with("rtn")) {
+    if (int8_column == Int8Column::every_row || row.method == "rtn") {
         q.set_multiply_options({.threads = model.threads(), .activations = npft::kernels::cpu::Activations::int8});
         row.test_ppl_int8 = tiny_llama::perplexity(q, test);
     }
