@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <npft/core/eigen.hpp>
+#include <npft/core/error.hpp>
 
 #include "config.hpp"
 #include "parallel.hpp"
@@ -73,13 +74,17 @@ struct RopeTable {
 };
 
 /// Rotates each (2i, 2i+1) pair of every head of x (rows: `sequences` sequences of `length` tokens) by the angle of its
-/// position; `inverse` rotates back, which is also the backward pass (the rotation is orthogonal).
-inline void rope_rotate(Matrix& x, Index length, Index head_dim, const RopeTable& table, bool inverse, int threads = 1) {
+/// position; `inverse` rotates back, which is also the backward pass (the rotation is orthogonal). Token t of a
+/// sequence sits at position first_position + t (incremental decoding continues a sequence from its cached length).
+inline void rope_rotate(Matrix& x, Index length, Index head_dim, const RopeTable& table, bool inverse, int threads = 1,
+                        Index first_position = 0) {
+    npft::require(first_position >= 0 && first_position + length <= table.cos.rows(), "rotary positions ", first_position,
+                  " to ", first_position + length - 1, " are past the table's ", table.cos.rows(), " positions (the context)");
     const Index pairs = head_dim / 2, heads = x.cols() / head_dim;
     const float direction = inverse ? -1.0f : 1.0f;
     parallel::for_each_row_tile(x.rows(), parallel::token_tile, threads, [&](Index begin, Index end) {
         for (Index r = begin; r < end; ++r) {
-            const Index position = r % length;
+            const Index position = first_position + r % length;
             float* row = x.row(r).data();
             for (Index h = 0; h < heads; ++h) {
                 float* head = row + h * head_dim;

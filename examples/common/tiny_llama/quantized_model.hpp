@@ -1,10 +1,12 @@
 #pragma once
 // tiny_llama::QuantizedModel: the decoder with every linear layer run from packed quantized weights through npft's
 // CPU kernels (never from a dequantized fp32 copy). Embedding, norms and the output head stay fp32, as in the paper.
-#include <map>
+#include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include <npft/core/eigen.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
@@ -53,61 +55,91 @@ private:
     std::variant<npft::quant::QuantizedMatrix, npft::quant::DenseSparseMatrix> weight_;
 };
 
+/// The packed linears of a QuantizedModel as a LinearFn (block.hpp): table[layer * 7 + kind] runs with `options`.
+struct PackedLinears {
+    std::vector<const PackedLinear*> table;
+    npft::kernels::cpu::MultiplyOptions options;
+    void operator()(Index layer, LinearKind kind, const Matrix& x, Matrix& y) const {
+        table[static_cast<std::size_t>(layer * 7 + static_cast<Index>(kind))]->multiply(x, y, options);
+    }
+};
+
 class QuantizedModel {
 public:
     /// Shares `model`'s embedding, norms and head (the model must outlive this object); linears come from set_linear.
-    explicit QuantizedModel(const Model& model) : model_(&model) {}
+    explicit QuantizedModel(const Model& model)
+        : model_(&model), packed_(static_cast<std::size_t>(7 * model.config().layers)) {}
 
     /// Installs the packed weight of one linear, by name ("layers.0.attn.q"); it must have that linear's shape.
     void set_linear(const std::string& name, PackedLinear packed) {
-        const Matrix* fp32 = find_linear(name);
-        npft::require(fp32 != nullptr, "'", name, "' is not a linear layer of the model");
-        npft::require(packed.rows() == fp32->rows() && packed.cols() == fp32->cols(), "packed weight for ", name, " must be ",
-                      fp32->rows(), " x ", fp32->cols(), ", got ", packed.rows(), " x ", packed.cols());
-        packed_.insert_or_assign(name, std::move(packed));
+        const Index slot = find_linear(name);
+        npft::require(slot >= 0, "'", name, "' is not a linear layer of the model");
+        const Matrix& fp32 = model_->weights().layers[static_cast<std::size_t>(slot / 7)].linear(linear_kinds[static_cast<std::size_t>(slot % 7)]);
+        npft::require(packed.rows() == fp32.rows() && packed.cols() == fp32.cols(), "packed weight for ", name, " must be ",
+                      fp32.rows(), " x ", fp32.cols(), ", got ", packed.rows(), " x ", packed.cols());
+        packed_[static_cast<std::size_t>(slot)] = std::move(packed);
     }
 
-    bool complete() const { return packed_.size() == static_cast<std::size_t>(7 * model_->config().layers); }
+    bool complete() const { return installed() == packed_.size(); }
 
-    /// How every linear runs (threads, kernel path, fp32 or int8 activations); default: fp32 activations, 1 thread.
+    /// How every linear runs (threads, kernel path, fp32 or int8 activations); default: MultiplyOptions{} (int8
+    /// activations, 1 thread). The norms, rotations and attention run on options.threads threads too.
     void set_multiply_options(const npft::kernels::cpu::MultiplyOptions& options) { options_ = options; }
+    const npft::kernels::cpu::MultiplyOptions& multiply_options() const { return options_; }
+
+    /// The fp32 model whose embedding, norms and head this one shares.
+    const Model& model() const { return *model_; }
 
     /// Storage bits per weight over all linear layers, metadata included.
     double bits_per_weight() const {
         double bits = 0.0, weights = 0.0;
-        for (const auto& [name, p] : packed_) {
-            bits += 8.0 * static_cast<double>(p.bytes());
-            weights += static_cast<double>(p.rows() * p.cols());
+        for (const auto& p : packed_) {
+            if (!p) continue;
+            bits += 8.0 * static_cast<double>(p->bytes());
+            weights += static_cast<double>(p->rows() * p->cols());
         }
         return weights > 0.0 ? bits / weights : 0.0;
     }
 
+    /// Storage bytes of all linear layers, metadata included (what one token reads of them).
+    std::size_t linear_bytes() const {
+        std::size_t bytes = 0;
+        for (const auto& p : packed_)
+            if (p) bytes += p->bytes();
+        return bytes;
+    }
+
+    /// Every linear as a LinearFn for the forward passes (forward.hpp, decode.hpp); the model must be complete.
+    PackedLinears linears() const {
+        npft::require(complete(), "quantized model has ", installed(), " of ", packed_.size(), " linear layers installed");
+        PackedLinears out{{}, options_};
+        for (const auto& p : packed_) out.table.push_back(&*p);
+        return out;
+    }
+
     /// Mean next-token cross-entropy with every linear run from its packed weight.
     double loss(const Batch& batch) const {
-        npft::require(complete(), "quantized model has ", packed_.size(), " of ", 7 * model_->config().layers,
-                      " linear layers installed");
-        std::vector<const PackedLinear*> table;
-        for (const std::string& name : model_->linear_names()) table.push_back(&packed_.at(name));
-        const auto linears = [&](Index layer, LinearKind kind, const Matrix& x, Matrix& y) {
-            table[static_cast<std::size_t>(layer * 7 + static_cast<Index>(kind))]->multiply(x, y, options_);
-        };
-        return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears, batch, nullptr,
+        return forward_loss_sum(model_->config(), model_->weights(), model_->rope(), linears(), batch, nullptr,
                                 options_.threads) /
                static_cast<double>(batch.count() * batch.positions());
     }
 
 private:
-    npft::kernels::cpu::MultiplyOptions options_{};
-
-    const Matrix* find_linear(const std::string& name) const {
-        for (Index l = 0; l < model_->config().layers; ++l)
-            for (const LinearKind kind : linear_kinds)
-                if (linear_name(l, kind) == name) return &model_->weights().layers[static_cast<std::size_t>(l)].linear(kind);
-        return nullptr;
+    std::size_t installed() const {
+        return static_cast<std::size_t>(std::count_if(packed_.begin(), packed_.end(), [](const auto& p) { return p.has_value(); }));
     }
 
+    /// layer * 7 + kind of the linear called `name`, or -1.
+    Index find_linear(const std::string& name) const {
+        for (Index l = 0; l < model_->config().layers; ++l)
+            for (const LinearKind kind : linear_kinds)
+                if (linear_name(l, kind) == name) return l * 7 + static_cast<Index>(kind);
+        return -1;
+    }
+
+    npft::kernels::cpu::MultiplyOptions options_{};
     const Model* model_;
-    std::map<std::string, PackedLinear> packed_;
+    std::vector<std::optional<PackedLinear>> packed_;  // by layer * 7 + kind
 };
 
 }  // namespace tiny_llama
