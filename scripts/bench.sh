@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp, benchmarks/bench_prefill.cpp) and writes docs/benchmarks.md and docs/benchmarks.png.
+# Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp, benchmarks/bench_prefill.cpp) and the end-to-end one
+# (benchmarks/bench_model.cpp: tokens/s of models/reference-a) and writes docs/benchmarks.md and docs/benchmarks.png.
 #
 #   scripts/bench.sh            full sweep: 3 shapes x 9 formats x batch 1/4/16/64 x threads 1/2 (6 minutes on the
 #                               2-core development machine, mostly the fp32 and batch-64 runs; plus the first build)
 #   scripts/bench.sh --quick    the 4096x4096 shapes only (about 1.5 minutes)
 #
 # Environment: BUILD_DIR (default build-bench), MIN_TIME (seconds per benchmark, default 0.5; quick: 0.3).
-# The JSON of the run is kept in $BUILD_DIR/bench_gemv.json; the notes below the marker in docs/benchmarks.md survive.
+# The JSON of the run is kept in $BUILD_DIR/bench_gemv.json, bench_prefill.json and bench_model.json; the notes below the marker in docs/benchmarks.md survive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ fi
 scripts/install-deps.sh libopenblas-dev
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DNPFT_CUDA=OFF -DNPFT_BUILD_BENCHMARKS=ON -DNPFT_BUILD_TESTS=OFF \
     -DNPFT_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build" -j2 --target bench_gemv bench_prefill
+cmake --build "$build" -j2 --target bench_gemv bench_prefill bench_model
 
 json="$build/bench_gemv.json"
 "$build/benchmarks/bench_gemv" --benchmark_filter="$filter" --benchmark_min_time="$min_time" \
@@ -35,5 +36,10 @@ prefill_json="$build/bench_prefill.json"
 if [[ "$mode" == quick ]]; then prefill_filter='peak/|/4096x4096/'; else prefill_filter='.'; fi
 "$build/benchmarks/bench_prefill" --benchmark_filter="$prefill_filter" --benchmark_min_time="$min_time" \
     --benchmark_format=json --benchmark_out="$prefill_json" --benchmark_out_format=json >/dev/null
-python3 scripts/bench_report.py "$json" docs/benchmarks.md docs/benchmarks.png "$prefill_json"
+# End to end: generation and prompt processing of the reference model, every format, 1 and 2 threads (quick: 4-bit only).
+model_json="$build/bench_model.json"
+if [[ "$mode" == quick ]]; then model_filter='memory/|/fp32/|/u4g128/'; else model_filter='.'; fi
+"$build/benchmarks/bench_model" --benchmark_filter="$model_filter" --benchmark_min_time="$min_time" \
+    --benchmark_format=json --benchmark_out="$model_json" --benchmark_out_format=json >/dev/null
+python3 scripts/bench_report.py "$json" docs/benchmarks.md docs/benchmarks.png "$prefill_json" "$model_json"
 echo "wrote docs/benchmarks.md and docs/benchmarks.png from $json"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Turns the JSON of bench_gemv into docs/benchmarks.md (tables, goal checks) and a PNG plot (gnuplot).
 
-usage: bench_report.py RESULTS.json OUT.md OUT.png [PREFILL.json]
+usage: bench_report.py RESULTS.json OUT.md OUT.png [PREFILL.json] [MODEL.json]
 
 PREFILL.json (bench_prefill's JSON) adds the prompt-processing section: the int8-activation path against the int8
 multiply-add peak, fp32 Eigen built with -march=native and OpenBLAS sgemm (when built with it), all from that one run.
+MODEL.json (bench_model's JSON) adds the section "End-to-end: reference model" (scripts/bench_model_report.py).
 
 Everything in OUT.md below the line NOTES_MARKER is kept from the previous file (hand-written analysis).
 Python standard library only; the plot needs gnuplot (skipped with a message when it is missing).
@@ -16,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from bench_model_report import load_model, model_lines
 
 NOTES_MARKER = "<!-- notes: everything below is kept by scripts/bench_report.py -->"
 NAME = re.compile(r"^gemv/(?P<format>[^/]+)/(?P<shape>\d+x\d+)/batch:(?P<batch>\d+)/threads:(?P<threads>\d+)")
@@ -160,7 +163,7 @@ def prefill_lines(peaks, rows):
     return lines
 
 
-def write_markdown(out_md, context, gemv, memory, prefill=None):
+def write_markdown(out_md, context, gemv, memory, prefill=None, model=None):
     old_notes = ""
     if os.path.exists(out_md):
         with open(out_md) as f:
@@ -244,6 +247,8 @@ def write_markdown(out_md, context, gemv, memory, prefill=None):
     lines += ["![speedup over Eigen fp32 by batch size](benchmarks.png)", ""]
     if prefill:
         lines += prefill_lines(*prefill)
+    if model:
+        lines += model_lines(*model)
     lines.append(NOTES_MARKER)
     with open(out_md, "w") as f:
         f.write("\n".join(lines) + (old_notes if old_notes else "\n"))
@@ -278,10 +283,11 @@ def write_plot(out_png, gemv):
 
 
 def main():
-    if len(sys.argv) not in (4, 5):
+    if len(sys.argv) not in (4, 5, 6):
         sys.exit(__doc__)
     context, gemv, memory = load(sys.argv[1])
-    write_markdown(sys.argv[2], context, gemv, memory, load_prefill(sys.argv[4]) if len(sys.argv) == 5 else None)
+    write_markdown(sys.argv[2], context, gemv, memory, load_prefill(sys.argv[4]) if len(sys.argv) >= 5 else None,
+                   load_model(sys.argv[5]) if len(sys.argv) == 6 else None)
     write_plot(sys.argv[3], gemv)
 
 
