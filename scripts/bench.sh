@@ -5,6 +5,7 @@
 #   scripts/bench.sh            full sweep: 3 shapes x 9 formats x batch 1/4/16/64 x threads 1/2 (6 minutes on the
 #                               2-core development machine, mostly the fp32 and batch-64 runs; plus the first build)
 #   scripts/bench.sh --quick    the 4096x4096 shapes only (about 1.5 minutes)
+#   Both also run bench_model (the reference model end to end; --quick: fp32 and u4g128 only), about a minute more.
 #
 # Environment: BUILD_DIR (default build-bench), MIN_TIME (seconds per benchmark, default 0.5; quick: 0.3).
 # The JSON of the run is kept in $BUILD_DIR/bench_gemv.json, bench_prefill.json and bench_model.json; the notes below the marker in docs/benchmarks.md survive.
