@@ -5,6 +5,8 @@
 //   npft::kernels::cpu::multiply(w, x, y);                              // best path, 1 thread
 //   npft::kernels::cpu::multiply(w, x, y, {.threads = 2});              // rows split over 2 threads, same bits
 //   npft::kernels::cpu::multiply(w, x, y, {.path = Path::portable});    // the reference path
+//   const PreparedMatrix p(std::move(w));                               // codes repacked once (prepared_matrix.hpp)
+//   npft::kernels::cpu::multiply(p, x, y);                              // the same bits as multiply(w, x, y)
 //
 // Paths differ only in summation order (the SIMD paths also fold the zero point out: sum q x - z sum x), so each is
 // within gamma(n) * sum_j |s| (|q_j| + |z|) |x_j| of the exact product, n = 2 K + 2 groups + 32, gamma(n) = n u / (1 - n u),
@@ -32,6 +34,7 @@
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
 #include "int8_gemm.hpp"
+#include "int8_vbmi.hpp"
 #include "portable.hpp"
 #include "prepared_matrix.hpp"
 #include "problem.hpp"
@@ -184,9 +187,12 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
             problem.plane_row_bytes = prepared->plane_row_bytes();
         }
         const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
+        const bool vbmi = !gemm && path == Path::avx512 && int8_vbmi_applies(w);
         parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](Index begin, Index end) {
             if (gemm) {
                 int8_gemm::multiply_rows(problem, begin, end);
+            } else if (vbmi) {
+                int8_vbmi::multiply_rows(problem, begin, end);
             } else {
                 int8::multiply_rows(problem, begin, end);
             }
