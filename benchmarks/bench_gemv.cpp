@@ -7,7 +7,9 @@
 // zero per 128 inputs), u8 (uniform symmetric, one scale per row), lut<b> (a 2^b-entry fp16 table per row),
 // u4g128+sparse0.45 (u4g128 plus 0.45% fp16 outliers in CSR), u4g128_int8 (u4g128 with int8 activations; counter
 // rel_rms_err: relative RMS difference to the fp32-activation result on Gaussian activations); likewise
-// u3g128_int8, u2g128_int8, lut4_int8, lut3_int8 and u4g128+sparse0.45_int8.
+// u3g128_int8, u2g128_int8, lut4_int8, lut3_int8 and u4g128+sparse0.45_int8. The *_avx2 variants force the AVX2 path
+// (on AVX-512 machines: what the VBMI kernel is measured against), *_avx2_prepared runs a PreparedMatrix on it (3-bit:
+// the plane layout). The label names the kernel that ran.
 // Each benchmark rotates over copies of its weights that together exceed 256 MB, so every call streams its weights
 // from DRAM; bytes processed = weight bytes (codes, metadata, outliers) per call. scripts/bench.sh runs this with --benchmark_format=json and writes docs/benchmarks.md.
 #include <benchmark/benchmark.h>
@@ -47,6 +49,8 @@ struct FormatSpec {
     Index group;            // 0: one group per row
     double outlier_percent;  // > 0: add CSR outliers
     bool int8_activations = false;
+    cpu::Path path = cpu::Path::best;
+    bool prepared = false;  // run a cpu::PreparedMatrix
 };
 
 const FormatSpec formats[] = {
@@ -64,6 +68,10 @@ const FormatSpec formats[] = {
     {"lut4_int8", false, Format::lut, 4, 0, 0.0, true},
     {"lut3_int8", false, Format::lut, 3, 0, 0.0, true},
     {"u4g128+sparse0.45_int8", false, Format::uniform_asymmetric, 4, 128, 0.45, true},
+    {"u4g128_int8_avx2", false, Format::uniform_asymmetric, 4, 128, 0.0, true, cpu::Path::avx2},
+    {"u3g128_int8_avx2", false, Format::uniform_asymmetric, 3, 128, 0.0, true, cpu::Path::avx2},
+    {"u3g128_int8_avx2_prepared", false, Format::uniform_asymmetric, 3, 128, 0.0, true, cpu::Path::avx2, true},
+    {"u2g128_int8_avx2", false, Format::uniform_asymmetric, 2, 128, 0.0, true, cpu::Path::avx2},
 };
 
 struct Csr {
@@ -100,9 +108,10 @@ struct Workload {
     std::string key;
     std::vector<Matrix> dense;
     std::vector<QuantizedMatrix> quantized;
+    std::vector<cpu::PreparedMatrix> prepared;  // when the format asks for it: instead of `quantized`, same weights
     std::vector<Csr> outliers;
     std::size_t bytes_per_copy = 0;
-    std::size_t copies() const { return dense.empty() ? quantized.size() : dense.size(); }
+    std::size_t copies() const { return !dense.empty() ? dense.size() : !prepared.empty() ? prepared.size() : quantized.size(); }
 };
 
 Workload& workload(const FormatSpec& f, Index rows, Index cols) {
@@ -123,13 +132,25 @@ Workload& workload(const FormatSpec& f, Index rows, Index cols) {
         if (f.outlier_percent > 0) sparse = random_outliers(rows, cols, f.outlier_percent);
         w->bytes_per_copy = original.bytes() + (f.outlier_percent > 0 ? sparse.bytes() : 0);
         const std::size_t copies = std::max<std::size_t>(2, (rotation_bytes + w->bytes_per_copy - 1) / w->bytes_per_copy);
+        w->quantized.push_back(original);  // the fp32-activation reference and the label use copy 0
         for (std::size_t c = 0; c < copies; ++c) {
-            w->quantized.push_back(original);
+            if (f.prepared) w->prepared.emplace_back(original);
+            else if (c > 0) w->quantized.push_back(original);
             if (f.outlier_percent > 0) w->outliers.push_back(sparse);
         }
     }
     cached = std::move(w);
     return *cached;
+}
+
+/// The kernel multiply() runs for this format and batch (mirrors multiply_impl's choice).
+std::string kernel_label(const FormatSpec& f, const QuantizedMatrix& w, Index batch) {
+    if (f.dense_fp32) return "eigen";
+    const cpu::Path path = cpu::kernel_path(w, f.path);
+    if (!f.int8_activations || path == cpu::Path::portable || !cpu::int8_kernel_applies(w)) return cpu::path_name(path);
+    if (path == cpu::Path::avx512 && batch >= cpu::int8_gemm_min_batch && cpu::int8_gemm_applies(w)) return "avx512-vnni-gemm";
+    if (path == cpu::Path::avx512 && cpu::int8_vbmi_applies(w)) return "avx512-vbmi";
+    return f.prepared && w.bits() == 3 ? "avx2-planes" : "avx2";
 }
 
 void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, Index cols, Index batch, int threads) {
@@ -139,8 +160,7 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, In
     Matrix y(batch, rows);
     const MatrixView<const float> xv = npft::as_matrix_view(x);
     const MatrixView<float> yv = npft::as_matrix_view(y);
-    const cpu::MultiplyOptions options{threads, cpu::Path::best,
-                                       f.int8_activations ? cpu::Activations::int8 : cpu::Activations::fp32};
+    const cpu::MultiplyOptions options{threads, f.path, f.int8_activations ? cpu::Activations::int8 : cpu::Activations::fp32};
     if (f.int8_activations) {
         // The accuracy cost of int8 activations: relative RMS difference to the fp32-activation result.
         Matrix reference(batch, rows);
@@ -156,6 +176,8 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, In
             cpu::parallel_rows(rows, threads, 64, [&](Index begin, Index end) {
                 y.middleCols(begin, end - begin).noalias() = x * weights.middleRows(begin, end - begin).transpose();
             });
+        } else if (f.prepared) {
+            cpu::multiply(w.prepared[c], xv, yv, options);
         } else if (f.outlier_percent > 0) {
             cpu::multiply(w.quantized[c], w.outliers[c].view(rows, cols), xv, yv, options);
         } else {
@@ -165,7 +187,7 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, In
         benchmark::ClobberMemory();
     }
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(w.bytes_per_copy));
-    state.SetLabel(f.dense_fp32 ? "eigen" : cpu::path_name(cpu::kernel_path(w.quantized[0], cpu::Path::best)));
+    state.SetLabel(f.dense_fp32 ? "eigen" : kernel_label(f, w.quantized[0], batch));
 }
 
 /// Sum of n 64-bit words. The AVX2 version reads pieces of 64 MiB as four sequential streams (the quarters of the
@@ -230,7 +252,7 @@ int main(int argc, char** argv) {
                                      [threads](benchmark::State& s) { memory_read_benchmark(s, threads); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-    const std::pair<npft::Index, npft::Index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}};
+    const std::pair<npft::Index, npft::Index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {4096, 14336}};
     for (const auto& [rows, cols] : shapes)
         for (const FormatSpec& f : formats)
             for (const npft::Index batch : {1, 4, 16, 64})

@@ -24,7 +24,9 @@ NOTES_MARKER = "<!-- notes: everything below is kept by scripts/bench_report.py 
 NAME = re.compile(r"^gemv/(?P<format>[^/]+)/(?P<shape>\d+x\d+)/batch:(?P<batch>\d+)/threads:(?P<threads>\d+)")
 MEMORY = re.compile(r"^memory/read/threads:(?P<threads>\d+)")
 FORMATS = ["fp32_eigen", "u4g128", "u3g128", "u2g128", "u8", "lut4", "lut3", "u4g128+sparse0.45",
-           "u4g128_int8", "u3g128_int8", "u2g128_int8", "lut4_int8", "lut3_int8", "u4g128+sparse0.45_int8"]
+           "u4g128_int8", "u3g128_int8", "u2g128_int8", "lut4_int8", "lut3_int8", "u4g128+sparse0.45_int8",
+           # the AVX2 kernel forced (what the AVX-512 VBMI kernel is measured against), and 3-bit from a PreparedMatrix
+           "u4g128_int8_avx2", "u3g128_int8_avx2", "u3g128_int8_avx2_prepared", "u2g128_int8_avx2"]
 # (format, goal as a fraction of the measured read bandwidth) at batch 1: fp32 activations and the int8-activation path
 BANDWIDTH_GOALS = [("u4g128", 0.80), ("u3g128", 0.70), ("lut4", 0.70),
                    ("u4g128_int8", 0.80), ("u3g128_int8", 0.70), ("lut4_int8", 0.70)]

@@ -40,13 +40,15 @@ std::vector<q::QuantizedMatrix> quantize_all(const npft::Matrix& w, const Eigen:
     return out;
 }
 
-/// Every kernel path, with fp32 and int8 activations, dense and dense-and-sparse, one and two threads.
+/// Every kernel path, with fp32 and int8 activations, dense, dense-and-sparse and prepared, one and two threads.
 void multiply_all(const q::QuantizedMatrix& w, const q::DenseSparseMatrix& ds, const npft::Matrix& x, npft::Matrix& y) {
+    const cpu::PreparedMatrix prepared(w);
     for (const cpu::Path path : {cpu::Path::portable, cpu::Path::avx2, cpu::Path::avx512, cpu::Path::best}) {
         for (const cpu::Activations a : {cpu::Activations::fp32, cpu::Activations::int8}) {
             const cpu::MultiplyOptions options{.threads = 2, .path = path, .activations = a};
             cpu::multiply(w, npft::as_matrix_view(x), npft::as_matrix_view(y), options);
             cpu::multiply(ds, npft::as_matrix_view(x), npft::as_matrix_view(y), options);
+            cpu::multiply(prepared, npft::as_matrix_view(x), npft::as_matrix_view(y), options);
         }
     }
 }

@@ -32,11 +32,15 @@ struct CpuFeatures {
     bool avx512bw = false;
     bool avx512vl = false;
     bool avx512vnni = false;
+    bool avx512vbmi = false;
 
     /// The AVX2 path needs AVX2, FMA and F16C (Haswell, Zen 1 and later).
     bool has_avx2_path() const { return avx2 && fma && f16c; }
     /// The AVX-512 path needs F, BW and VL (Skylake-X, Ice Lake, Sapphire Rapids, Zen 4 and later).
     bool has_avx512_path() const { return has_avx2_path() && avx512f && avx512bw && avx512vl; }
+    /// The small-batch int8 kernel of int8_vbmi.hpp also needs VBMI (vpermb, vpmultishiftqb) and VNNI (vpdpbusd):
+    /// Ice Lake, Sapphire Rapids, Zen 4 and later.
+    bool has_avx512_vbmi_vnni() const { return has_avx512_path() && avx512vbmi && avx512vnni; }
 };
 
 #if NPFT_CPU_X86
@@ -85,6 +89,7 @@ inline CpuFeatures detect_cpu_features() {
     f.avx512bw = os_zmm && detail::bit(leaf7.ebx, 30);
     f.avx512vl = os_zmm && detail::bit(leaf7.ebx, 31);
     f.avx512vnni = os_zmm && detail::bit(leaf7.ecx, 11);
+    f.avx512vbmi = os_zmm && detail::bit(leaf7.ecx, 1);
 #endif
     return f;
 }

@@ -28,11 +28,16 @@ struct Int8Problem {
     MatrixView<float> y;  ///< batch x N
     /// The last packed row again followed by zero bytes: decoders read up to 16 bytes past a row's last code.
     const std::uint8_t* last_row_padded = nullptr;
+    /// 3-bit codes in the plane layout (bit_planes.hpp), plane_row_bytes apart, or null: the batch-1 kernel's AVX2
+    /// decoder then reads these instead of the stored codes (PreparedMatrix).
+    const std::uint8_t* planes = nullptr;
+    Index plane_row_bytes = 0;
 
     const std::uint8_t* row_bytes(Index r) const {
         return r == weights->rows() - 1 ? last_row_padded
                                         : reinterpret_cast<const std::uint8_t*>(weights->codes().row_words(r));
     }
+    const std::uint8_t* plane_row(Index r) const { return planes + r * plane_row_bytes; }
 };
 
 /// Bytes of zero padding after the copy of the last row (Int8Problem::last_row_padded).
@@ -72,11 +77,11 @@ using avx2::horizontal_sum;
 inline constexpr Index prefetch_distance = 2048;
 
 /// The int32 dot products of chunk c of R rows with T tokens, as floats (lanes 0-3 block 0, 4-7 block 1).
-template <int Bits, bool Lut, int R, int T>
-NPFT_TARGET_AVX2 inline void chunk_products(const ChunkDecoder<Bits>& decoder, const std::uint8_t* const (&rows)[R],
+template <class Decoder, bool Lut, int R, int T>
+NPFT_TARGET_AVX2 inline void chunk_products(const Decoder& decoder, const std::uint8_t* const (&rows)[R],
                                             const LutTables (&tables)[R], const std::int8_t* const (&x)[T], Index c,
                                             __m256 (&dots)[R][T]) {
-    constexpr Index bytes = ChunkDecoder<Bits>::chunk_bytes;
+    constexpr Index bytes = Decoder::chunk_bytes;
 NPFT_UNROLL4
     for (int i = 0; i < R; ++i) {
         _mm_prefetch(reinterpret_cast<const char*>(rows[i] + c * bytes + prefetch_distance), _MM_HINT_T0);
@@ -120,12 +125,12 @@ NPFT_TARGET_AVX2 inline float dot(const float* a, const float* b, Index n) {
 }
 
 /// acc[i][t] += chunk c's products of row i and token t, times the token's per-block activation scales.
-template <int Bits, bool Lut, int R, int T>
-NPFT_TARGET_AVX2 inline void accumulate_chunk(const ChunkDecoder<Bits>& decoder, const std::uint8_t* const (&rows)[R],
+template <class Decoder, bool Lut, int R, int T>
+NPFT_TARGET_AVX2 inline void accumulate_chunk(const Decoder& decoder, const std::uint8_t* const (&rows)[R],
                                               const LutTables (&tables)[R], const std::int8_t* const (&x)[T],
                                               const float* const (&xd)[T], Index c, __m256 (&acc)[R][T]) {
     __m256 dots[R][T];
-    chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
+    chunk_products<Decoder, Lut, R, T>(decoder, rows, tables, x, c, dots);
 NPFT_UNROLL4
     for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
@@ -137,10 +142,12 @@ NPFT_UNROLL4
 ///   ChunkScales: uniform with groups of an odd number of blocks (32, 96, ...): a chunk may span two groups, so the
 ///                weight scales are applied per chunk as a [group of block 0 x4 | group of block 1 x4] vector.
 ///   otherwise:   uniform with groups of whole chunks: scale once per group.
-/// `scratch` holds 2 * R * groups floats (uniform formats).
-template <int Bits, bool Lut, bool ChunkScales, int R, int T>
-NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decoder, const Index (&row)[R], Index m0,
+/// `scratch` holds 2 * R * groups floats (uniform formats). Decoder: a ChunkDecoder<Bits> (stored codes) or
+/// PlaneDecoder3 (Int8Problem::planes).
+template <class Decoder, bool Lut, bool ChunkScales, int R, int T>
+NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const Decoder& decoder, const Index (&row)[R], Index m0,
                            float* scratch) {
+    constexpr int Bits = Decoder::bits;
     const quant::QuantizedMatrix& w = *p.weights;
     const Int8Activations& a = *p.x;
     const Index chunks = a.chunks;
@@ -149,7 +156,7 @@ NPFT_TARGET_AVX2 void tile(const Int8Problem& p, const ChunkDecoder<Bits>& decod
     LutTables tables[R];
 NPFT_UNROLL4
     for (int i = 0; i < R; ++i) {
-        rows[i] = p.row_bytes(row[i]);
+        rows[i] = Decoder::reads_planes ? p.plane_row(row[i]) : p.row_bytes(row[i]);
         if constexpr (Lut) {
             tables[i] = lut_tables(w, row[i]);
         } else {
@@ -171,7 +178,7 @@ NPFT_UNROLL4
         for (int t = 0; t < T; ++t) total[i][t] = _mm256_setzero_ps();
 
     if constexpr (Lut) {
-        for (Index c = 0; c < chunks; ++c) accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, total);
+        for (Index c = 0; c < chunks; ++c) accumulate_chunk<Decoder, Lut, R, T>(decoder, rows, tables, x, xd, c, total);
 NPFT_UNROLL4
         for (int i = 0; i < R; ++i)
 NPFT_UNROLL4
@@ -195,7 +202,7 @@ NPFT_UNROLL4
             const Index blocks = a.blocks();
             for (Index c = 0; c < chunks; ++c) {
                 __m256 dots[R][T];
-                chunk_products<Bits, Lut, R, T>(decoder, rows, tables, x, c, dots);
+                chunk_products<Decoder, Lut, R, T>(decoder, rows, tables, x, c, dots);
                 const Index g0 = (2 * c) / group_blocks;
                 const Index g1 = (2 * c + 1) / group_blocks;
                 const bool second_block = 2 * c + 1 < blocks;
@@ -217,7 +224,7 @@ NPFT_UNROLL4
 NPFT_UNROLL4
                     for (int t = 0; t < T; ++t) acc[i][t] = _mm256_setzero_ps();
                 for (Index c = g * group_chunks; c < (g + 1) * group_chunks; ++c)
-                    accumulate_chunk<Bits, Lut, R, T>(decoder, rows, tables, x, xd, c, acc);
+                    accumulate_chunk<Decoder, Lut, R, T>(decoder, rows, tables, x, xd, c, acc);
 NPFT_UNROLL4
                 for (int i = 0; i < R; ++i) {
                     const __m256 s = _mm256_broadcast_ss(scale[i] + g);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "../../core/config.hpp"
@@ -26,6 +27,8 @@ struct ChunkDecoder;
 
 template <>
 struct ChunkDecoder<4> {
+    static constexpr int bits = 4;
+    static constexpr bool reads_planes = false;
     static constexpr Index chunk_bytes = 32;
     NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
         const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
@@ -37,6 +40,8 @@ struct ChunkDecoder<4> {
 
 template <>
 struct ChunkDecoder<3> {
+    static constexpr int bits = 3;
+    static constexpr bool reads_planes = false;
     static constexpr Index chunk_bytes = 24;
 
     /// For each quarter q of a block (codes 8q..8q+7), per 16-bit lane k of a 128-bit lane: the two bytes holding
@@ -77,6 +82,8 @@ struct ChunkDecoder<3> {
 
 template <>
 struct ChunkDecoder<2> {
+    static constexpr int bits = 2;
+    static constexpr bool reads_planes = false;
     static constexpr Index chunk_bytes = 16;
     NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
         // Quadwords [block 0, block 0, block 1, block 1]; each quadword is shifted by its own amount.
@@ -85,6 +92,28 @@ struct ChunkDecoder<2> {
         const __m256i low2 = _mm256_set1_epi8(0x03);
         v0 = _mm256_and_si256(_mm256_srlv_epi64(twice, _mm256_setr_epi64x(0, 2, 0, 2)), low2);
         v1 = _mm256_and_si256(_mm256_srlv_epi64(twice, _mm256_setr_epi64x(4, 6, 4, 6)), low2);
+    }
+};
+
+/// Decodes a chunk of 3-bit codes in the plane layout of bit_planes.hpp into the same two vectors as ChunkDecoder<3>:
+/// the low bits as the 2-bit decoder reads them, plus the high bit moved to bit 2 by one quadword shift per vector.
+/// Reads exactly the chunk's 24 bytes (plane rows are padded to whole chunks).
+struct PlaneDecoder3 {
+    static constexpr int bits = 3;
+    static constexpr bool reads_planes = true;
+    static constexpr Index chunk_bytes = 24;
+    NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
+        ChunkDecoder<2>{}.decode(chunk, v0, v1);
+        // Quadword q of vector v holds high bit 4 v + q of each of the 8 high-plane bytes.
+        const __m256i high = _mm256_set1_epi64x(static_cast<long long>(load_u64(chunk + 16)));
+        const __m256i bit2 = _mm256_set1_epi8(0x04);
+        v0 = _mm256_or_si256(v0, _mm256_and_si256(_mm256_srlv_epi64(_mm256_slli_epi64(high, 2), _mm256_setr_epi64x(0, 1, 2, 3)), bit2));
+        v1 = _mm256_or_si256(v1, _mm256_and_si256(_mm256_srlv_epi64(high, _mm256_setr_epi64x(2, 3, 4, 5)), bit2));
+    }
+    static std::uint64_t load_u64(const std::uint8_t* at) {
+        std::uint64_t v;
+        std::memcpy(&v, at, sizeof v);
+        return v;
     }
 };
 

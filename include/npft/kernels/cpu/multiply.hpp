@@ -5,6 +5,8 @@
 //   npft::kernels::cpu::multiply(w, x, y);                              // best path, 1 thread
 //   npft::kernels::cpu::multiply(w, x, y, {.threads = 2});              // rows split over 2 threads, same bits
 //   npft::kernels::cpu::multiply(w, x, y, {.path = Path::portable});    // the reference path
+//   const PreparedMatrix p(std::move(w));                               // codes repacked once (prepared_matrix.hpp)
+//   npft::kernels::cpu::multiply(p, x, y);                              // the same bits as multiply(w, x, y)
 //
 // Paths differ only in summation order (the SIMD paths also fold the zero point out: sum q x - z sum x), so each is
 // within gamma(n) * sum_j |s| (|q_j| + |z|) |x_j| of the exact product, n = 2 K + 2 groups + 32, gamma(n) = n u / (1 - n u),
@@ -32,7 +34,9 @@
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
 #include "int8_gemm.hpp"
+#include "int8_vbmi.hpp"
 #include "portable.hpp"
+#include "prepared_matrix.hpp"
 #include "problem.hpp"
 #include "sparse.hpp"
 #include "threading.hpp"
@@ -137,9 +141,10 @@ inline void require_multipliable(const quant::QuantizedMatrix& w) {
     }
 }
 
-/// The shared body of the dense and the dense-and-sparse products (outliers may be null).
+/// The shared body of the dense and the dense-and-sparse products (outliers may be null; prepared, when not null, is
+/// w's PreparedMatrix).
 inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outliers, MatrixView<const float> x,
-                          MatrixView<float> y, const MultiplyOptions& options) {
+                          MatrixView<float> y, const MultiplyOptions& options, const PreparedMatrix* prepared = nullptr) {
     require_multipliable(w);
     require_multiply_views(x, y);
     require(x.cols() == w.cols(), "x must have ", w.cols(), " columns (the weights' input dimension), got ", x.cols());
@@ -177,10 +182,17 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         problem.x_sums = sums.data();
         problem.y = y;
         problem.last_row_padded = last_row.data();
+        if (prepared != nullptr && prepared->has_planes()) {
+            problem.planes = prepared->planes().data();
+            problem.plane_row_bytes = prepared->plane_row_bytes();
+        }
         const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
+        const bool vbmi = !gemm && path == Path::avx512 && int8_vbmi_applies(w);
         parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](Index begin, Index end) {
             if (gemm) {
                 int8_gemm::multiply_rows(problem, begin, end);
+            } else if (vbmi) {
+                int8_vbmi::multiply_rows(problem, begin, end);
             } else {
                 int8::multiply_rows(problem, begin, end);
             }
@@ -268,6 +280,18 @@ inline void multiply(const quant::DenseSparseMatrix& w, MatrixView<const float> 
 inline Matrix multiply(const quant::QuantizedMatrix& w, MatrixView<const float> x, const MultiplyOptions& options = {}) {
     require_well_formed(x, "x");
     Matrix y(x.rows(), w.rows());
+    multiply(w, x, MatrixView<float>(as_matrix_view(y)), options);
+    return y;
+}
+
+/// y = x W^T for a prepared matrix: the same bits as multiply(w.matrix(), ...), from the kernel layout where one exists.
+inline void multiply(const PreparedMatrix& w, MatrixView<const float> x, MatrixView<float> y, const MultiplyOptions& options = {}) {
+    detail::multiply_impl(w.matrix(), nullptr, x, y, options, &w);
+}
+
+inline Matrix multiply(const PreparedMatrix& w, MatrixView<const float> x, const MultiplyOptions& options = {}) {
+    require_well_formed(x, "x");
+    Matrix y(x.rows(), w.matrix().rows());
     multiply(w, x, MatrixView<float>(as_matrix_view(y)), options);
     return y;
 }
