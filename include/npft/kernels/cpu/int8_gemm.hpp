@@ -43,6 +43,7 @@ inline bool int8_gemm_applies(const quant::QuantizedMatrix& w) {
 namespace int8_gemm {
 
 #define NPFT_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define NPFT_TARGET_F16C __attribute__((target("avx2,fma,f16c")))
 
 inline constexpr int panel_rows = 32;
 // GCC 12 warns inside the unmasked forms of some intrinsics (undefined-register idiom); the all-lanes maskz forms
@@ -77,6 +78,26 @@ NPFT_TARGET_VNNI inline void transpose16(__m512i (&r)[16]) {
     for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
+/// The group scales s and s * z (z = 2^(b-1) when symmetric) of rows [r0, r0 + 32) as [group][32] floats; rows from
+/// `limit` on get 0.
+template <int Bits>
+NPFT_TARGET_F16C void panel_scales(const Int8Problem& p, Index r0, Index limit, float* scale, float* scaled_zero) {
+    const quant::QuantizedMatrix& w = *p.weights;
+    const Index groups = w.groups();
+    const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
+    for (int i = 0; i < panel_rows; ++i) {
+        const Index r = r0 + i;
+        for (Index g = 0; g < groups; ++g) {
+            const float s = r < limit ? _cvtsh_ss(w.scales()[static_cast<std::size_t>(r * groups + g)].bits) : 0.0f;
+            const float z = r >= limit ? 0.0f
+                            : asymmetric ? _cvtsh_ss(w.zeros()[static_cast<std::size_t>(r * groups + g)].bits)
+                                         : static_cast<float>(1 << (Bits - 1));
+            scale[g * panel_rows + i] = s;
+            scaled_zero[g * panel_rows + i] = s * z;
+        }
+    }
+}
+
 /// Rows [r0, r0 + 32) (rows from `limit` on are zero) decoded into `panel` (blocks * block_bytes bytes), with their
 /// group scales s and s * z (z = 2^(b-1) when symmetric) as [group][32] floats. Each chunk of 16 rows is decoded into
 /// 16 vectors of 16 quads (dword q = stored positions 4q..4q+3) and transposed, so that vector q holds quad q of the
@@ -87,9 +108,7 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, Index r0, Index limit, 
     const quant::QuantizedMatrix& w = *p.weights;
     const Index blocks = w.cols() / Int8Activations::block;
     const Index chunks = (blocks + 1) / 2;
-    const Index groups = w.groups();
     const int8::ChunkDecoder<Bits> decoder{};
-    const bool asymmetric = w.format() == quant::Format::uniform_asymmetric;
     for (int half = 0; half < 2; ++half) {
         const std::uint8_t* rows[16];
         for (int i = 0; i < 16; ++i) {
@@ -117,17 +136,7 @@ NPFT_TARGET_VNNI void decode_panel(const Int8Problem& p, Index r0, Index limit, 
             }
         }
     }
-    for (int i = 0; i < panel_rows; ++i) {
-        const Index r = r0 + i;
-        for (Index g = 0; g < groups; ++g) {
-            const float s = r < limit ? _cvtsh_ss(w.scales()[static_cast<std::size_t>(r * groups + g)].bits) : 0.0f;
-            const float z = r >= limit ? 0.0f
-                            : asymmetric ? _cvtsh_ss(w.zeros()[static_cast<std::size_t>(r * groups + g)].bits)
-                                         : static_cast<float>(1 << (Bits - 1));
-            scale[g * panel_rows + i] = s;
-            scaled_zero[g * panel_rows + i] = s * z;
-        }
-    }
+    panel_scales<Bits>(p, r0, limit, scale, scaled_zero);
 }
 
 /// Blocks of a K slice: the slice of a panel (16 KiB) stays in L1 while every token passes over it; a whole panel
@@ -164,13 +173,13 @@ inline void pack_tile(const Int8Activations& a, Index m0, Index tokens, PackedAc
     }
 }
 
-/// The tiles of tile_tokens tokens, then one tile of the rest, as panel_tile takes them.
-inline PackedActivations pack_activations(const Int8Activations& a) {
+/// Tiles of `tile` tokens, then one tile of the rest, as the micro-kernels take them.
+inline PackedActivations pack_activations(const Int8Activations& a, Index tile) {
     PackedActivations packed;
     packed.quads.resize(static_cast<std::size_t>(a.batch * a.blocks() * 8));
     packed.scales.resize(static_cast<std::size_t>(a.batch * a.blocks()));
     Index m = 0;
-    for (; m + tile_tokens <= a.batch; m += tile_tokens) pack_tile(a, m, tile_tokens, packed);
+    for (; m + tile <= a.batch; m += tile) pack_tile(a, m, tile, packed);
     if (m < a.batch) pack_tile(a, m, a.batch - m, packed);
     return packed;
 }
@@ -252,7 +261,7 @@ NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out,
 /// Prefetches into L2 the codes of rows [r0, min(r0 + 32, limit)) that hold blocks [b0, b1): called per slice with the
 /// next panel's rows, so that its decode reads L2 instead of waiting on 32 row streams from memory (the decode was a
 /// quarter of the time at 64 tokens without it).
-NPFT_TARGET_VNNI inline void prefetch_panel_codes(const Int8Problem& p, Index r0, Index limit, Index b0, Index b1) {
+inline void prefetch_panel_codes(const Int8Problem& p, Index r0, Index limit, Index b0, Index b1) {
     const Index row_bytes = p.weights->codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
     const Index blocks = p.weights->cols() / Int8Activations::block;
     const Index begin = (row_bytes * b0 / blocks) / 64 * 64;
@@ -272,7 +281,7 @@ NPFT_TARGET_VNNI void multiply_rows_bits(const Int8Problem& p, Index row_begin, 
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
     std::vector<float> out(static_cast<std::size_t>(batch * panel_rows));
-    const PackedActivations packed = pack_activations(*p.x);
+    const PackedActivations packed = pack_activations(*p.x, tile_tokens);
     for (Index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Bits>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
         std::fill(out.begin(), out.end(), 0.0f);
@@ -307,6 +316,7 @@ inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) 
 }
 
 #undef NPFT_TARGET_VNNI
+#undef NPFT_TARGET_F16C
 
 }  // namespace int8_gemm
 

@@ -32,6 +32,7 @@
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
 #include "int8_gemm.hpp"
+#include "int8_gemm_256.hpp"
 #include "portable.hpp"
 #include "problem.hpp"
 #include "sparse.hpp"
@@ -97,6 +98,18 @@ inline Path resolve_path(Path requested) {
 inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
     const Path path = resolve_path(requested);
     return w.group_size() % 8 == 0 ? path : Path::portable;
+}
+
+/// The prompt-processing GEMM that int8 activations take on `path` (a SIMD path) from int8_gemm_min_batch tokens on:
+/// AVX-512 VNNI on the AVX-512 path, else the 256-bit GEMM with AVX-VNNI where the CPU has it, else with AVX2. All
+/// three give the same bits (int8_gemm_256.hpp); `none`: the batch-1 kernel (formats the GEMMs do not cover).
+enum class Int8Gemm { none, avx512_vnni, avx_vnni, avx2_maddubs };
+
+inline Int8Gemm int8_gemm_for(const quant::QuantizedMatrix& w, Path path) {
+    if (path == Path::avx512 && int8_gemm_applies(w)) return Int8Gemm::avx512_vnni;
+    if (int8_gemm_256_applies(w, Int8Dot256::avx_vnni)) return Int8Gemm::avx_vnni;
+    if (int8_gemm_256_applies(w, Int8Dot256::avx2_maddubs)) return Int8Gemm::avx2_maddubs;
+    return Int8Gemm::none;
 }
 
 namespace detail {
@@ -177,12 +190,13 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         problem.x_sums = sums.data();
         problem.y = y;
         problem.last_row_padded = last_row.data();
-        const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
-        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](Index begin, Index end) {
-            if (gemm) {
-                int8_gemm::multiply_rows(problem, begin, end);
-            } else {
-                int8::multiply_rows(problem, begin, end);
+        const Int8Gemm gemm = batch >= int8_gemm_min_batch ? int8_gemm_for(w, path) : Int8Gemm::none;
+        parallel_rows(w.rows(), options.threads, gemm != Int8Gemm::none ? 32 : 16, [&](Index begin, Index end) {
+            switch (gemm) {
+                case Int8Gemm::avx512_vnni: int8_gemm::multiply_rows(problem, begin, end); break;
+                case Int8Gemm::avx_vnni: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx_vnni); break;
+                case Int8Gemm::avx2_maddubs: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx2_maddubs); break;
+                case Int8Gemm::none: int8::multiply_rows(problem, begin, end); break;
             }
             if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
         });
