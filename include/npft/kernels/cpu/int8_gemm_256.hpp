@@ -45,9 +45,11 @@ using int8_gemm::slice_blocks;
 #define NPFT_TARGET_256 __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define NPFT_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-/// Tokens per register tile: 2 x 3 accumulators and 2 x 3 group sums, 2 weight vectors and a broadcast: 15 of the 16
-/// ymm registers.
-inline constexpr int tile_tokens = 3;
+/// Tokens per register tile. AVX-VNNI: 2 x 3 accumulators and 2 x 3 group sums, 2 weight vectors and a broadcast,
+/// 15 of the 16 ymm registers. AVX2 needs registers for the vpmaddubsw products and the constant of vpmaddwd: with 3
+/// tokens GCC spilled every product to the stack, with 2 it keeps them in registers.
+template <Int8Dot256 Dot>
+inline constexpr int tile_tokens = Dot == Int8Dot256::avx_vnni ? 3 : 2;
 
 /// In place: r[i] lane j <- r[j] lane i (8 x 8 int32).
 NPFT_TARGET_AVX2 inline void transpose8(__m256i* r) {
@@ -188,14 +190,11 @@ template <Int8Dot256 Dot>
 NPFT_TARGET_256 void slice_tiles(const Int8Problem& p, const PackedActivations& packed, const std::uint8_t* panel,
                                  const float* scale, Index b0, Index b1, Index row0, float* out) {
     const Index batch = p.x->batch;
+    constexpr int T = tile_tokens<Dot>;
     Index m = 0;
-    for (; m + tile_tokens <= batch; m += tile_tokens)
-        panel_tile<Dot, tile_tokens>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows);
-    switch (batch - m) {
-        case 2: panel_tile<Dot, 2>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows); break;
-        case 1: panel_tile<Dot, 1>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows); break;
-        default: break;
-    }
+    for (; m + T <= batch; m += T) panel_tile<Dot, T>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows);
+    if (T == 3 && batch - m == 2) panel_tile<Dot, 2>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows);
+    if (batch - m == 1) panel_tile<Dot, 1>(p, packed, panel, scale, b0, b1, m, row0, out + m * panel_rows);
 }
 
 template <int Bits, Int8Dot256 Dot>
@@ -206,7 +205,7 @@ void multiply_rows_bits(const Int8Problem& p, Index row_begin, Index row_end) {
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
     std::vector<float> out(static_cast<std::size_t>(p.x->batch * panel_rows));
-    const PackedActivations packed = int8_gemm::pack_activations(*p.x, tile_tokens);
+    const PackedActivations packed = int8_gemm::pack_activations(*p.x, tile_tokens<Dot>);
     for (Index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Bits>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
         std::fill(out.begin(), out.end(), 0.0f);
