@@ -143,6 +143,9 @@ NPFT_UNROLL4
                     } else {
                         acc[0][t] = _mm256_add_epi16(acc[0][t], _mm256_maddubs_epi16(w0, xq));
                         acc[1][t] = _mm256_add_epi16(acc[1][t], _mm256_maddubs_epi16(w1, xq));
+                        // Opaque to the optimizer: GCC otherwise re-associates the 8 adds into a tree that needs
+                        // all 8 products of a block at once, and spills them.
+                        __asm__("" : "+x"(acc[0][t]), "+x"(acc[1][t]));
                     }
                 }
             }
