@@ -147,28 +147,30 @@ inline constexpr Index slice_blocks = 16;
 /// per cycle; with 4 tokens the chains were the limit.
 inline constexpr int tile_tokens = 6;
 
-/// The activations of a token tile in the order panel_tile reads them: for token tile [m0, m0 + T), quad k of block b
-/// of token m0 + t at quads[m0 * blocks * 8 + (b * 8 + k) * T + t], its block scale at
-/// scales[m0 * blocks + b * T + t]. One contiguous stream per tile instead of T token rows a row length apart (at
-/// 4096 inputs all in one L1 set), packed once per call; the order of the arithmetic is unchanged.
+/// The activations in the order the micro-kernels read them: K slice by K slice (every token of a slice in one
+/// contiguous run, which the prefetchers stream when the activations do not fit in L2), inside a slice token tile by
+/// token tile, inside a tile block by block. Slice s starts at block b0 = s * slice_blocks and has n blocks; quad k of
+/// block b0 + i of token m0 + t, in the tile of T tokens at m0, is quads[b0 * 8 * batch + m0 * n * 8 + (i * 8 + k) * T
+/// + t], its block scale scales[b0 * batch + m0 * n + i * T + t]. Packed once per call; the order of the arithmetic
+/// does not depend on it.
 struct PackedActivations {
     std::vector<std::int32_t> quads;
     std::vector<float> scales;
 };
 
-/// Packs tokens [m0, m0 + T) as one tile (see PackedActivations).
+/// Packs tokens [m0, m0 + tokens) as one tile (see PackedActivations).
 inline void pack_tile(const Int8Activations& a, Index m0, Index tokens, PackedActivations& packed) {
     const Index blocks = a.blocks();
-    std::int32_t* quads = packed.quads.data() + m0 * blocks * 8;
-    float* scales = packed.scales.data() + m0 * blocks;
     for (Index t = 0; t < tokens; ++t) {
         const std::int8_t* x = a.values.data() + (m0 + t) * a.padded_cols();
         const float* d = a.scales.data() + (m0 + t) * blocks;
         for (Index b = 0; b < blocks; ++b) {
+            const Index b0 = b / slice_blocks * slice_blocks;
+            const Index n = std::min(slice_blocks, blocks - b0);
+            std::int32_t* quads = packed.quads.data() + b0 * 8 * a.batch + m0 * n * 8 + (b - b0) * 8 * tokens + t;
             const Index x_offset = (b / 2) * 64 + (b % 2) * 16;
-            for (Index k = 0; k < 8; ++k)
-                std::memcpy(quads + (b * 8 + k) * tokens + t, x + x_offset + (k / 4) * 32 + (k % 4) * 4, 4);
-            scales[b * tokens + t] = d[b];
+            for (Index k = 0; k < 8; ++k) std::memcpy(quads + k * tokens, x + x_offset + (k / 4) * 32 + (k % 4) * 4, 4);
+            packed.scales[static_cast<std::size_t>(b0 * a.batch + m0 * n + (b - b0) * tokens + t)] = d[b];
         }
     }
 }
@@ -191,9 +193,9 @@ template <int T>
 NPFT_TARGET_VNNI void panel_tile(const Int8Problem& p, const PackedActivations& packed, const std::uint8_t* panel,
                                  const float* scale, Index b0, Index b1, Index m0, float* out) {
     const Index group_blocks = p.weights->group_size() / Int8Activations::block;
-    const Index blocks = p.x->blocks();
-    const std::int32_t* quads = packed.quads.data() + m0 * blocks * 8;
-    const float* d = packed.scales.data() + m0 * blocks;
+    const Index batch = p.x->batch;  // [b0, b1) is one K slice
+    const std::int32_t* quads = packed.quads.data() + b0 * 8 * batch + m0 * (b1 - b0) * 8;
+    const float* d = packed.scales.data() + b0 * batch + m0 * (b1 - b0);
     for (Index part = b0; part < b1;) {  // the parts of the slice in one group each
         const Index g = part / group_blocks;
         const Index part_end = std::min(b1, (g + 1) * group_blocks);
@@ -202,7 +204,7 @@ NPFT_UNROLL8
         for (int t = 0; t < T; ++t) in_group[0][t] = in_group[1][t] = _mm512_setzero_ps();
         for (Index b = part; b < part_end; ++b) {
             const std::uint8_t* wb = panel + b * block_bytes;
-            const std::int32_t* xb = quads + b * 8 * T;
+            const std::int32_t* xb = quads + (b - b0) * 8 * T;
             __m512i acc[2][T];
 NPFT_UNROLL8
             for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm512_setzero_si512();
@@ -221,7 +223,7 @@ NPFT_UNROLL8
             }
 NPFT_UNROLL8
             for (int t = 0; t < T; ++t) {
-                const __m512 db = _mm512_set1_ps(d[b * T + t]);
+                const __m512 db = _mm512_set1_ps(d[(b - b0) * T + t]);
                 in_group[0][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[0][t]), db, in_group[0][t]);
                 in_group[1][t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all_lanes16, acc[1][t]), db, in_group[1][t]);
             }

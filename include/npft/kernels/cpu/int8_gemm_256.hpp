@@ -114,9 +114,9 @@ template <Int8Dot256 Dot, int T>
 NPFT_TARGET_256 void panel_tile(const Int8Problem& p, const PackedActivations& packed, const std::uint8_t* panel,
                                 const float* scale, Index b0, Index b1, Index m0, Index row0, float* out) {
     const Index group_blocks = p.weights->group_size() / Int8Activations::block;
-    const Index blocks = p.x->blocks();
-    const std::int32_t* quads = packed.quads.data() + m0 * blocks * 8;
-    const float* d = packed.scales.data() + m0 * blocks;
+    const Index batch = p.x->batch;  // [b0, b1) is one K slice
+    const std::int32_t* quads = packed.quads.data() + b0 * 8 * batch + m0 * (b1 - b0) * 8;
+    const float* d = packed.scales.data() + b0 * batch + m0 * (b1 - b0);
     const __m256i ones = _mm256_set1_epi16(1);
     for (Index part = b0; part < b1;) {  // the parts of the slice in one group each
         const Index g = part / group_blocks;
@@ -126,7 +126,7 @@ NPFT_UNROLL4
         for (int t = 0; t < T; ++t) in_group[0][t] = in_group[1][t] = _mm256_setzero_ps();
         for (Index b = part; b < part_end; ++b) {
             const std::uint8_t* wb = panel + b * block_bytes + row0 * 4;
-            const std::int32_t* xb = quads + b * 8 * T;
+            const std::int32_t* xb = quads + (b - b0) * 8 * T;
             __m256i acc[2][T];  // int16 pair sums (AVX2) or int32 (AVX-VNNI)
 NPFT_UNROLL4
             for (int t = 0; t < T; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_si256();
@@ -151,7 +151,7 @@ NPFT_UNROLL4
             }
 NPFT_UNROLL4
             for (int t = 0; t < T; ++t) {
-                const __m256 db = _mm256_set1_ps(d[b * T + t]);
+                const __m256 db = _mm256_set1_ps(d[(b - b0) * T + t]);
                 for (int v = 0; v < 2; ++v) {
                     const __m256i dot = Dot == Int8Dot256::avx_vnni ? acc[v][t] : _mm256_madd_epi16(acc[v][t], ones);
                     in_group[v][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), db, in_group[v][t]);
