@@ -121,7 +121,9 @@ def prefill_lines(peaks, rows):
              "the int8 multiply-add peak of this CPU (a register-only loop of its widest int8 dot-product instruction, one",
              "thread; the 2-thread rows are compared with twice it) and against fp32 Eigen built with `-march=native` and",
              "OpenBLAS `cblas_sgemm` (its own threads; absent when the benchmark was built without OpenBLAS). One thread:",
-             "CPU time of the process (what the core gave the run on a shared machine); two threads: wall time.", ""]
+             "CPU time of the process (what the core gave the run on a shared machine); two threads: wall time. Formats",
+             "ending in `_avxvnni` / `_avx2` run the 256-bit GEMM (the path of CPUs without AVX-512 VNNI) with that dot",
+             "product, and are rated against the peak of their own instruction.", ""]
     lines += [f"Peaks: " + ", ".join(f"{k.split('/', 1)[1]} {v / 1e9:.0f} G multiply-adds/s" for k, v in sorted(peaks.items())) + ".", ""]
     shapes = sorted({k[1] for k in rows}, key=lambda s: [int(v) for v in s.split("x")])
     baselines = [b for b in PREFILL_BASELINES if any(k[0] == b[0] for k in rows)]

@@ -1,16 +1,19 @@
-// The prompt-processing GEMM of the int8-activation path (AVX-512 VNNI, int8_gemm.hpp), taken by batches of
-// int8_gemm_min_batch tokens and more: against dequantize-then-Eigen (double) on the quantized activations with the
-// fp32 rounding bound, on odd shapes (panel tails, one-block rows, groups of an odd number of blocks, per channel);
-// 1 vs 2 threads bit for bit; a token's result the same in any batch that takes the GEMM; and close to the batch-1
-// kernel. On a CPU without AVX-512 VNNI the test case says SKIPPED (tag [vnni]: run or exclude it by tag).
+// The prompt-processing GEMMs of the int8-activation path (AVX-512 VNNI, int8_gemm.hpp; AVX-VNNI and AVX2 on 256-bit
+// vectors, int8_gemm_256.hpp), taken by batches of int8_gemm_min_batch tokens and more: against dequantize-then-Eigen
+// (double) on the quantized activations with the fp32 rounding bound, on odd shapes (panel tails, one-block rows,
+// groups of an odd number of blocks, per channel); 1 vs 2 threads bit for bit; a token's result the same in any batch
+// that takes the GEMM; close to the batch-1 kernel; every GEMM the CPU has gives the same bits; the worst case of
+// vpmaddubsw's int16 sums. A GEMM the CPU lacks says SKIPPED (tags [vnni], [avx_vnni], [avx2]).
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <functional>
 #include <cstring>
 
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "int8_gemm_runner.hpp"
 #include "test_matrices.hpp"
 
 namespace {
@@ -26,19 +29,26 @@ Matrix run(const QuantizedMatrix& w, const Matrix& x, int threads = 1) {
     return cpu::multiply(w, MatrixView<const float>(npft::as_matrix_view(x)), {threads, cpu::Path::best, cpu::Activations::int8});
 }
 
+/// One GEMM: (weights, activations, threads) -> y.
+using Gemm = std::function<Matrix(const QuantizedMatrix&, const Matrix&, int)>;
+
+Gemm gemm_256(cpu::Int8Dot256 dot) {
+    return [dot](const QuantizedMatrix& w, const Matrix& x, int threads) { return npft_test::run_int8_gemm_256(w, x, dot, threads); };
+}
+
 bool same_bits(const Matrix& a, const Matrix& b) {
     return a.rows() == b.rows() && a.cols() == b.cols() &&
            std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<std::size_t>(a.size())) == 0;
 }
 
-void check_gemm(const QuantizedMatrix& w, Index batch, std::uint64_t seed) {
+void check_gemm(const QuantizedMatrix& w, Index batch, std::uint64_t seed, const Gemm& gemm = run) {
     const Index cols = w.cols();
     INFO(npft::quant::format_name(w.format()) << " " << w.bits() << " bit, " << w.rows() << " x " << cols << ", group "
                                               << w.group_size() << ", batch " << batch);
     Matrix x = npft_test::gaussian_matrix(batch, cols, seed, 3);
     x.row(0) *= 30.0f;                                                 // large activations: int32 sums must not overflow
     x.row(batch - 1) = x.row(batch - 1).cwiseAbs().array() + 1.0f;  // all positive: a biased sum cannot cancel
-    const Matrix y = run(w, x);
+    const Matrix y = gemm(w, x, 1);
     const cpu::Int8Activations a = cpu::quantize_activations_int8(x.data(), cols, batch, cols, w.bits());
     const Matrix x_hat = a.dequantize();
     const Eigen::MatrixXd exact = x_hat.cast<double>() * w.dequantize().cast<double>().transpose();
@@ -53,10 +63,10 @@ void check_gemm(const QuantizedMatrix& w, Index batch, std::uint64_t seed) {
     const Eigen::MatrixXd bound = gamma * (x_hat.cast<double>().cwiseAbs() * terms.transpose());
     CHECK(((y.cast<double>() - exact).cwiseAbs().array() <= bound.array()).all());
 
-    CHECK(same_bits(run(w, x, 2), y));
+    CHECK(same_bits(gemm(w, x, 2), y));
     // The first int8_gemm_min_batch tokens alone: the same bits as inside the larger batch.
     const Matrix head = x.topRows(cpu::int8_gemm_min_batch);
-    CHECK(same_bits(run(w, head), y.topRows(cpu::int8_gemm_min_batch)));
+    CHECK(same_bits(gemm(w, head, 1), y.topRows(cpu::int8_gemm_min_batch)));
     // The last token alone takes the batch-1 kernel: the same terms, another order, so within twice the bound.
     const Matrix alone = run(w, Matrix(x.row(batch - 1)));
     CHECK(((alone.cast<double>() - y.row(batch - 1).cast<double>()).cwiseAbs().array() <= 2.0 * bound.row(batch - 1).array()).all());
@@ -68,18 +78,47 @@ bool vnni_available() {
     return false;
 }
 
+
+struct Shape {
+    Index rows, cols, group;
+};
+// 23 / 37 / 70 rows: panel tails (and 256-bit half panels) and 2-thread splits; 480 = 15 blocks (a half chunk at the
+// end); group 32 and 160: odd numbers of blocks per group; 32 columns: one-block rows (the decoder reads into the next
+// row or the padding); 1056 = 33 blocks and 640 per channel: K slices of 16 blocks, with groups that straddle two slices.
+const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480, 160}, {5, 32, 32},
+                        {33, 192, 64}, {19, 1056, 96}, {40, 640, 640}};
+
+bool dot256_available(cpu::Int8Dot256 dot) {
+    const bool has = dot == cpu::Int8Dot256::avx_vnni ? cpu::cpu_features().avx_vnni : cpu::cpu_features().has_avx2_path();
+    if (!has) WARN("SKIPPED: this CPU has no " << (dot == cpu::Int8Dot256::avx_vnni ? "AVX-VNNI" : "AVX2") << ", that GEMM is not run");
+    return has;
+}
+
+/// The 256-bit GEMM with `dot` on every shape, format and width: the checks of check_gemm, and the same bits as the
+/// AVX-512 VNNI GEMM where the CPU has it.
+void check_gemm_256(cpu::Int8Dot256 dot) {
+    const bool compare = cpu::path_supported(cpu::Path::avx512) && cpu::cpu_features().avx512vnni;
+    if (!compare) WARN("SKIPPED: no AVX-512 VNNI, the 256-bit GEMM is not compared with it bit for bit");
+    std::uint64_t seed = 900;
+    for (const int bits : {2, 3, 4})
+        for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})
+            for (const Shape& s : shapes) {
+                const QuantizedMatrix w = npft_test::random_quantized(format, bits, s.rows, s.cols, s.group, ++seed);
+                REQUIRE(cpu::int8_gemm_256_applies(w, dot));
+                for (const Index batch : {cpu::int8_gemm_min_batch, cpu::int8_gemm_min_batch + 3}) {
+                    check_gemm(w, batch, seed, gemm_256(dot));
+                    if (compare) {
+                        const Matrix x = npft_test::gaussian_matrix(batch, s.cols, seed, 4);
+                        CHECK(same_bits(npft_test::run_int8_gemm_256(w, x, dot), run(w, x)));
+                    }
+                }
+            }
+}
+
 }  // namespace
 
 TEST_CASE("int8 GEMM (AVX-512 VNNI): uniform formats, odd shapes, threads and batches", "[kernels][cpu][int8][vnni]") {
     if (!vnni_available()) return;
-    struct Shape {
-        Index rows, cols, group;
-    };
-    // 23 / 37 / 70 rows: panel tails and 2-thread splits; 480 = 15 blocks (a half chunk at the end); group 32 and 160:
-    // odd numbers of blocks per group; 32 columns: one-block rows (the decoder reads into the next row or the padding);
-    // 1056 = 33 blocks and 640 per channel: K slices of 16 blocks, with groups that straddle two slices.
-    const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480, 160}, {5, 32, 32},
-                            {33, 192, 64}, {19, 1056, 96}, {40, 640, 640}};
     std::uint64_t seed = 700;
     for (const int bits : {2, 3, 4})
         for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})
@@ -89,6 +128,43 @@ TEST_CASE("int8 GEMM (AVX-512 VNNI): uniform formats, odd shapes, threads and ba
                 for (const Index batch : {cpu::int8_gemm_min_batch, cpu::int8_gemm_min_batch + 3}) check_gemm(w, batch, seed);
             }
 }
+
+TEST_CASE("int8 GEMM (AVX-VNNI, 256 bit): uniform formats, odd shapes, threads, batches, same bits as AVX-512 VNNI",
+          "[kernels][cpu][int8][avx_vnni]") {
+    if (dot256_available(cpu::Int8Dot256::avx_vnni)) check_gemm_256(cpu::Int8Dot256::avx_vnni);
+}
+
+TEST_CASE("int8 GEMM (AVX2 vpmaddubsw): uniform formats, odd shapes, threads, batches, same bits as AVX-512 VNNI",
+          "[kernels][cpu][int8][avx2]") {
+    if (dot256_available(cpu::Int8Dot256::avx2_maddubs)) check_gemm_256(cpu::Int8Dot256::avx2_maddubs);
+}
+
+TEST_CASE("int8 GEMM: the largest int16 sums of vpmaddubsw (codes 15, activations +-127) are exact", "[kernels][cpu][int8][avx2]") {
+    // Symmetric 4-bit, scale 0.5, z = 8, every code 15: w_j = 3.5. Token 0 has x_j = 127, token 1 x_j = -127, the
+    // others x_j = 127 on even j and -127 on odd j (max|x| = 127: x_hat = x). A block's 8 quads sum to
+    // 8 * 2 * 15 * 127 = 30480 per int16 lane, the largest any 4-bit input reaches. y = 3.5 * sum_j x_j:
+    // +-3.5 * 127 * 96 = +-42672 and 0.
+    QuantizedMatrix w(Format::uniform_symmetric, 4, 21, 96, 32);
+    for (Index r = 0; r < w.rows(); ++r) {
+        for (Index j = 0; j < w.cols(); ++j) w.codes().set(r, j, 15u);
+        for (Index g = 0; g < w.groups(); ++g) w.set_group(r, g, {4, 0.5f, 8.0f});
+    }
+    Matrix x(cpu::int8_gemm_min_batch, w.cols());
+    for (Index m = 0; m < x.rows(); ++m)
+        for (Index j = 0; j < x.cols(); ++j) x(m, j) = m == 0 ? 127.0f : m == 1 ? -127.0f : (j % 2 == 0 ? 127.0f : -127.0f);
+    std::vector<std::pair<const char*, Gemm>> gemms;
+    if (vnni_available()) gemms.emplace_back("avx512 vnni", run);
+    for (const cpu::Int8Dot256 dot : {cpu::Int8Dot256::avx_vnni, cpu::Int8Dot256::avx2_maddubs})
+        if (dot256_available(dot)) gemms.emplace_back(dot == cpu::Int8Dot256::avx_vnni ? "avx vnni" : "avx2 maddubs", gemm_256(dot));
+    REQUIRE(!gemms.empty());
+    for (const auto& [name, gemm] : gemms) {
+        INFO(name);
+        const Matrix y = gemm(w, x, 1);
+        for (Index m = 0; m < x.rows(); ++m)
+            for (Index r = 0; r < w.rows(); ++r) CHECK(y(m, r) == (m == 0 ? 42672.0f : m == 1 ? -42672.0f : 0.0f));
+    }
+}
+
 
 TEST_CASE("int8 GEMM (AVX-512 VNNI): a hand-computed product", "[kernels][cpu][int8][vnni]") {
     if (!vnni_available()) return;

@@ -33,6 +33,7 @@ struct CpuFeatures {
     bool avx512vl = false;
     bool avx512vnni = false;
     bool avx512vbmi = false;
+    bool avx_vnni = false;  ///< vpdpbusd on 256-bit vectors with a VEX encoding (Alder Lake, Sapphire Rapids, Zen 5)
 
     /// The AVX2 path needs AVX2, FMA and F16C (Haswell, Zen 1 and later).
     bool has_avx2_path() const { return avx2 && fma && f16c; }
@@ -50,9 +51,9 @@ struct CpuidRegisters {
     unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
 };
 
-inline CpuidRegisters cpuid(unsigned leaf) {
+inline CpuidRegisters cpuid(unsigned leaf, unsigned subleaf = 0) {
     CpuidRegisters r;
-    __cpuid_count(leaf, 0, r.eax, r.ebx, r.ecx, r.edx);
+    __cpuid_count(leaf, subleaf, r.eax, r.ebx, r.ecx, r.edx);
     return r;
 }
 
@@ -90,6 +91,7 @@ inline CpuFeatures detect_cpu_features() {
     f.avx512vl = os_zmm && detail::bit(leaf7.ebx, 31);
     f.avx512vnni = os_zmm && detail::bit(leaf7.ecx, 11);
     f.avx512vbmi = os_zmm && detail::bit(leaf7.ecx, 1);
+    f.avx_vnni = os_ymm && leaf7.eax >= 1 && detail::bit(detail::cpuid(7, 1).eax, 4);  // leaf 7 subleaf 1 exists
 #endif
     return f;
 }

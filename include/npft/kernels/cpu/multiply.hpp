@@ -34,6 +34,7 @@
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
 #include "int8_gemm.hpp"
+#include "int8_gemm_256.hpp"
 #include "int8_vbmi.hpp"
 #include "portable.hpp"
 #include "prepared_matrix.hpp"
@@ -101,6 +102,18 @@ inline Path resolve_path(Path requested) {
 inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
     const Path path = resolve_path(requested);
     return w.group_size() % 8 == 0 ? path : Path::portable;
+}
+
+/// The prompt-processing GEMM that int8 activations take on `path` (a SIMD path) from int8_gemm_min_batch tokens on:
+/// AVX-512 VNNI on the AVX-512 path, else the 256-bit GEMM with AVX-VNNI where the CPU has it, else with AVX2. All
+/// three give the same bits (int8_gemm_256.hpp); `none`: the batch-1 kernel (formats the GEMMs do not cover).
+enum class Int8Gemm { none, avx512_vnni, avx_vnni, avx2_maddubs };
+
+inline Int8Gemm int8_gemm_for(const quant::QuantizedMatrix& w, Path path) {
+    if (path == Path::avx512 && int8_gemm_applies(w)) return Int8Gemm::avx512_vnni;
+    if (int8_gemm_256_applies(w, Int8Dot256::avx_vnni)) return Int8Gemm::avx_vnni;
+    if (int8_gemm_256_applies(w, Int8Dot256::avx2_maddubs)) return Int8Gemm::avx2_maddubs;
+    return Int8Gemm::none;
 }
 
 namespace detail {
@@ -186,15 +199,22 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
             problem.planes = prepared->planes().data();
             problem.plane_row_bytes = prepared->plane_row_bytes();
         }
-        const bool gemm = path == Path::avx512 && batch >= int8_gemm_min_batch && int8_gemm_applies(w);
-        const bool vbmi = !gemm && path == Path::avx512 && int8_vbmi_applies(w);
-        parallel_rows(w.rows(), options.threads, gemm ? 32 : 16, [&](Index begin, Index end) {
-            if (gemm) {
-                int8_gemm::multiply_rows(problem, begin, end);
-            } else if (vbmi) {
-                int8_vbmi::multiply_rows(problem, begin, end);
-            } else {
-                int8::multiply_rows(problem, begin, end);
+        // Batches of 8+ run a GEMM (weights decoded once per panel, reused across tokens); smaller batches the
+        // streaming kernels: AVX-512 VBMI + VNNI where it applies, else AVX2.
+        const Int8Gemm gemm = batch >= int8_gemm_min_batch ? int8_gemm_for(w, path) : Int8Gemm::none;
+        const bool vbmi = gemm == Int8Gemm::none && path == Path::avx512 && int8_vbmi_applies(w);
+        parallel_rows(w.rows(), options.threads, gemm != Int8Gemm::none ? 32 : 16, [&](Index begin, Index end) {
+            switch (gemm) {
+                case Int8Gemm::avx512_vnni: int8_gemm::multiply_rows(problem, begin, end); break;
+                case Int8Gemm::avx_vnni: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx_vnni); break;
+                case Int8Gemm::avx2_maddubs: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx2_maddubs); break;
+                case Int8Gemm::none:
+                    if (vbmi) {
+                        int8_vbmi::multiply_rows(problem, begin, end);
+                    } else {
+                        int8::multiply_rows(problem, begin, end);
+                    }
+                    break;
             }
             if (outliers != nullptr) add_sparse_rows(*outliers, x_rows, x_row_stride, batch, y, begin, end);
         });
