@@ -10,6 +10,7 @@
 //             [--report-only]
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -412,45 +413,70 @@ private:
     }
 };
 
+/// Wall and process CPU time since construction. On a machine shared with other work the wall time of a probe says
+/// more about the neighbours than about the study: the CPU time over the threads is the idle machine's estimate.
+struct Stopwatch {
+    Clock::time_point wall = Clock::now();
+    std::clock_t cpu = std::clock();
+    double wall_seconds() const { return seconds_since(wall); }
+    double cpu_seconds() const { return static_cast<double>(std::clock() - cpu) / CLOCKS_PER_SEC; }
+};
+
 /// Times, on the first model: one whole-split evaluation, one sequential GPTQ, one single-block reconstruction per
 /// policy (3 bits, seed 1: the grid's first cells without their evaluation), and NPFT's cost from 2 steps of one stage.
-Timings measure(const Settings& s, Study& probe) {
+std::pair<Timings, Timings> measure(const Settings& s, Study& probe) {
     ReferenceDir ref = ReferenceDir::open(s.models.front());
     LoadedModel& l = probe.load(ref);
-    Timings t;
+    Timings wall, cpu;  // cpu: process CPU seconds / threads
+    const double threads = static_cast<double>(s.threads);
     const auto cal = probe.calibration(l, ref, 1);
+    const double single = static_cast<double>(study::ptq::block_passes("single", ref.config.layers));
     for (const auto& policy : s.policies) {
-        const auto start = Clock::now();
+        const Stopwatch watch;
         const auto r = reconstruct(*l.model, probe.window(ref), 3, policy, "single", cal, s.budget, 1, s.threads);
-        t.block_pass[policy] = seconds_since(start) / static_cast<double>(study::ptq::block_passes("single", ref.config.layers));
+        wall.block_pass[policy] = watch.wall_seconds() / single;
+        cpu.block_pass[policy] = watch.cpu_seconds() / threads / single;
         l.model->weights() = l.base;
-        std::printf("timed: %s single-block reconstruction of %td blocks, %td steps per window: %.1f s (peak activations %.2f MB)\n",
-                    policy.c_str(), ref.config.layers, s.budget.steps, seconds_since(start),
+        std::printf("timed: %s single-block reconstruction of %td blocks, %td steps per window: %.1f s wall, %.1f s CPU (peak "
+                    "activations %.2f MB)\n",
+                    policy.c_str(), ref.config.layers, s.budget.steps, watch.wall_seconds(), watch.cpu_seconds(),
                     static_cast<double>(r.report.peak_activation_bytes) / 1e6);
+        std::fflush(stdout);
     }
-    auto start = Clock::now();
-    (void)tiny_llama::evaluate(packed_model(*l.model, rtn_per_channel(*l.model, 3), s.threads), l.test, *ref.tokenizer);
-    t.eval = seconds_since(start);
+    {
+        const Stopwatch watch;
+        (void)tiny_llama::evaluate(packed_model(*l.model, rtn_per_channel(*l.model, 3), s.threads), l.test, *ref.tokenizer);
+        wall.eval = watch.wall_seconds();
+        cpu.eval = watch.cpu_seconds() / threads;
+    }
     const auto ncal = probe.npft_calibration(l, ref, 1);
-    start = Clock::now();
-    (void)npft_study::quantize_model(*l.model, "gptq", 3, "g0", {}, ncal);
-    t.gptq = seconds_since(start);
+    {
+        const Stopwatch watch;
+        (void)npft_study::quantize_model(*l.model, "gptq", 3, "g0", {}, ncal);
+        wall.gptq = watch.wall_seconds();
+        cpu.gptq = watch.cpu_seconds() / threads;
+    }
     npft_study::Recipe short_run = s.recipe;
     short_run.npft.stages = 1;
     short_run.npft.steps = 2;
     const auto batches = demo::npft_batches(l.train, short_run.npft, probe.window(ref) + 1, 1);
-    start = Clock::now();
-    npft_study::finetune("npft-reference", 0, *l.model, short_run, 1, batches, ncal);
-    const double one_stage = seconds_since(start);  // one Fisher pass + 2 steps
-    start = Clock::now();
+    const Stopwatch stage;
+    npft_study::finetune("npft-reference", 0, *l.model, short_run, 1, batches, ncal);  // one Fisher pass + 2 steps
+    const double stage_wall = stage.wall_seconds(), stage_cpu = stage.cpu_seconds();
+    const Stopwatch fisher;
     (void)npft::hessian::DiagonalFisher::compute(*l.model, ncal, l.model->linear_names());
-    const double fisher = seconds_since(start);
-    const double step = std::max(0.0, one_stage - fisher) / 2.0;
-    t.npft_run = static_cast<double>(s.recipe.npft.stages) * (fisher + static_cast<double>(s.recipe.npft.steps) * step);
+    const double fisher_wall = fisher.wall_seconds(), fisher_cpu = fisher.cpu_seconds();
+    const auto npft_run = [&](double stage_seconds, double fisher_seconds) {
+        const double step = std::max(0.0, stage_seconds - fisher_seconds) / 2.0;
+        return static_cast<double>(s.recipe.npft.stages) * (fisher_seconds + static_cast<double>(s.recipe.npft.steps) * step);
+    };
+    wall.npft_run = npft_run(stage_wall, fisher_wall);
+    cpu.npft_run = npft_run(stage_cpu, fisher_cpu) / threads;
     l.model->weights() = l.base;
-    std::printf("timed: evaluation %.2f s, sequential GPTQ %.2f s, NPFT run %.1f s (Fisher %.2f s, step %.3f s)\n", t.eval,
-                t.gptq, t.npft_run, fisher, step);
-    return t;
+    std::printf("timed (wall / CPU over %d threads): evaluation %.1f / %.1f s, sequential GPTQ %.1f / %.1f s, NPFT run %.0f / "
+                "%.0f s\n",
+                s.threads, wall.eval, cpu.eval, wall.gptq, cpu.gptq, wall.npft_run, cpu.npft_run);
+    return {wall, cpu};
 }
 
 int run(int argc, char** argv) {
@@ -464,12 +490,17 @@ int run(int argc, char** argv) {
             const Work work = study.pass(false);
             std::printf("ptq_study: %zu model(s), %d seed(s); %s\n", s.models.size(), s.seeds, s.describe().c_str());
             if (work.cells > 0) {
-                const Timings t = measure(s, study);
+                const auto [t, cpu] = measure(s, study);
                 double passes = 0;
                 for (const auto& [p, n] : work.block_passes) passes += n;
                 std::printf("left to do: %.0f cells (%.0f evaluations, %.0f block passes of reconstruction, %.0f GPTQ, %.0f NPFT "
-                            "runs); predicted %s on %d threads\n",
-                            work.cells, work.evals, passes, work.gptq, work.npft_runs, duration(t.seconds(work)).c_str(), s.threads);
+                            "runs); predicted %s at the measured wall times, %s at CPU time / %d threads (an idle machine)\n",
+                            work.cells, work.evals, passes, work.gptq, work.npft_runs, duration(t.seconds(work)).c_str(),
+                            duration(cpu.seconds(work)).c_str(), s.threads);
+                Work reconstructions;
+                reconstructions.block_passes = work.block_passes;
+                std::printf("of which evaluations %s, reconstructions %s (CPU / threads)\n", duration(work.evals * cpu.eval).c_str(),
+                            duration(cpu.seconds(reconstructions)).c_str());
                 std::fflush(stdout);
                 if (s.dry_run) return 0;
                 study.set_plan(t, work);
