@@ -8,6 +8,10 @@
 // Calibration: 4 batches of 4 sequences (2048 tokens), 25 steps per window, RTN 3-bit per output channel, activations on
 // disk (the default). Counters: seconds_per_block (the mean window time), seconds_per_step (per optimiser step of one
 // window), peak_activation_MB.
+//   BM_ReconstructReferenceShape/policy:P/objective:O   the block-wise study's cell (examples/08_ptq_study, its code and
+//     default budget: 8 windows of 256 tokens, one per step, 24 steps per window, 2 threads) on the reference model's
+//     shape (6 blocks, width 256, SwiGLU 768, context 256; seeded weights: the time depends on the shape only).
+//     O: 0 single, 1 multi2, 2 multi4, 3 down1, 4 down2. Real time = per model; seconds_per_block counter.
 #include <benchmark/benchmark.h>
 
 #include <map>
@@ -20,6 +24,8 @@
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
 
+#include "../examples/08_ptq_study/reconstruction.hpp"
+#include "study/ptq_grid.hpp"
 #include "tiny_llama/blockwise.hpp"
 #include "tiny_llama/model.hpp"
 
@@ -112,6 +118,42 @@ BENCHMARK(BM_Reconstruct)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(2);
+
+void BM_ReconstructReferenceShape(benchmark::State& state) {
+    const std::string policy = study::ptq::policies[static_cast<std::size_t>(state.range(0))];
+    const std::string objective = study::ptq::objectives[static_cast<std::size_t>(state.range(1))];
+    const tiny_llama::Config c{.vocab = 4096, .layers = 6, .dim = 256, .heads = 8, .hidden = 768, .context = 256};
+    tiny_llama::Model model(c, 1);
+    model.set_threads(2);
+    const tiny_llama::Weights fp = model.weights();
+    std::vector<tiny_llama::Batch> calibration(8);
+    for (std::size_t b = 0; b < calibration.size(); ++b) {
+        std::vector<tiny_llama::Token> tokens;
+        for (Index t = 0; t <= c.context; ++t)
+            tokens.push_back(static_cast<tiny_llama::Token>((t * 7919 + static_cast<Index>(b) * 1299709) % c.vocab));
+        calibration[b].sequences.push_back(std::move(tokens));
+    }
+    const ptq_study::ReconstructionBudget budget;  // the study's default
+    double seconds = 0.0;
+    std::size_t peak = 0;
+    for (auto _ : state) {
+        const auto r = ptq_study::reconstruct(model, c.context, 3, policy, objective, calibration, budget, 1, 2);
+        seconds += r.report.seconds;
+        peak = r.report.peak_activation_bytes;
+        state.PauseTiming();
+        model.weights() = fp;
+        state.ResumeTiming();
+    }
+    state.counters["seconds_per_block"] = seconds / static_cast<double>(state.iterations() * c.layers);
+    state.counters["peak_activation_MB"] = static_cast<double>(peak) / 1e6;
+}
+
+BENCHMARK(BM_ReconstructReferenceShape)
+    ->ArgsProduct({{0, 1, 2}, {0, 1, 2, 3, 4}})
+    ->ArgNames({"policy", "objective"})
+    ->UseRealTime()
+    ->Unit(benchmark::kSecond)
+    ->Iterations(1);
 
 }  // namespace
 

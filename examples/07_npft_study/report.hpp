@@ -72,8 +72,17 @@ inline std::string kept_conclusion(const fs::path& md) {
                      "this section as it finds it. -->\n_Not yet written._\n";
 }
 
-/// study_<grid>.png: the mean gap in bits/byte by bit width (clusters) and arm (bars), with 95% error bars.
-inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& data_dir, const fs::path& docs, std::string& md) {
+/// What a gap plot is called and shows (the block-wise reconstruction study, examples/08_ptq_study, draws its own).
+struct PlotStyle {
+    std::string prefix = "study_";                  ///< <prefix><grid>.png, .dat, .gp
+    std::vector<std::string> order = arm_order;     ///< bar order; arms not listed are not drawn
+    std::string title = "Quantization gap (quantized minus the fp32 model it came from)";
+    int width = 1200;
+};
+
+/// <prefix><grid>.png: the mean gap in bits/byte by bit width (clusters) and arm (bars), with 95% error bars.
+inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& data_dir, const fs::path& docs, std::string& md,
+                 const PlotStyle& style = {}) {
     std::set<std::string> grids;
     for (const auto& r : gaps) grids.insert(r.group.at("grid"));
     for (const auto& grid : grids) {
@@ -83,10 +92,10 @@ inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& dat
             if (r.group.at("grid") != grid) continue;
             by[r.group.at("bits")][r.group.at("arm")] = &r;
         }
-        for (const auto& a : arm_order)
+        for (const auto& a : style.order)
             for (const auto& [bits, row] : by)
                 if (row.contains(a) && std::find(arms.begin(), arms.end(), a) == arms.end()) arms.push_back(a);
-        const fs::path dat = data_dir / ("study_" + grid + ".dat");
+        const fs::path dat = data_dir / (style.prefix + grid + ".dat");
         std::string d = "# bits";
         for (const auto& a : arms) d += "\t" + a + " mean\tlow\thigh";
         d += "\n";
@@ -104,9 +113,9 @@ inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& dat
             d += "\n";
         }
         write_text(dat, d);
-        const fs::path png = fs::absolute(docs / ("study_" + grid + ".png"));
-        std::string gp = "set terminal pngcairo size 1200,560 font ',10'\nset output '" + png.string() +
-                         "'\nset title 'Quantization gap (quantized minus the fp32 model it came from), grid " + grid +
+        const fs::path png = fs::absolute(docs / (style.prefix + grid + ".png"));
+        std::string gp = "set terminal pngcairo size " + std::to_string(style.width) + ",560 font ',10'\nset output '" + png.string() +
+                         "'\nset title '" + style.title + ", grid " + grid +
                          ", mean over models x seeds with 95% CI'\n"
                          "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.8 border -1\n"
                          "set grid ytics\nset xzeroaxis lt -1\nset key outside right\nset ylabel 'gap (bits/byte, lower is better)'\n"
@@ -114,13 +123,13 @@ inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& dat
         for (std::size_t i = 0; i < arms.size(); ++i)
             gp += std::string(i ? ", " : "") + "'" + fs::absolute(dat).string() + "' using " + std::to_string(2 + 3 * i) + ":" +
                   std::to_string(3 + 3 * i) + ":" + std::to_string(4 + 3 * i) + (i == 0 ? ":xtic(1)" : "") + " title '" + arms[i] + "'";
-        write_text(data_dir / ("study_" + grid + ".gp"), gp + "\n");
-        const std::string command = "gnuplot '" + fs::absolute(data_dir / ("study_" + grid + ".gp")).string() + "' 2>&1";
+        write_text(data_dir / (style.prefix + grid + ".gp"), gp + "\n");
+        const std::string command = "gnuplot '" + fs::absolute(data_dir / (style.prefix + grid + ".gp")).string() + "' 2>&1";
         if (arms.empty() || std::system(command.c_str()) != 0) {
             std::fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox): no %s\n", png.string().c_str());
             continue;
         }
-        md += "![gap, grid " + grid + "](study_" + grid + ".png)\n\n";
+        md += "![gap, grid " + grid + "](" + style.prefix + grid + ".png)\n\n";
     }
 }
 
