@@ -24,6 +24,7 @@
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "read_bandwidth.hpp"
 #include "test_matrices.hpp"
 
 #if NPFT_CPU_X86
@@ -190,66 +191,12 @@ void gemv_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, In
     state.SetLabel(f.dense_fp32 ? "eigen" : kernel_label(f, w.quantized[0], batch));
 }
 
-/// Sum of n 64-bit words. The AVX2 version reads pieces of 64 MiB as four sequential streams (the quarters of the
-/// piece) with software prefetch: the fastest read found on the development machine (one stream: 12-15 GB/s; four
-/// streams 16 MiB apart: 17-20 GB/s; four streams 256 MiB apart: 7 GB/s). The kernels read the same way.
-#if NPFT_CPU_X86
-__attribute__((target("avx2"))) std::uint64_t sum_words_avx2(const std::uint64_t* p, Index n) {
-    constexpr Index streams = 4;
-    constexpr Index ahead = 128;                 // words prefetched ahead in each stream (1 KiB)
-    constexpr Index piece = Index{1} << 23;      // words (64 MiB)
-    __m256i acc[streams];
-    for (Index s = 0; s < streams; ++s) acc[s] = _mm256_setzero_si256();
-    Index done = 0;
-    while (n - done >= 4 * streams) {
-        const Index part = std::min(piece, n - done) / streams / 4 * 4;
-        const std::uint64_t* base = p + done;
-        for (Index i = 0; i < part; i += 4)
-            for (Index s = 0; s < streams; ++s) {
-                const std::uint64_t* at = base + s * part + i;
-                _mm_prefetch(reinterpret_cast<const char*>(at + ahead), _MM_HINT_T0);
-                acc[s] = _mm256_add_epi64(acc[s], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at)));
-            }
-        done += streams * part;
-    }
-    alignas(32) std::uint64_t lanes[4];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(_mm256_add_epi64(acc[0], acc[1]), _mm256_add_epi64(acc[2], acc[3])));
-    std::uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-    for (Index i = done; i < n; ++i) sum += p[i];
-    return sum;
-}
-#endif
-
-std::uint64_t sum_words(const std::uint64_t* p, Index n) {
-#if NPFT_CPU_X86
-    if (cpu::cpu_features().avx2) return sum_words_avx2(p, n);
-#endif
-    std::uint64_t s = 0;
-    for (Index i = 0; i < n; ++i) s += p[i];
-    return s;
-}
-
-/// Sums a 1 GiB buffer of 64-bit words, split over threads like the kernels' rows.
-void memory_read_benchmark(benchmark::State& state, int threads) {
-    static std::vector<std::uint64_t> buffer(std::size_t{1} << 27, 1);  // 1 GiB, touched before timing
-    const Index n = static_cast<Index>(buffer.size());
-    std::vector<std::uint64_t> partial(static_cast<std::size_t>(threads));
-    for (auto _ : state) {
-        cpu::parallel_rows(n, threads, 1 << 16, [&](Index begin, Index end) {
-            partial[static_cast<std::size_t>(begin * threads / n)] = sum_words(buffer.data() + begin, end - begin);
-        });
-        benchmark::DoNotOptimize(partial.data());
-        benchmark::ClobberMemory();
-    }
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * n * static_cast<std::int64_t>(sizeof(std::uint64_t)));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
     for (const int threads : {1, 2})
         benchmark::RegisterBenchmark(("memory/read/threads:" + std::to_string(threads)).c_str(),
-                                     [threads](benchmark::State& s) { memory_read_benchmark(s, threads); })
+                                     [threads](benchmark::State& s) { npft_bench::memory_read_benchmark(s, threads); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
     const std::pair<npft::Index, npft::Index> shapes[] = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {4096, 14336}};
