@@ -23,6 +23,7 @@
 #include "reference_dir.hpp"
 #include "report.hpp"
 #include "study/cell_store.hpp"
+#include "study/text.hpp"
 #include "tiny_llama/data.hpp"
 
 namespace npft_study {
@@ -31,6 +32,8 @@ namespace fs = std::filesystem;
 using demo::Clock;
 using demo::seconds_since;
 using study::CellKey;
+using study::duration;
+using study::split_list;
 using study::CellResult;
 
 struct Settings {
@@ -71,14 +74,6 @@ constexpr const char* usage_text =
     "  --quick                  a smoke run: the first model, 2 seeds, 3-bit, tiny budgets (figures mean nothing)\n"
     "  --dry-run                measure one of each step, print the predicted cost of what is left, and stop\n"
     "  --report-only            write the tables, statements and plots from the cells there are, run nothing\n";
-
-std::vector<std::string> split_list(const std::string& text) {
-    std::vector<std::string> out;
-    std::stringstream in(text);
-    for (std::string item; std::getline(in, item, ',');)
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
@@ -153,13 +148,6 @@ struct Timings {
                w.traces * trace;
     }
 };
-
-std::string duration(double seconds) {
-    char b[32];
-    const auto s = static_cast<long long>(seconds + 0.5);
-    std::snprintf(b, sizeof b, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60, s % 60);
-    return b;
-}
 
 /// One model of the study in memory: the model, its pre-trained weights, its tokenized splits and base figures.
 /// (At namespace scope: clang 14 cannot default-construct a nested class with member initializers inside its

@@ -24,6 +24,7 @@
 #include "reconstruction.hpp"
 #include "report.hpp"
 #include "study/cell_store.hpp"
+#include "study/text.hpp"
 #include "study/ptq_grid.hpp"
 #include "tiny_llama/data.hpp"
 
@@ -34,6 +35,8 @@ using demo::Clock;
 using demo::seconds_since;
 using npft_study::ReferenceDir;
 using study::CellKey;
+using study::duration;
+using study::split_list;
 using study::CellResult;
 
 struct Settings {
@@ -78,14 +81,6 @@ constexpr const char* usage_text =
     "  --quick              a smoke run: the first model, 2 seeds, 3-bit, 64-token windows, tiny budgets\n"
     "  --dry-run            time one reconstruction per policy, an evaluation, GPTQ and NPFT; print the cost of what is left\n"
     "  --report-only        write the outputs from the cells there are, run nothing\n";
-
-std::vector<std::string> split_list(const std::string& text) {
-    std::vector<std::string> out;
-    std::stringstream in(text);
-    for (std::string item; std::getline(in, item, ',');)
-        if (!item.empty()) out.push_back(item);
-    return out;
-}
 
 Settings parse_settings(int argc, char** argv) {
     Settings s;
@@ -159,13 +154,6 @@ struct Timings {
         return total;
     }
 };
-
-std::string duration(double seconds) {
-    char b[32];
-    const auto s = static_cast<long long>(seconds + 0.5);
-    std::snprintf(b, sizeof b, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60, s % 60);
-    return b;
-}
 
 /// A model of the study in memory: its weights, tokenized splits and fp32 figures.
 struct LoadedModel {

@@ -1,0 +1,27 @@
+#pragma once
+// Small text helpers the study programs share: comma lists on the command line and durations in progress lines.
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace study {
+
+/// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
+inline std::vector<std::string> split_list(const std::string& text) {
+    std::vector<std::string> out;
+    std::stringstream in(text);
+    for (std::string item; std::getline(in, item, ',');)
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
+/// Seconds as "1h02m03s", rounded to the nearest second.
+inline std::string duration(double seconds) {
+    char b[32];
+    const auto s = static_cast<long long>(seconds + 0.5);
+    std::snprintf(b, sizeof b, "%lldh%02lldm%02llds", s / 3600, s / 60 % 60, s % 60);
+    return b;
+}
+
+}  // namespace study
