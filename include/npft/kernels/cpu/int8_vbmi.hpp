@@ -20,6 +20,7 @@
 // either path, for any thread count.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "../../core/config.hpp"
@@ -188,38 +189,17 @@ NPFT_UNROLL4
             p.y(m0 + t, row[i]) = int8::horizontal_sum(total[i][t]) - int8::dot(scaled_zero[i], p.x_sums + (m0 + t) * groups, groups);
 }
 
-/// Rows [row_begin, row_end), walked as int8::multiply_rows_typed walks them (four row streams at batch 1).
+/// Rows [row_begin, row_end), walked as the AVX2 kernel walks them (int8::walk_rows: four row streams at batch 1).
 template <int Bits, bool ChunkScales>
 NPFT_TARGET_VBMI void multiply_rows_typed(const Int8Problem& p, Index row_begin, Index row_end) {
-    const Index batch = p.x->batch;
     const Decoder<Bits> d{};
     std::vector<float> scratch(static_cast<std::size_t>(2 * 4 * p.weights->groups()));
     float* s = scratch.data();
-    if (batch == 1) {
-        const Index row_bytes = p.weights->codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
-        const Index piece_rows = std::max<Index>(4, (Index{16} << 20) / row_bytes);
-        for (Index begin = row_begin; begin < row_end; begin += piece_rows) {
-            const Index end = std::min(row_end, begin + piece_rows);
-            const Index quarter = (end - begin) / 4;
-            for (Index r = begin; r < begin + quarter; ++r) {
-                const Index rows[4] = {r, r + quarter, r + 2 * quarter, r + 3 * quarter};
-                tile<Bits, ChunkScales, 4, 1>(p, d, rows, 0, s);
-            }
-            for (Index r = begin + 4 * quarter; r < end; ++r) tile<Bits, ChunkScales, 1, 1>(p, d, {r}, 0, s);
-        }
-        return;
-    }
-    for (Index r = row_begin; r < row_end; ++r) {
-        const Index rows[1] = {r};
-        Index m = 0;
-        for (; m + 4 <= batch; m += 4) tile<Bits, ChunkScales, 1, 4>(p, d, rows, m, s);
-        switch (batch - m) {
-            case 3: tile<Bits, ChunkScales, 1, 3>(p, d, rows, m, s); break;
-            case 2: tile<Bits, ChunkScales, 1, 2>(p, d, rows, m, s); break;
-            case 1: tile<Bits, ChunkScales, 1, 1>(p, d, rows, m, s); break;
-            default: break;
-        }
-    }
+    const Index row_bytes = p.weights->codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
+    int8::walk_rows(p, row_begin, row_end, row_bytes, [&](auto tokens, const auto& rows, Index m) {
+        constexpr int R = static_cast<int>(std::extent_v<std::remove_cvref_t<decltype(rows)>>);
+        tile<Bits, ChunkScales, R, decltype(tokens)::value>(p, d, rows, m, s);
+    });
 }
 
 template <int Bits>
