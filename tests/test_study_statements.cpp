@@ -100,3 +100,45 @@ TEST_CASE("verdict: worse when the whole interval lies above 0", "[study]") {
     d.ci_high = 0.0;
     CHECK(study::verdict(d) == "is not resolved from");
 }
+
+TEST_CASE("statements: pairing by seed alone keeps the models apart", "[study]") {
+    // Two models that disagree: NPFT helps on m1 (differences -0.02, -0.03, -0.02) and hurts on m2 (+0.03, +0.02,
+    // +0.03). Pooled (t_{0.975, 5} = 2.570582): mean +0.001667, CI -0.027580 to +0.030913, unresolved. Per model
+    // (t_{0.975, 2}): m1 -0.023333 [-0.037676, -0.008991] beats; m2 +0.026667 [+0.012324, +0.041009] is worse.
+    study::Cells cells;
+    const double lora[] = {0.10, 0.12, 0.14}, npft_m1[] = {0.08, 0.09, 0.12}, npft_m2[] = {0.13, 0.14, 0.17};
+    for (const std::string model : {"m1", "m2"})
+        for (int s = 0; s < 3; ++s) {
+            const std::string seed = std::to_string(s + 1);
+            const auto at = [&](const std::string& arm) {
+                return study::CellKey{{{"model", model}, {"arm", arm}, {"bits", "3"}, {"grid", "g0"}, {"seed", seed}}};
+            };
+            cells.push_back({at("lora"), {{"gap", lora[s]}}});
+            cells.push_back({at("npft"), {{"gap", model == "m1" ? npft_m1[s] : npft_m2[s]}}});
+        }
+    cells.push_back({study::CellKey{{{"model", "m2"}, {"arm", "npft"}, {"bits", "3"}, {"grid", "g0"}, {"seed", "9"}}},
+                     {{"gap", 0.5}}});  // no control: counted against m2 only
+
+    const auto pooled = study::statements(cells, {{"npft", "lora"}}, "gap");
+    REQUIRE(pooled.size() == 1);
+    CHECK(pooled[0].difference.pairs == 6);
+    CHECK_THAT(pooled[0].difference.mean, WithinAbs(0.0016667, 1e-6));
+    CHECK_THAT(pooled[0].difference.ci_low, WithinAbs(-0.027580, 1e-5));
+    CHECK_THAT(pooled[0].difference.ci_high, WithinAbs(0.030913, 1e-5));
+    CHECK(pooled[0].verdict == "is not resolved from");
+    CHECK(pooled[0].unpaired == 1);
+
+    const auto per_model = study::statements(cells, {{"npft", "lora"}}, "gap", {"seed"});
+    REQUIRE(per_model.size() == 2);
+    const auto& m1 = per_model[0].group.at("model") == "m1" ? per_model[0] : per_model[1];
+    const auto& m2 = per_model[0].group.at("model") == "m1" ? per_model[1] : per_model[0];
+    CHECK(m1.difference.pairs == 3);
+    CHECK_THAT(m1.difference.ci_low, WithinAbs(-0.037676, 1e-5));
+    CHECK_THAT(m1.difference.ci_high, WithinAbs(-0.008991, 1e-5));
+    CHECK(m1.verdict == "beats");
+    CHECK(m1.unpaired == 0);
+    CHECK_THAT(m2.difference.mean, WithinAbs(0.0266667, 1e-6));
+    CHECK(m2.verdict == "is worse than");
+    CHECK(m2.unpaired == 1);
+    CHECK_THAT(m2.text, Contains("model=m2"));
+}

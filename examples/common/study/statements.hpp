@@ -66,9 +66,13 @@ inline std::string format_number(double v) {
 
 /// One statement per (comparison, group) that has at least two pairs. `metric` is a field where lower is better (a
 /// gap). Treatment cells without their control cell are left out and counted in Statement::unpaired (a study stopped
-/// half-way has them); the statement says so.
+/// half-way has them); the statement says so. `pairing`: the fields that make a pair (the default pools all models;
+/// {"seed"} keeps the model in the group, one statement per model).
 inline std::vector<Statement> statements(const Cells& cells, const std::vector<std::pair<std::string, std::string>>& comparisons,
-                                         const std::string& metric) {
+                                         const std::string& metric,
+                                         const std::set<std::string>& pairing = {"model", "seed"}) {
+    std::set<std::string> group_drop = pairing;
+    group_drop.insert("arm");
     std::set<std::vector<std::pair<std::string, std::string>>> keys;
     for (const auto& [key, result] : cells) keys.insert(key.fields);
     std::vector<Statement> out;
@@ -84,13 +88,13 @@ inline std::vector<Statement> statements(const Cells& cells, const std::vector<s
                 for (auto& field : control_key.fields)
                     if (field.first == "arm") field.second = control;
                 if (!keys.contains(control_key.fields)) {
-                    ++unpaired[without(key, {"arm", "model", "seed"}).fields];
+                    ++unpaired[without(key, group_drop).fields];
                     continue;
                 }
             }
             paired.emplace_back(key, result);
         }
-        for (ComparisonRow& row : compare(paired, {treatment, control, metric, npft::stats::Better::lower}, {"model", "seed"})) {
+        for (ComparisonRow& row : compare(paired, {treatment, control, metric, npft::stats::Better::lower}, pairing)) {
             Statement s;
             s.treatment = treatment;
             s.control = control;
