@@ -12,6 +12,7 @@
 #include <npft/core/random.hpp>
 #include <npft/kernels/cpu/multiply.hpp>
 
+#include "int8_reference.hpp"
 #include "test_matrices.hpp"
 
 namespace {
@@ -137,32 +138,12 @@ TEST_CASE("the decoder order, by hand, and a bijection on every chunk", "[kernel
 
 namespace {
 
-/// The weights the kernel multiplies: w itself for uniform formats; for LUT rows the 12-bit fixed-point table
-/// (documented in int8_activations.hpp), rebuilt here independently: level_hat = s (round(level / s) + 2048 - 2048),
-/// s = max|level| / 2047.
-Matrix kernel_weights(const QuantizedMatrix& w) {
-    Matrix dense = w.dequantize();
-    if (w.format() != Format::lut) return dense;
-    for (Index r = 0; r < w.rows(); ++r) {
-        const auto levels = w.lut_params(r).levels;
-        float largest = 0.0f;
-        for (Index q = 0; q < (Index{1} << w.bits()); ++q) largest = std::max(largest, std::abs(levels[static_cast<std::size_t>(q)]));
-        const double s = static_cast<double>(largest / 2047.0f);
-        const float inverse = largest > 0.0f ? 1.0f / (largest / 2047.0f) : 0.0f;
-        for (Index j = 0; j < w.cols(); ++j) {
-            const float level = levels[w.codes().get(r, j)];
-            dense(r, j) = static_cast<float>(s * std::nearbyint(level * inverse));
-        }
-    }
-    return dense;
-}
-
 /// Checks the int8 kernel on w against double products on the quantized activations, for several batches and threads.
 void check_int8_kernel(const QuantizedMatrix& w, std::uint64_t seed) {
     const Index cols = w.cols();
     const bool lut = w.format() == Format::lut;
     const Matrix dense = w.dequantize();
-    const Matrix dense_hat = kernel_weights(w);
+    const Matrix dense_hat = npft_test::int8_kernel_weights(w);
     for (const Index batch : {Index{1}, Index{2}, Index{5}}) {
         INFO(npft::quant::format_name(w.format()) << " " << w.bits() << " bit, " << w.rows() << " x " << cols << ", group "
                                                   << w.group_size() << ", batch " << batch);
@@ -174,20 +155,7 @@ void check_int8_kernel(const QuantizedMatrix& w, std::uint64_t seed) {
         const cpu::Int8Activations a = cpu::quantize_activations_int8(x.data(), cols, batch, cols, w.bits());
         const Matrix x_hat = a.dequantize();
         const Eigen::MatrixXd exact_on_quantized = x_hat.cast<double>() * dense_hat.cast<double>().transpose();
-        // |terms| bounds every summand the kernel forms (the fp32 rounding bound of the fp32 paths).
-        Eigen::MatrixXd terms(w.rows(), cols);
-        for (Index r = 0; r < w.rows(); ++r)
-            for (Index j = 0; j < cols; ++j) {
-                if (lut) {
-                    terms(r, j) = 2.0 * std::abs(static_cast<double>(dense_hat(r, j))) + 4096.0 * std::abs(static_cast<double>(dense_hat.row(r).cwiseAbs().maxCoeff())) / 2047.0;
-                } else {
-                    const auto p = w.uniform_params(r, j / w.group_size());
-                    terms(r, j) = p.scale * (static_cast<double>(w.codes().get(r, j)) + p.zero);
-                }
-            }
-        const double n = static_cast<double>(2 * cols + 2 * (lut ? 1 : w.groups()) + 64);
-        const double gamma = n * std::ldexp(1.0, -24) / (1.0 - n * std::ldexp(1.0, -24));
-        const Eigen::MatrixXd rounding = gamma * (x_hat.cast<double>().cwiseAbs() * terms.transpose());
+        const Eigen::MatrixXd rounding = npft_test::int8_rounding_bound(w, dense_hat, x_hat);
         const Eigen::MatrixXd error = (y.cast<double>() - exact_on_quantized).cwiseAbs();
         CHECK((error.array() <= rounding.array()).all());
         if (!lut) {

@@ -19,7 +19,8 @@
 // The path is split by job: int8_activation_quantization.hpp (activations to int8), int8_weight_decoding.hpp (codes to
 // bytes), int8_dot_products.hpp (integer dot products and their accumulation), int8_dispatch.hpp (rows and formats).
 //
-// Kernels, by CPU and batch (multiply.hpp picks): batches of 8+ on AVX-512 VNNI take the GEMM of int8_gemm.hpp; smaller
+// Kernels, by CPU and batch (multiply.hpp picks): batches of 8+ take a GEMM (int8_gemm.hpp on AVX-512 VNNI, else
+// int8_gemm_256.hpp with AVX-VNNI or AVX2; every format above, the LUT rows with the same 12-bit tables); smaller
 // batches of uniform 3 and 4-bit formats on AVX-512 VBMI + VNNI take int8_vbmi.hpp (vpermb + vpmultishiftqb decode 64
 // codes in three instructions, vpdpbusd multiplies; the same bits as the AVX2 kernel); everything else covered here takes the
 // AVX2 kernel, whose 3-bit decoder reads the plane layout of bit_planes.hpp when the matrix is a PreparedMatrix (the

@@ -106,7 +106,8 @@ inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
 
 /// The prompt-processing GEMM that int8 activations take on `path` (a SIMD path) from int8_gemm_min_batch tokens on:
 /// AVX-512 VNNI on the AVX-512 path, else the 256-bit GEMM with AVX-VNNI where the CPU has it, else with AVX2. All
-/// three give the same bits (int8_gemm_256.hpp); `none`: the batch-1 kernel (formats the GEMMs do not cover).
+/// three give the same bits (int8_gemm_256.hpp) and cover the same formats (int8_gemm_covers: uniform 2/3/4-bit and
+/// LUT 3/4-bit); `none`: the batch-1 kernel.
 enum class Int8Gemm { none, avx512_vnni, avx_vnni, avx2_maddubs };
 
 inline Int8Gemm int8_gemm_for(const quant::QuantizedMatrix& w, Path path) {
