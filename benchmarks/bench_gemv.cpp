@@ -148,8 +148,14 @@ Workload& workload(const FormatSpec& f, Index rows, Index cols) {
 std::string kernel_label(const FormatSpec& f, const QuantizedMatrix& w, Index batch) {
     if (f.dense_fp32) return "eigen";
     const cpu::Path path = cpu::kernel_path(w, f.path);
-    if (!f.int8_activations || path == cpu::Path::portable || !cpu::int8_kernel_applies(w)) return cpu::path_name(path);
-    if (path == cpu::Path::avx512 && batch >= cpu::int8_gemm_min_batch && cpu::int8_gemm_applies(w)) return "avx512-vnni-gemm";
+    if (!f.int8_activations || path == cpu::Path::portable) return cpu::path_name(path);
+    switch (batch >= cpu::int8_gemm_min_batch ? cpu::int8_gemm_for(w, path) : cpu::Int8Gemm::none) {
+        case cpu::Int8Gemm::avx512_vnni: return "avx512-vnni-gemm";
+        case cpu::Int8Gemm::avx_vnni: return "avx-vnni-gemm";
+        case cpu::Int8Gemm::avx2_maddubs: return "avx2-maddubs-gemm";
+        case cpu::Int8Gemm::none: break;
+    }
+    if (!cpu::int8_kernel_applies(w)) return cpu::path_name(path);
     if (path == cpu::Path::avx512 && cpu::int8_vbmi_applies(w)) return "avx512-vbmi";
     return f.prepared && w.bits() == 3 ? "avx2-planes" : "avx2";
 }

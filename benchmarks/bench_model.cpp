@@ -161,8 +161,11 @@ struct Runner {
         p.model->set_multiply_options({.threads = threads, .path = cpu::Path::best, .activations = activations});
         packed = &p;
         const cpu::Path path = cpu::kernel_path(p.first, cpu::Path::best);
-        const bool int8 = activations == cpu::Activations::int8 && path != cpu::Path::portable && cpu::int8_kernel_applies(p.first);
-        label = std::string(cpu::path_name(path)) + (int8 ? " int8" : " fp32");
+        // 8-bit: int8 in the prompt GEMMs (int8_gemm_min_batch tokens and more), fp32 for generation.
+        const bool int8_path = activations == cpu::Activations::int8 && path != cpu::Path::portable;
+        const bool int8 = int8_path && cpu::int8_kernel_applies(p.first);
+        const bool int8_prompts = int8_path && !int8 && cpu::int8_gemm_for(p.first, path) != cpu::Int8Gemm::none;
+        label = std::string(cpu::path_name(path)) + (int8 ? " int8" : int8_prompts ? " int8 prompts, fp32 generation" : " fp32");
     }
     npft::Matrix operator()(const TokenRows& tokens, KvCache& cache, LogitRows rows) const {
         return packed ? tiny_llama::extend(*packed->model, tokens, cache, rows) : tiny_llama::extend(*model, tokens, cache, rows);

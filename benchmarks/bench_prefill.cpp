@@ -8,6 +8,8 @@
 //   peak/fp32_fma/<isa>                               a register-only loop of fp32 FMAs (the fp32 compute limit)
 //   prefill/<format>/<N>x<K>/batch:<M>/threads:<T>    y (M x N) = x (M x K) W^T
 //
+// Formats: u<b>g128_int8 (uniform asymmetric, groups of 128), u<b>_int8 (uniform symmetric, per channel), lut<b>_int8
+// (a table per row), all with int8 activations; 8-bit rows run the fp32 kernels below int8_gemm_min_batch tokens.
 // Formats ending in _avxvnni and _avx2 run the 256-bit GEMM (int8_gemm_256.hpp) with that dot product directly (the
 // path of CPUs without AVX-512 VNNI), from int8_gemm_min_batch tokens; their of_int8_peak is of the peak of their
 // own instruction (peak/int8/avx_vnni_256, peak/int8/avx2_maddubs).
@@ -161,8 +163,14 @@ const FormatSpec formats[] = {
     {"u3g128_int8", Format::uniform_asymmetric, 3, 128},
     {"u2g128_int8", Format::uniform_asymmetric, 2, 128},
     {"u4_int8", Format::uniform_symmetric, 4, 0},
+    {"u8g128_int8", Format::uniform_asymmetric, 8, 128},
+    {"u8_int8", Format::uniform_symmetric, 8, 0},
+    {"lut4_int8", Format::lut, 4, 0},
+    {"lut3_int8", Format::lut, 3, 0},
     {"u4g128_int8_avxvnni", Format::uniform_asymmetric, 4, 128, 1},
     {"u4g128_int8_avx2", Format::uniform_asymmetric, 4, 128, 2},
+    {"u8g128_int8_avx2", Format::uniform_asymmetric, 8, 128, 2},  // nibble planes: two vpmaddubsw per quad
+    {"lut4_int8_avx2", Format::lut, 4, 0, 2},                     // two table planes, 2 quads per int16 sum
 };
 
 void prefill_benchmark(benchmark::State& state, const FormatSpec& f, Index rows, Index cols, Index batch, int threads) {
@@ -208,7 +216,8 @@ void prefill_benchmark(benchmark::State& state, const FormatSpec& f, Index rows,
         state.SetLabel(gemm == cpu::Int8Gemm::avx512_vnni ? "int8 gemm (avx-512 vnni)"
                        : gemm == cpu::Int8Gemm::avx_vnni  ? "int8 gemm (avx-vnni 256)"
                        : gemm == cpu::Int8Gemm::avx2_maddubs ? "int8 gemm (avx2 maddubs)"
-                                                             : "int8 kernel");
+                       : cpu::int8_kernel_applies(w)         ? "int8 kernel"
+                                                             : "fp32 kernel");  // 8-bit below int8_gemm_min_batch
     }
     const double macs = static_cast<double>(batch) * static_cast<double>(rows) * static_cast<double>(cols);
     state.counters["MACs/s"] = benchmark::Counter(macs * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);

@@ -118,12 +118,15 @@ TEST_CASE("the decoder order, by hand, and a bijection on every chunk", "[kernel
     // 3 bit: codes 0-15 then 16-31 of each block.
     CHECK(cpu::int8_stored_at(17, 3) == 33);
     CHECK(cpu::int8_stored_at(40, 3) == 24);
+    // 8 bit (the GEMMs): the 3-bit order.
+    CHECK(cpu::int8_stored_at(17, 8) == 33);
+    CHECK(cpu::int8_stored_at(40, 8) == 24);
     // 2 bit: bit pairs 0 and 2 of each byte, then 4 and 6.
     CHECK(cpu::int8_stored_at(1, 2) == 8);
     CHECK(cpu::int8_stored_at(2, 2) == 32);
     CHECK(cpu::int8_stored_at(5, 2) == 9);
     CHECK(cpu::int8_stored_at(64 + 5, 2) == 64 + 9);
-    for (const int bits : {2, 3, 4}) {
+    for (const int bits : {2, 3, 4, 8}) {
         std::set<Index> seen;
         for (Index j = 0; j < 64; ++j) {
             const Index at = cpu::int8_stored_at(j, bits);

@@ -1,6 +1,6 @@
 // The prompt-processing GEMMs of the int8-activation path (AVX-512 VNNI, int8_gemm.hpp; AVX-VNNI and AVX2 on 256-bit
 // vectors, int8_gemm_256.hpp), taken by batches of int8_gemm_min_batch tokens and more, for every format they cover
-// (uniform 2/3/4-bit symmetric and asymmetric, grouped and per channel; LUT 3/4-bit): against dequantize-then-Eigen
+// (uniform 2/3/4/8-bit symmetric and asymmetric, grouped and per channel; LUT 3/4-bit): against dequantize-then-Eigen
 // (double) on the quantized activations with the fp32 rounding bound, and against the portable fp32 path with the
 // documented bound of int8 activations, on odd shapes (panel tails, one-block rows, groups of an odd number of blocks,
 // per channel) and batches of 8 to 70; 1 vs 2 threads bit for bit; a token's result the same in any batch that takes
@@ -81,8 +81,8 @@ void check_gemm(const QuantizedMatrix& w, Index batch, std::uint64_t seed, const
     // The first int8_gemm_min_batch tokens alone: the same bits as inside the larger batch.
     const Matrix head = x.topRows(cpu::int8_gemm_min_batch);
     CHECK(same_bits(gemm(w, head, 1), y.topRows(cpu::int8_gemm_min_batch)));
-    // The last token alone takes the batch-1 int8 kernel where it covers w: the same terms, another order, so within
-    // twice the bound.
+    // The last token alone takes the batch-1 int8 kernel where it covers w (not 8-bit: fp32 kernels): the same terms,
+    // another order, so within twice the bound.
     if (cpu::int8_kernel_applies(w)) {
         const Matrix alone = run(w, Matrix(x.row(batch - 1)));
         CHECK(((alone.cast<double>() - y.row(batch - 1).cast<double>()).cwiseAbs().array() <= 2.0 * bound.row(batch - 1).array()).all());
@@ -114,7 +114,7 @@ const Shape shapes[] = {{37, 256, 32}, {23, 256, 128}, {70, 256, 256}, {23, 480,
 /// group ignored).
 template <class F>
 void for_each_covered(F&& f, std::uint64_t seed) {
-    for (const int bits : {2, 3, 4})
+    for (const int bits : {2, 3, 4, 8})
         for (const Format format : {Format::uniform_symmetric, Format::uniform_asymmetric})
             for (const Shape& s : shapes) {
                 ++seed;
@@ -205,7 +205,7 @@ void check_extreme_sums(QuantizedMatrix& w, std::uint32_t code, double level) {
 
 }  // namespace
 
-TEST_CASE("int8 GEMM: the largest int16 sums of vpmaddubsw (largest bytes, activations +-127) are exact",
+TEST_CASE("int8 GEMM: the largest int16 sums of vpmaddubsw and int32 block sums (largest bytes, activations +-127) are exact",
           "[kernels][cpu][int8][avx2]") {
     // Symmetric 4-bit, scale 0.5, z = 8, every code 15: w_j = 3.5. A block's 8 quads sum to 8 * 2 * 15 * 127 = 30480
     // per int16 lane, the largest any 4-bit input reaches.
@@ -222,6 +222,17 @@ TEST_CASE("int8 GEMM: the largest int16 sums of vpmaddubsw (largest bytes, activ
     table.levels[15] = 2047.0f / 1024.0f;
     for (Index r = 0; r < lut.rows(); ++r) lut.set_lut(r, table);
     check_extreme_sums(lut, 15u, 2047.0 / 1024.0);
+    // 8-bit, every code 255: a pair of whole bytes would reach 2 * 255 * 127 = 64770 and saturate vpmaddubsw; its
+    // nibble planes reach 8 * 2 * 15 * 127 per block, vpdpbusd's int32 sums 32 * 255 * 127. Symmetric (z = 128):
+    // w = 0.5 * 127; asymmetric with z = 3: w = 0.5 * 252 (the zero point's term, 0.5 * 3 * sum x, must be subtracted).
+    QuantizedMatrix symmetric8(Format::uniform_symmetric, 8, 37, 96, 32);
+    QuantizedMatrix asymmetric8(Format::uniform_asymmetric, 8, 37, 96, 96);
+    for (Index r = 0; r < 37; ++r) {
+        for (Index g = 0; g < symmetric8.groups(); ++g) symmetric8.set_group(r, g, {8, 0.5f, 128.0f});
+        asymmetric8.set_group(r, 0, {8, 0.5f, 3.0f});
+    }
+    check_extreme_sums(symmetric8, 255u, 63.5);
+    check_extreme_sums(asymmetric8, 255u, 126.0);
 }
 
 TEST_CASE("int8 GEMM (AVX-512 VNNI): a hand-computed product", "[kernels][cpu][int8][vnni]") {

@@ -22,7 +22,7 @@ namespace npft::kernels::cpu {
 /// Where activation j goes in the kernel's order for b-bit codes: chunk (j / 64) * 64 + vector * 32 + block * 16 +
 /// byte, with block = (j / 32) % 2 and (vector, byte) set by how the decoder unpacks code c = j % 32 of a block:
 ///   4 bit: low nibbles then high nibbles        vector c % 2,        byte c / 2
-///   3 bit: codes 0-15, then codes 16-31         vector c / 16,       byte c % 16
+///   3 and 8 bit: codes 0-15, then codes 16-31   vector c / 16,       byte c % 16
 ///   2 bit: bit pairs 0, 2 | 4, 6 of each byte   vector (c % 4) / 2,  byte ((c % 4) % 2) * 8 + c / 4
 constexpr Index int8_stored_at(Index j, int bits) {
     const Index c = j % 32;
@@ -32,7 +32,7 @@ constexpr Index int8_stored_at(Index j, int bits) {
     if (bits == 4) {
         vector = c % 2;
         byte = c / 2;
-    } else if (bits == 3) {
+    } else if (bits == 3 || bits == 8) {
         vector = c / 16;
         byte = c % 16;
     } else {
@@ -47,7 +47,7 @@ constexpr Index int8_stored_at(Index j, int bits) {
 struct Int8Activations {
     static constexpr Index block = 32;
     static constexpr Index chunk = 64;
-    int code_bits = 4;                 ///< the decoder order the values are stored in (int8_stored_at)
+    int code_bits = 4;                 ///< the decoder order the values are stored in (int8_stored_at): 2, 3, 4 or 8
     Index batch = 0;
     Index cols = 0;                    ///< K, a multiple of 32
     Index chunks = 0;                  ///< ceil(K / 64); a missing last block is zero
@@ -155,7 +155,8 @@ inline bool quantize_block(const float* x, std::int8_t* q, BlockQuantization& ou
 /// codes: round to nearest (even) of x / d with d = max|x| / 127 per block of 32.
 inline Int8Activations quantize_activations_int8(const float* x, Index row_stride, Index batch, Index cols, int code_bits) {
     require(cols > 0 && cols % Int8Activations::block == 0, "int8 activations need a positive multiple of 32 inputs, got ", cols);
-    require(code_bits >= 2 && code_bits <= 4, "int8 activations are laid out for 2, 3 or 4-bit codes, got ", code_bits);
+    require((code_bits >= 2 && code_bits <= 4) || code_bits == 8, "int8 activations are laid out for 2, 3, 4 or 8-bit codes, got ",
+            code_bits);
     require(batch >= 0, "batch must be non-negative, got ", batch);
     Int8Activations a;
     a.code_bits = code_bits;

@@ -5,7 +5,8 @@
 // spends about 13 instructions per 8 weights on decoding and converting, which makes it compute-bound.
 //
 // Formats: uniform 2, 3 and 4 bit (symmetric or asymmetric) with group sizes that are multiples of 32, and LUT 3 and
-// 4 bit. Every other matrix runs the fp32 kernels. The kernel computes W x_hat exactly up to fp32 rounding, where
+// 4 bit; uniform 8 bit too from int8_gemm_min_batch tokens on (the GEMMs only: int8_gemm_covers; smaller batches of
+// 8-bit weights run the fp32 kernels). Every other matrix runs the fp32 kernels. The kernel computes W x_hat exactly up to fp32 rounding, where
 // x_hat is the dequantized int8 activation: the only accuracy cost is that of x_hat (each activation moves by up to
 // half its block's step, max|x| / 254; docs/benchmarks.md gives the measured error) and, for LUT rows, the table held
 // in 12-bit fixed point (each level moves by at most max|level| / 4094, about fp16's own rounding of the largest level).

@@ -26,7 +26,7 @@ struct Int8Problem {
     /// whole row, [batch] (LUT formats; the fixed-point offset term).
     const float* x_sums = nullptr;
     MatrixView<float> y;  ///< batch x N
-    /// The last packed row again followed by zero bytes: decoders read up to 16 bytes past a row's last code.
+    /// The last packed row again followed by zero bytes: decoders read up to 32 bytes past a row's last code.
     const std::uint8_t* last_row_padded = nullptr;
     /// 3-bit codes in the plane layout (bit_planes.hpp), plane_row_bytes apart, or null: the batch-1 kernel's AVX2
     /// decoder then reads these instead of the stored codes (PreparedMatrix).
@@ -41,7 +41,7 @@ struct Int8Problem {
 };
 
 /// Bytes of zero padding after the copy of the last row (Int8Problem::last_row_padded).
-inline constexpr Index int8_last_row_padding_bytes = 16;
+inline constexpr Index int8_last_row_padding_bytes = 32;
 
 #if NPFT_CPU_X86
 

@@ -221,6 +221,7 @@ inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) 
     switch (p.weights->bits()) {
         case 2: multiply_rows_panel<PanelDecoder<2, PanelKind::codes>>(p, row_begin, row_end); break;
         case 3: multiply_rows_panel<PanelDecoder<3, PanelKind::codes>>(p, row_begin, row_end); break;
+        case 8: multiply_rows_panel<PanelDecoder<8, PanelKind::codes>>(p, row_begin, row_end); break;  // vpdpbusd: whole bytes
         default: multiply_rows_panel<PanelDecoder<4, PanelKind::codes>>(p, row_begin, row_end); break;
     }
 }

@@ -274,6 +274,13 @@ void multiply_rows_dot(const Int8Problem& p, Index row_begin, Index row_end) {
     switch (p.weights->bits()) {
         case 2: multiply_rows_panel<Dot, PanelDecoder<2, PanelKind::codes>>(p, row_begin, row_end); break;
         case 3: multiply_rows_panel<Dot, PanelDecoder<3, PanelKind::codes>>(p, row_begin, row_end); break;
+        case 8:  // whole bytes for vpdpbusd; nibbles for vpmaddubsw, which would saturate on them (header comment)
+            if constexpr (Dot == Int8Dot256::avx_vnni) {
+                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::codes>>(p, row_begin, row_end);
+            } else {
+                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::nibbles>>(p, row_begin, row_end);
+            }
+            break;
         default: multiply_rows_panel<Dot, PanelDecoder<4, PanelKind::codes>>(p, row_begin, row_end); break;
     }
 }

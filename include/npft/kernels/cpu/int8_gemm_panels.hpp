@@ -34,13 +34,14 @@
 namespace npft::kernels::cpu {
 
 /// Whether the int8 GEMMs cover w's format on this CPU's AVX2 path (the ISA of each GEMM is checked by its own
-/// *_applies): uniform 2, 3 and 4 bit, symmetric or asymmetric, with groups of a multiple of 32 (or per channel), and
-/// LUT 3 and 4 bit; K a multiple of 32.
+/// *_applies): uniform 2, 3, 4 and 8 bit, symmetric or asymmetric, with groups of a multiple of 32 (or per channel),
+/// and LUT 3 and 4 bit; K a multiple of 32. (The batch-1 int8 kernels cover the same formats but 8-bit, which they
+/// leave to the fp32 kernels: int8_kernel_applies.)
 inline bool int8_gemm_covers(const quant::QuantizedMatrix& w) {
     if (!(NPFT_CPU_X86 && cpu_features().has_avx2_path())) return false;
     if (w.cols() % Int8Activations::block != 0) return false;
     if (w.format() == quant::Format::lut) return w.bits() == 3 || w.bits() == 4;
-    return w.bits() >= 2 && w.bits() <= 4 && w.group_size() % Int8Activations::block == 0;
+    return ((w.bits() >= 2 && w.bits() <= 4) || w.bits() == 8) && w.group_size() % Int8Activations::block == 0;
 }
 
 #if NPFT_CPU_X86

@@ -20,7 +20,7 @@ namespace npft::kernels::cpu::int8 {
 
 /// Decodes the 64 codes of a chunk (2 blocks of 32 b-bit codes, 8 b bytes) into two vectors of 32 bytes in the order
 /// of int8_stored_at. When the last chunk of a row holds a single block, the read goes past the row's end by at most
-/// the length of a one-block row (8, 12 or 16 bytes for 2, 3, 4 bit): inside the next row, or in the last row's
+/// the length of a one-block row (8, 12, 16 or 32 bytes for 2, 3, 4, 8 bit): inside the next row, or in the last row's
 /// padding (Int8Problem::last_row_padded).
 template <int Bits>
 struct ChunkDecoder;
@@ -92,6 +92,21 @@ struct ChunkDecoder<2> {
         const __m256i low2 = _mm256_set1_epi8(0x03);
         v0 = _mm256_and_si256(_mm256_srlv_epi64(twice, _mm256_setr_epi64x(0, 2, 0, 2)), low2);
         v1 = _mm256_and_si256(_mm256_srlv_epi64(twice, _mm256_setr_epi64x(4, 6, 4, 6)), low2);
+    }
+};
+
+/// 8-bit codes (the GEMMs only: the batch-1 kernels leave 8-bit matrices to the fp32 path) are bytes already; the
+/// decoder only swaps 128-bit lanes so that each vector holds the same codes of both blocks (the 3-bit order).
+template <>
+struct ChunkDecoder<8> {
+    static constexpr int bits = 8;
+    static constexpr bool reads_planes = false;
+    static constexpr Index chunk_bytes = 64;
+    NPFT_TARGET_AVX2 void decode(const std::uint8_t* chunk, __m256i& v0, __m256i& v1) const {
+        const __m256i block0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
+        const __m256i block1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk + 32));
+        v0 = _mm256_permute2x128_si256(block0, block1, 0x20);  // codes 0-15 of block 0 | codes 0-15 of block 1
+        v1 = _mm256_permute2x128_si256(block0, block1, 0x31);  // codes 16-31 of both
     }
 };
 

@@ -68,8 +68,9 @@ struct MultiplyOptions {
     int threads = 1;          ///< output rows are split over this many threads; the result does not depend on it
     Path path = Path::best;
     /// int8 applies on the avx2/avx512 paths to uniform 2/3/4-bit matrices with group sizes that are multiples of 32
-    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies); everything else (and the portable
-    /// path) runs in fp32 whatever this says.
+    /// and to LUT 3/4-bit matrices with K a multiple of 32 (int8_kernel_applies), and from int8_gemm_min_batch tokens
+    /// on also to uniform 8-bit ones (int8_gemm_covers: the GEMMs only); everything else (and the portable path) runs
+    /// in fp32 whatever this says.
     Activations activations = Activations::int8;
 };
 
@@ -106,8 +107,8 @@ inline Path kernel_path(const quant::QuantizedMatrix& w, Path requested) {
 
 /// The prompt-processing GEMM that int8 activations take on `path` (a SIMD path) from int8_gemm_min_batch tokens on:
 /// AVX-512 VNNI on the AVX-512 path, else the 256-bit GEMM with AVX-VNNI where the CPU has it, else with AVX2. All
-/// three give the same bits (int8_gemm_256.hpp) and cover the same formats (int8_gemm_covers: uniform 2/3/4-bit and
-/// LUT 3/4-bit); `none`: the batch-1 kernel.
+/// three give the same bits (int8_gemm_256.hpp) and cover the same formats (int8_gemm_covers: uniform 2/3/4/8-bit and
+/// LUT 3/4-bit); `none`: the batch-1 kernel (or, for 8-bit, the fp32 kernels).
 enum class Int8Gemm { none, avx512_vnni, avx_vnni, avx2_maddubs };
 
 inline Int8Gemm int8_gemm_for(const quant::QuantizedMatrix& w, Path path) {
@@ -183,7 +184,10 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     if (path != Path::portable && !activations_within(x_rows, x_row_stride, batch, cols, simd_activation_limit(cols)))
         path = Path::portable;
 
-    if (options.activations == Activations::int8 && path != Path::portable && int8_kernel_applies(w)) {
+    // Batches of 8+ run a GEMM (weights decoded once per panel, reused across tokens); smaller batches the streaming
+    // kernels: AVX-512 VBMI + VNNI where it applies, else AVX2 (8-bit: the fp32 kernels).
+    const Int8Gemm gemm = batch >= int8_gemm_min_batch && path != Path::portable ? int8_gemm_for(w, path) : Int8Gemm::none;
+    if (options.activations == Activations::int8 && path != Path::portable && (gemm != Int8Gemm::none || int8_kernel_applies(w))) {
 #if NPFT_CPU_X86
         const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols, w.bits());
         const std::vector<float> sums = int8_activation_sums(w, quantized);
@@ -200,9 +204,6 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
             problem.planes = prepared->planes().data();
             problem.plane_row_bytes = prepared->plane_row_bytes();
         }
-        // Batches of 8+ run a GEMM (weights decoded once per panel, reused across tokens); smaller batches the
-        // streaming kernels: AVX-512 VBMI + VNNI where it applies, else AVX2.
-        const Int8Gemm gemm = batch >= int8_gemm_min_batch ? int8_gemm_for(w, path) : Int8Gemm::none;
         const bool vbmi = gemm == Int8Gemm::none && path == Path::avx512 && int8_vbmi_applies(w);
         parallel_rows(w.rows(), options.threads, gemm != Int8Gemm::none ? 32 : 16, [&](Index begin, Index end) {
             switch (gemm) {
