@@ -2,6 +2,7 @@
 // The study's outputs, generated from its cells and nothing else: results/summary.json and results/statements.json,
 // study.md (tables, the computed statements, the plots) and study_<grid>.png (the quantization gap with 95% error
 // bars). The conclusion section of an existing study.md is kept: it is the one part a person writes.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include <npft/io/atomic_file.hpp>
 #include <npft/io/json.hpp>
 
+#include "study/bar_figure.hpp"
 #include "study/statements.hpp"
 
 namespace npft_study::report {
@@ -74,63 +76,60 @@ inline std::string kept_conclusion(const fs::path& md) {
 
 /// What a gap plot is called and shows (the block-wise reconstruction study, examples/08_ptq_study, draws its own).
 struct PlotStyle {
-    std::string prefix = "study_";                  ///< <prefix><grid>.png, .dat, .gp
+    std::string prefix = "study_";                  ///< <prefix>gaps.png, .dat, .gp
     std::vector<std::string> order = arm_order;     ///< bar order; arms not listed are not drawn
     std::string title = "Quantization gap (quantized minus the fp32 model it came from)";
     int width = 1200;
 };
 
-/// <prefix><grid>.png: the mean gap in bits/byte by bit width (clusters) and arm (bars), with 95% error bars.
+/// <prefix>gaps.png: the mean gap in bits/byte, one panel per bit width (each with its own scale), the grids along x
+/// and one bar per arm, with 95% error bars.
 inline void plot(const std::vector<study::SummaryRow>& gaps, const fs::path& data_dir, const fs::path& docs, std::string& md,
                  const PlotStyle& style = {}) {
-    std::set<std::string> grids;
-    for (const auto& r : gaps) grids.insert(r.group.at("grid"));
-    for (const auto& grid : grids) {
-        std::map<std::string, std::map<std::string, const study::SummaryRow*>> by;  // bits -> arm -> row
-        std::vector<std::string> arms;
-        for (const auto& r : gaps) {
-            if (r.group.at("grid") != grid) continue;
-            by[r.group.at("bits")][r.group.at("arm")] = &r;
-        }
-        for (const auto& a : style.order)
-            for (const auto& [bits, row] : by)
-                if (row.contains(a) && std::find(arms.begin(), arms.end(), a) == arms.end()) arms.push_back(a);
-        const fs::path dat = data_dir / (style.prefix + grid + ".dat");
-        std::string d = "# bits";
-        for (const auto& a : arms) d += "\t" + a + " mean\tlow\thigh";
-        d += "\n";
-        for (const auto& [bits, row] : by) {
-            d += bits + "-bit";
-            for (const auto& a : arms) {
-                const auto it = row.find(a);
-                if (it == row.end()) d += "\tNaN\tNaN\tNaN";
-                else
-                    for (const double v : {it->second->mean.mean, it->second->mean.ci_low, it->second->mean.ci_high}) {
-                        d += '\t';
-                        d += number(v);
-                    }
-            }
-            d += "\n";
-        }
-        write_text(dat, d);
-        const fs::path png = fs::absolute(docs / (style.prefix + grid + ".png"));
-        std::string gp = "set terminal pngcairo size " + std::to_string(style.width) + ",560 font ',10'\nset output '" + png.string() +
-                         "'\nset title '" + style.title + ", grid " + grid +
-                         ", mean over models x seeds with 95% CI'\n"
-                         "set style data histogram\nset style histogram errorbars gap 1 lw 1\nset style fill solid 0.8 border -1\n"
-                         "set grid ytics\nset xzeroaxis lt -1\nset key outside right\nset ylabel 'gap (bits/byte, lower is better)'\n"
-                         "plot ";
-        for (std::size_t i = 0; i < arms.size(); ++i)
-            gp += std::string(i ? ", " : "") + "'" + fs::absolute(dat).string() + "' using " + std::to_string(2 + 3 * i) + ":" +
-                  std::to_string(3 + 3 * i) + ":" + std::to_string(4 + 3 * i) + (i == 0 ? ":xtic(1)" : "") + " title '" + arms[i] + "'";
-        write_text(data_dir / (style.prefix + grid + ".gp"), gp + "\n");
-        const std::string command = "gnuplot '" + fs::absolute(data_dir / (style.prefix + grid + ".gp")).string() + "' 2>&1";
-        if (arms.empty() || std::system(command.c_str()) != 0) {
-            std::fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox): no %s\n", png.string().c_str());
-            continue;
-        }
-        md += "![gap, grid " + grid + "](" + style.prefix + grid + ".png)\n\n";
+    study::BarFigure f;
+    f.title = style.title + ": mean over models x seeds with 95% CI";
+    f.ylabel = "gap (bits/byte, lower is better)";
+    f.width = style.width;
+    f.y_from_zero = true;
+    std::set<int> bits;
+    std::set<std::string> grids, arms;
+    for (const auto& r : gaps) {
+        bits.insert(std::stoi(r.group.at("bits")));
+        grids.insert(r.group.at("grid"));
+        arms.insert(r.group.at("arm"));
+        f.bars[{r.group.at("bits") + "-bit", r.group.at("grid"), r.group.at("arm")}] = {r.mean.mean, r.mean.ci_low, r.mean.ci_high};
     }
+    for (const int b : bits) f.panels.push_back(std::to_string(b) + "-bit");
+    f.clusters.assign(grids.begin(), grids.end());
+    for (const auto& a : style.order)
+        if (arms.contains(a)) f.series.push_back(a);
+    const std::string png = style.prefix + "gaps.png";
+    if (study::draw(f, data_dir, docs / png)) md += "![quantization gap by bit width, grid and arm](" + png + ")\n\n";
+}
+
+/// <prefix>differences.png: what the study compares, the paired differences (treatment minus control, on the gap, pooled
+/// over models and seeds) with their 95% intervals; below 0 the treatment has the smaller gap.
+inline void plot_differences(const std::vector<study::Statement>& statements, const fs::path& data_dir, const fs::path& docs,
+                             std::string& md, const std::string& prefix = "study_") {
+    study::BarFigure f;
+    f.title = "Paired differences of the gap (treatment minus control), mean over models x seeds with 95% CI";
+    f.ylabel = "difference (bits/byte; < 0: treatment better)";
+    f.width = 1400;
+    std::set<int> bits;
+    std::set<std::string> grids;
+    for (const auto& s : statements) {
+        if (s.metric != "gap_bpb") continue;
+        const std::string name = s.treatment + " - " + s.control;
+        if (std::find(f.series.begin(), f.series.end(), name) == f.series.end()) f.series.push_back(name);
+        bits.insert(std::stoi(s.group.at("bits")));
+        grids.insert(s.group.at("grid"));
+        f.bars[{s.group.at("bits") + "-bit", s.group.at("grid"), name}] = {s.difference.mean, s.difference.ci_low,
+                                                                           s.difference.ci_high};
+    }
+    for (const int b : bits) f.panels.push_back(std::to_string(b) + "-bit");
+    f.clusters.assign(grids.begin(), grids.end());
+    const std::string png = prefix + "differences.png";
+    if (study::draw(f, data_dir, docs / png)) md += "![paired differences of the gap](" + png + ")\n\n";
 }
 
 /// Writes everything from `stored` (the store's cells; rtn's seedless cells are paired with every seed here).
@@ -217,6 +216,7 @@ inline void write(const study::Cells& stored, const fs::path& out, const fs::pat
               (i < traces_before.size() ? interval(traces_before[i].mean, 3) : "") + " | " +
               (i < traces.size() ? interval(traces[i].mean, 3) : "") + " |\n";
     md += "\n## Plots\n\n";
+    plot_differences(statements, out / "results", docs, md);
     plot(gaps, out / "results", docs, md);
     md += "## Computed statements\n\n"
           "<!-- Generated: one line per comparison and (bits, grid), on the gap (gap_bpb) and on the end-to-end loss "
