@@ -1,6 +1,6 @@
 #pragma once
 // The block-wise reconstruction study's outputs, generated from its cells alone: results/summary.json,
-// results/statements.json, results/picks.json, ptq_g0.png (the gap with 95% error bars) and the generated section of
+// results/statements.json, results/picks.json, ptq_gaps.png (the gap with 95% error bars) and the generated section of
 // docs/ptq.md (between its ptq_study markers; the rest of the page is hand-written and kept).
 #include <algorithm>
 #include <cstdio>
