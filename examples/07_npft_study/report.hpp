@@ -1,7 +1,8 @@
 #pragma once
 // The study's outputs, generated from its cells and nothing else: results/summary.json and results/statements.json,
 // study.md (tables, the computed statements, the plots), study_differences.png (the paired differences) and
-// study_gaps.png (the quantization gap), both with 95% error bars. The conclusion section of an existing study.md is kept: it is the one part a person writes.
+// study_gaps.png (the quantization gap), both with 95% error bars. The conclusion section of an existing study.md is
+// kept: it is the one part a person writes.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
