@@ -19,6 +19,7 @@
 #include <npft/io/json.hpp>
 
 #include "study/bar_figure.hpp"
+#include "study/text.hpp"
 #include "study/statements.hpp"
 
 namespace npft_study::report {
@@ -55,10 +56,7 @@ inline std::string interval(const npft::stats::MeanInterval& m, int digits = 4) 
            std::to_string(m.count) + ")";
 }
 
-inline void write_text(const fs::path& path, const std::string& text) {
-    fs::create_directories(path.parent_path().empty() ? fs::path(".") : path.parent_path());
-    npft::io::write_file_atomically(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
-}
+using study::write_text;
 
 /// The conclusion section of an existing study.md (from its heading to the end), or the placeholder.
 inline std::string kept_conclusion(const fs::path& md) {

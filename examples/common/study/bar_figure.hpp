@@ -10,16 +10,14 @@
 //   study::draw(f, "results", "docs/study_gaps.png");   // writes results/study_gaps.{dat,gp}, runs gnuplot
 #include <array>
 #include <cmath>
-#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <span>
 #include <string>
 #include <vector>
 
-#include <npft/io/atomic_file.hpp>
+#include "text.hpp"
 
 namespace study {
 
@@ -84,11 +82,7 @@ inline bool draw(const BarFigure& f, const std::filesystem::path& data_dir, cons
         }
         d += "\n\n";
     }
-    const auto write = [](const fs::path& path, const std::string& text) {
-        fs::create_directories(path.parent_path());
-        npft::io::write_file_atomically(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
-    };
-    write(dat, d);
+    write_text(dat, d);
     const int height = 70 + f.panel_height * static_cast<int>(f.panels.size());
     std::string gp = "set terminal pngcairo size " + std::to_string(f.width) + "," + std::to_string(height) +
                      " font ',10'\nset output '" + fs::absolute(png).string() + "'\n" +
@@ -104,7 +98,7 @@ inline bool draw(const BarFigure& f, const std::filesystem::path& data_dir, cons
                   (i == 0 ? ":xtic(1)" : "") + " title '" + f.series[i] + "' lc rgb '" + series_colour(i) + "'";
         gp += "\n";
     }
-    write(gp_path, gp + "unset multiplot\n");
+    write_text(gp_path, gp + "unset multiplot\n");
     const std::string command = "gnuplot '" + gp_path.string() + "' 2>&1";
     if (std::system(command.c_str()) != 0) {
         std::fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox): no %s\n", png.string().c_str());

@@ -1,11 +1,23 @@
 #pragma once
-// Small text helpers the study programs share: comma lists on the command line and durations in progress lines.
+// Small text helpers the study programs share: comma lists on the command line, durations in progress lines, and
+// writing a generated page or data file.
+#include <cstddef>
 #include <cstdio>
+#include <filesystem>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <npft/io/atomic_file.hpp>
+
 namespace study {
+
+/// Writes `text` to `path` atomically (a reader never sees half a page), creating its folder.
+inline void write_text(const std::filesystem::path& path, const std::string& text) {
+    std::filesystem::create_directories(path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path());
+    npft::io::write_file_atomically(path, std::as_bytes(std::span<const char>(text.data(), text.size())));
+}
 
 /// "a,b,,c" -> {"a", "b", "c"} (empty items dropped).
 inline std::vector<std::string> split_list(const std::string& text) {
