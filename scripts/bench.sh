@@ -2,8 +2,9 @@
 # Runs the CPU kernel benchmarks (benchmarks/bench_gemv.cpp, benchmarks/bench_prefill.cpp) and the end-to-end one
 # (benchmarks/bench_model.cpp: tokens/s of models/reference-a) and writes docs/benchmarks.md and docs/benchmarks.png.
 #
-#   scripts/bench.sh            full sweep: 3 shapes x 9 formats x batch 1/4/16/64 x threads 1/2 (6 minutes on the
-#                               2-core development machine, mostly the fp32 and batch-64 runs; plus the first build)
+#   scripts/bench.sh            full sweep: bench_gemv (4 shapes x 9 formats x batch 1/4/16/64 x threads 1/2),
+#                               bench_prefill (2 shapes, batch 1-512, every GEMM path), bench_model: 26.5 minutes on
+#                               the idle 2-core Xeon (1 December 2026), plus the first build
 #   scripts/bench.sh --quick    the 4096x4096 shapes only (about 1.5 minutes)
 #   Both also run bench_model (the reference model end to end; --quick: fp32 and u4g128 only), about a minute more.
 #
