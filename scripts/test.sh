@@ -83,7 +83,7 @@ if [ "$fast" -eq 0 ]; then
   fi
 
   step "3. ThreadSanitizer build with GCC (tests labelled tsan)"
-  tsan_targets=(test_kernels_cpu_threading test_kernels_cpu_int8 test_kernels_cpu_multiply test_llama_threads)
+  tsan_targets=(test_kernels_cpu_threading test_kernels_cpu_int8 test_kernels_cpu_int8_gemm test_kernels_cpu_multiply test_llama_threads)
   if build cmake -S . -B build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNPFT_TSAN=ON -DNPFT_CUDA=OFF \
            -DCMAKE_CXX_COMPILER=g++ -DNPFT_WERROR="$werror" -DNPFT_BUILD_BENCHMARKS=OFF -DNPFT_BUILD_EXAMPLES=OFF \
            -DNPFT_ISA_CHECKS=OFF >/dev/null &&

@@ -12,6 +12,7 @@
 #include "../../core/error.hpp"
 #include "../../quant/quantized_matrix.hpp"
 #include "cpu_features.hpp"
+#include "threading.hpp"
 
 #if NPFT_CPU_X86
 #include <immintrin.h>
@@ -152,8 +153,10 @@ inline bool quantize_block(const float* x, std::int8_t* q, BlockQuantization& ou
 }  // namespace detail
 
 /// Quantizes x (batch rows of `cols` contiguous floats, row m at x + m * row_stride) for the decoder of `code_bits`-bit
-/// codes: round to nearest (even) of x / d with d = max|x| / 127 per block of 32.
-inline Int8Activations quantize_activations_int8(const float* x, Index row_stride, Index batch, Index cols, int code_bits) {
+/// codes: round to nearest (even) of x / d with d = max|x| / 127 per block of 32. Tokens are split over `threads`
+/// (each token is quantized on its own, so the result does not depend on the split).
+inline Int8Activations quantize_activations_int8(const float* x, Index row_stride, Index batch, Index cols, int code_bits,
+                                                 int threads = 1) {
     require(cols > 0 && cols % Int8Activations::block == 0, "int8 activations need a positive multiple of 32 inputs, got ", cols);
     require((code_bits >= 2 && code_bits <= 4) || code_bits == 8, "int8 activations are laid out for 2, 3, 4 or 8-bit codes, got ",
             code_bits);
@@ -170,25 +173,28 @@ inline Int8Activations quantize_activations_int8(const float* x, Index row_strid
     a.block_sums.resize(a.scales.size());
     Index position[64];  // where each of a chunk's 64 activations goes
     for (Index j = 0; j < 64; ++j) position[j] = int8_stored_at(j, code_bits);
-    for (Index m = 0; m < batch; ++m) {
-        const float* xm = x + m * row_stride;
-        std::int8_t* values = a.values.data() + m * a.padded_cols();
-        for (Index b = 0; b < blocks; ++b) {
-            std::int8_t q[32];
-            detail::BlockQuantization block;
-            float d = std::numeric_limits<float>::quiet_NaN();  // NaN or Inf in the block: values stay 0
-            if (detail::quantize_block(xm + b * Int8Activations::block, q, block)) {
-                d = block.d;
-                std::int8_t* chunk = values + (b / 2) * Int8Activations::chunk;
-                const Index* at = position + (b % 2) * Int8Activations::block;
-                for (Index i = 0; i < Int8Activations::block; ++i) chunk[at[i]] = q[i];
+    // 16 tokens at least per thread: below that the hand-off costs more than it saves.
+    parallel_rows(batch, threads, 16, [&](Index token_begin, Index token_end) {
+        for (Index m = token_begin; m < token_end; ++m) {
+            const float* xm = x + m * row_stride;
+            std::int8_t* values = a.values.data() + m * a.padded_cols();
+            for (Index b = 0; b < blocks; ++b) {
+                std::int8_t q[32];
+                detail::BlockQuantization block;
+                float d = std::numeric_limits<float>::quiet_NaN();  // NaN or Inf in the block: values stay 0
+                if (detail::quantize_block(xm + b * Int8Activations::block, q, block)) {
+                    d = block.d;
+                    std::int8_t* chunk = values + (b / 2) * Int8Activations::chunk;
+                    const Index* at = position + (b % 2) * Int8Activations::block;
+                    for (Index i = 0; i < Int8Activations::block; ++i) chunk[at[i]] = q[i];
+                }
+                a.scales[static_cast<std::size_t>(m * blocks + b)] = d;
+                a.block_sums[static_cast<std::size_t>(m * blocks + b)] = d * static_cast<float>(block.sum);
+                float* lanes = a.chunk_scales.data() + (m * a.chunks + b / 2) * 8 + (b % 2) * 4;
+                std::fill(lanes, lanes + 4, d);
             }
-            a.scales[static_cast<std::size_t>(m * blocks + b)] = d;
-            a.block_sums[static_cast<std::size_t>(m * blocks + b)] = d * static_cast<float>(block.sum);
-            float* lanes = a.chunk_scales.data() + (m * a.chunks + b / 2) * 8 + (b % 2) * 4;
-            std::fill(lanes, lanes + 4, d);
         }
-    }
+    });
     return a;
 }
 

@@ -23,6 +23,7 @@
 #include "cpu_features.hpp"
 #include "int8_activations.hpp"
 #include "int8_gemm_panels.hpp"
+#include "threading.hpp"
 
 #if NPFT_CPU_X86
 #include <immintrin.h>
@@ -81,14 +82,19 @@ inline void pack_tile(const Int8Activations& a, Index m0, Index tokens, PackedAc
     }
 }
 
-/// Tiles of `tile` tokens, then one tile of the rest, as the micro-kernels take them.
-inline PackedActivations pack_activations(const Int8Activations& a, Index tile) {
+/// Tiles of `tile` tokens, then one tile of the rest, as the micro-kernels take them. Packed once per call, before the
+/// rows are split between threads, and the tiles split over `threads` (each tile writes its own bytes: the layout
+/// does not depend on the split).
+inline PackedActivations pack_activations(const Int8Activations& a, Index tile, int threads = 1) {
     PackedActivations packed;
     packed.quads.resize(static_cast<std::size_t>(a.batch * a.blocks() * 8));
     packed.scales.resize(static_cast<std::size_t>(a.batch * a.blocks()));
-    Index m = 0;
-    for (; m + tile <= a.batch; m += tile) pack_tile(a, m, tile, packed);
-    if (m < a.batch) pack_tile(a, m, a.batch - m, packed);
+    // Ranges start at multiples of `tile` (parallel_rows aligns them) and end at one or at the batch's end.
+    parallel_rows(a.batch, threads, tile * ((16 + tile - 1) / tile), [&](Index begin, Index end) {
+        Index m = begin;
+        for (; m + tile <= end; m += tile) pack_tile(a, m, tile, packed);
+        if (m < end) pack_tile(a, m, end - m, packed);
+    });
     return packed;
 }
 
@@ -177,7 +183,7 @@ NPFT_TARGET_VNNI inline void store_panel(const Int8Problem& p, const float* out,
 }
 
 template <class Panel>
-NPFT_TARGET_VNNI void multiply_rows_panel(const Int8Problem& p, Index row_begin, Index row_end) {
+NPFT_TARGET_VNNI void multiply_rows_panel(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
     const Index blocks = w.cols() / Int8Activations::block;
     const Index batch = p.x->batch;
@@ -185,7 +191,6 @@ NPFT_TARGET_VNNI void multiply_rows_panel(const Int8Problem& p, Index row_begin,
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
     std::vector<float> out(static_cast<std::size_t>(batch * panel_rows));
-    const PackedActivations packed = pack_activations(*p.x, tile_tokens);
     for (Index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Panel>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
         std::fill(out.begin(), out.end(), 0.0f);
@@ -211,19 +216,24 @@ NPFT_TARGET_VNNI void multiply_rows_panel(const Int8Problem& p, Index row_begin,
     }
 }
 
-/// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_applies(*p.weights) and activations
-/// laid out for its bit width.
-inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) {
+/// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_applies(*p.weights), activations
+/// laid out for its bit width, and `packed` = pack_activations(*p.x, tile_tokens) (shared by the threads).
+inline void multiply_rows(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end) {
     if (p.weights->format() == quant::Format::lut) {
-        if (p.weights->bits() == 3) return multiply_rows_panel<PanelDecoder<3, PanelKind::lut>>(p, row_begin, row_end);
-        return multiply_rows_panel<PanelDecoder<4, PanelKind::lut>>(p, row_begin, row_end);
+        if (p.weights->bits() == 3) return multiply_rows_panel<PanelDecoder<3, PanelKind::lut>>(p, packed, row_begin, row_end);
+        return multiply_rows_panel<PanelDecoder<4, PanelKind::lut>>(p, packed, row_begin, row_end);
     }
     switch (p.weights->bits()) {
-        case 2: multiply_rows_panel<PanelDecoder<2, PanelKind::codes>>(p, row_begin, row_end); break;
-        case 3: multiply_rows_panel<PanelDecoder<3, PanelKind::codes>>(p, row_begin, row_end); break;
-        case 8: multiply_rows_panel<PanelDecoder<8, PanelKind::codes>>(p, row_begin, row_end); break;  // vpdpbusd: whole bytes
-        default: multiply_rows_panel<PanelDecoder<4, PanelKind::codes>>(p, row_begin, row_end); break;
+        case 2: multiply_rows_panel<PanelDecoder<2, PanelKind::codes>>(p, packed, row_begin, row_end); break;
+        case 3: multiply_rows_panel<PanelDecoder<3, PanelKind::codes>>(p, packed, row_begin, row_end); break;
+        case 8: multiply_rows_panel<PanelDecoder<8, PanelKind::codes>>(p, packed, row_begin, row_end); break;  // vpdpbusd: whole bytes
+        default: multiply_rows_panel<PanelDecoder<4, PanelKind::codes>>(p, packed, row_begin, row_end); break;
     }
+}
+
+/// The same, packing the activations itself (one caller, or tests).
+inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end) {
+    multiply_rows(p, pack_activations(*p.x, tile_tokens), row_begin, row_end);
 }
 
 #undef NPFT_TARGET_VNNI

@@ -244,14 +244,13 @@ NPFT_TARGET_256 void slice_tiles(const Int8Problem& p, const PackedActivations& 
 }
 
 template <Int8Dot256 Dot, class Panel>
-void multiply_rows_panel(const Int8Problem& p, Index row_begin, Index row_end) {
+void multiply_rows_panel(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end) {
     const quant::QuantizedMatrix& w = *p.weights;
     const Index blocks = w.cols() / Int8Activations::block;
     std::vector<std::uint8_t> panel(static_cast<std::size_t>(blocks * Panel::planes * block_bytes));
     std::vector<float> scale(static_cast<std::size_t>(w.groups() * panel_rows));
     std::vector<float> scaled_zero(scale.size());
     std::vector<float> out(static_cast<std::size_t>(p.x->batch * panel_rows));
-    const PackedActivations packed = int8_gemm::pack_activations(*p.x, tile_tokens<Dot>);
     for (Index r0 = row_begin; r0 < row_end; r0 += panel_rows) {
         decode_panel<Panel>(p, r0, row_end, panel.data(), scale.data(), scaled_zero.data());
         std::fill(out.begin(), out.end(), 0.0f);
@@ -266,30 +265,41 @@ void multiply_rows_panel(const Int8Problem& p, Index row_begin, Index row_end) {
 }
 
 template <Int8Dot256 Dot>
-void multiply_rows_dot(const Int8Problem& p, Index row_begin, Index row_end) {
+void multiply_rows_dot(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end) {
     if (p.weights->format() == quant::Format::lut) {
-        if (p.weights->bits() == 3) return multiply_rows_panel<Dot, PanelDecoder<3, PanelKind::lut>>(p, row_begin, row_end);
-        return multiply_rows_panel<Dot, PanelDecoder<4, PanelKind::lut>>(p, row_begin, row_end);
+        if (p.weights->bits() == 3) return multiply_rows_panel<Dot, PanelDecoder<3, PanelKind::lut>>(p, packed, row_begin, row_end);
+        return multiply_rows_panel<Dot, PanelDecoder<4, PanelKind::lut>>(p, packed, row_begin, row_end);
     }
     switch (p.weights->bits()) {
-        case 2: multiply_rows_panel<Dot, PanelDecoder<2, PanelKind::codes>>(p, row_begin, row_end); break;
-        case 3: multiply_rows_panel<Dot, PanelDecoder<3, PanelKind::codes>>(p, row_begin, row_end); break;
+        case 2: multiply_rows_panel<Dot, PanelDecoder<2, PanelKind::codes>>(p, packed, row_begin, row_end); break;
+        case 3: multiply_rows_panel<Dot, PanelDecoder<3, PanelKind::codes>>(p, packed, row_begin, row_end); break;
         case 8:  // whole bytes for vpdpbusd; nibbles for vpmaddubsw, which would saturate on them (header comment)
             if constexpr (Dot == Int8Dot256::avx_vnni) {
-                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::codes>>(p, row_begin, row_end);
+                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::codes>>(p, packed, row_begin, row_end);
             } else {
-                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::nibbles>>(p, row_begin, row_end);
+                multiply_rows_panel<Dot, PanelDecoder<8, PanelKind::nibbles>>(p, packed, row_begin, row_end);
             }
             break;
-        default: multiply_rows_panel<Dot, PanelDecoder<4, PanelKind::codes>>(p, row_begin, row_end); break;
+        default: multiply_rows_panel<Dot, PanelDecoder<4, PanelKind::codes>>(p, packed, row_begin, row_end); break;
     }
 }
 
 /// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_256_applies(*p.weights, dot) and
 /// activations laid out for its bit width.
+/// `packed` = pack_activations(*p.x, tile_tokens_of(dot)), shared by the threads.
+inline void multiply_rows(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end, Int8Dot256 dot) {
+    if (dot == Int8Dot256::avx_vnni) return multiply_rows_dot<Int8Dot256::avx_vnni>(p, packed, row_begin, row_end);
+    multiply_rows_dot<Int8Dot256::avx2_maddubs>(p, packed, row_begin, row_end);
+}
+
+/// Tokens per register tile of the GEMM with `dot` (the tile pack_activations needs).
+inline Index tile_tokens_of(Int8Dot256 dot) {
+    return dot == Int8Dot256::avx_vnni ? tile_tokens<Int8Dot256::avx_vnni> : tile_tokens<Int8Dot256::avx2_maddubs>;
+}
+
+/// The same, packing the activations itself (one caller, or tests).
 inline void multiply_rows(const Int8Problem& p, Index row_begin, Index row_end, Int8Dot256 dot) {
-    if (dot == Int8Dot256::avx_vnni) return multiply_rows_dot<Int8Dot256::avx_vnni>(p, row_begin, row_end);
-    multiply_rows_dot<Int8Dot256::avx2_maddubs>(p, row_begin, row_end);
+    multiply_rows(p, int8_gemm::pack_activations(*p.x, tile_tokens_of(dot)), row_begin, row_end, dot);
 }
 
 #undef NPFT_TARGET_256

@@ -189,7 +189,7 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
     const Int8Gemm gemm = batch >= int8_gemm_min_batch && path != Path::portable ? int8_gemm_for(w, path) : Int8Gemm::none;
     if (options.activations == Activations::int8 && path != Path::portable && (gemm != Int8Gemm::none || int8_kernel_applies(w))) {
 #if NPFT_CPU_X86
-        const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols, w.bits());
+        const Int8Activations quantized = quantize_activations_int8(x_rows, x_row_stride, batch, cols, w.bits(), options.threads);
         const std::vector<float> sums = int8_activation_sums(w, quantized);
         const Index row_bytes = w.codes().words_per_row() * static_cast<Index>(sizeof(std::uint32_t));
         std::vector<std::uint8_t> last_row(static_cast<std::size_t>(row_bytes + int8_last_row_padding_bytes), 0);
@@ -205,11 +205,20 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
             problem.plane_row_bytes = prepared->plane_row_bytes();
         }
         const bool vbmi = gemm == Int8Gemm::none && path == Path::avx512 && int8_vbmi_applies(w);
+        // The GEMMs' activation tiles, packed once for all threads (and by all of them).
+        int8_gemm::PackedActivations packed;
+        if (gemm == Int8Gemm::avx512_vnni) packed = int8_gemm::pack_activations(quantized, int8_gemm::tile_tokens, options.threads);
+        if (gemm == Int8Gemm::avx_vnni || gemm == Int8Gemm::avx2_maddubs) {
+            const Int8Dot256 dot = gemm == Int8Gemm::avx_vnni ? Int8Dot256::avx_vnni : Int8Dot256::avx2_maddubs;
+            packed = int8_gemm::pack_activations(quantized, int8_gemm_256::tile_tokens_of(dot), options.threads);
+        }
         parallel_rows(w.rows(), options.threads, gemm != Int8Gemm::none ? 32 : 16, [&](Index begin, Index end) {
             switch (gemm) {
-                case Int8Gemm::avx512_vnni: int8_gemm::multiply_rows(problem, begin, end); break;
-                case Int8Gemm::avx_vnni: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx_vnni); break;
-                case Int8Gemm::avx2_maddubs: int8_gemm_256::multiply_rows(problem, begin, end, Int8Dot256::avx2_maddubs); break;
+                case Int8Gemm::avx512_vnni: int8_gemm::multiply_rows(problem, packed, begin, end); break;
+                case Int8Gemm::avx_vnni: int8_gemm_256::multiply_rows(problem, packed, begin, end, Int8Dot256::avx_vnni); break;
+                case Int8Gemm::avx2_maddubs:
+                    int8_gemm_256::multiply_rows(problem, packed, begin, end, Int8Dot256::avx2_maddubs);
+                    break;
                 case Int8Gemm::none:
                     if (vbmi) {
                         int8_vbmi::multiply_rows(problem, begin, end);
