@@ -44,7 +44,10 @@ inline std::string number(double v) {
 inline std::vector<std::pair<std::string, std::string>> comparisons() {
     return {{"npft-reference", "lora"}, {"npft-qstep", "lora"},  {"npft-random", "lora"},   {"npft-f0.5pct", "lora"},
             {"npft-f5pct", "lora"},     {"npft-gptq", "lora"},   {"npft-reference", "rtn"}, {"npft-reference", "gptq"},
-            {"npft-gptq", "gptq"},      {"npft-random", "npft-reference"}, {"npft-qstep", "npft-reference"}};
+            {"npft-gptq", "gptq"},      {"npft-random", "npft-reference"}, {"npft-qstep", "npft-reference"},
+            // does the fraction matter, and does NPFT-then-RTN at the fraction that works reach GPTQ?
+            {"npft-f0.5pct", "npft-reference"}, {"npft-f5pct", "npft-reference"}, {"npft-f5pct", "gptq"},
+            {"npft-f5pct", "rtn"}};
 }
 
 inline const std::vector<std::string> arm_order = {"rtn",         "gptq",         "dense-sparse", "lora",      "npft-reference",
@@ -116,8 +119,13 @@ inline void plot_differences(const std::vector<study::Statement>& statements, co
     f.width = 1400;
     std::set<int> bits;
     std::set<std::string> grids;
+    // The figure shows the questions of the conclusion (each NPFT variant against its control, and the GPTQ
+    // comparisons); the other statements are in the list below it.
+    const std::set<std::pair<std::string, std::string>> shown = {
+        {"npft-reference", "lora"}, {"npft-qstep", "lora"}, {"npft-random", "lora"}, {"npft-f0.5pct", "lora"},
+        {"npft-f5pct", "lora"},     {"npft-gptq", "gptq"},  {"npft-reference", "gptq"}, {"npft-f5pct", "gptq"}};
     for (const auto& s : statements) {
-        if (s.metric != "gap_bpb") continue;
+        if (s.metric != "gap_bpb" || !shown.contains({s.treatment, s.control})) continue;
         const std::string name = s.treatment + " - " + s.control;
         if (std::find(f.series.begin(), f.series.end(), name) == f.series.end()) f.series.push_back(name);
         bits.insert(std::stoi(s.group.at("bits")));
@@ -225,7 +233,8 @@ inline void write(const study::Cells& stored, const fs::path& out, const fs::pat
     if (statements.empty()) md += "_No comparison has two pairs yet._\n";
     // Pooling models is only fair when they agree: the main comparisons again, one model at a time (pairs = seeds).
     const std::vector<std::pair<std::string, std::string>> main_comparisons = {
-        {"npft-reference", "lora"}, {"npft-reference", "rtn"}, {"npft-reference", "gptq"}};
+        {"npft-reference", "lora"}, {"npft-reference", "rtn"}, {"npft-reference", "gptq"}, {"npft-f5pct", "lora"},
+        {"npft-f5pct", "gptq"}};
     const auto per_model = study::statements(cells, main_comparisons, "gap_bpb", {"seed"});
     md += "\n## The main comparisons, model by model\n\n"
           "<!-- Generated: the same statements on the gap with the model kept apart (pairs are seeds), to check that the "
