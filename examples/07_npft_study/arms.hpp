@@ -34,12 +34,14 @@ using Fisher = std::map<std::string, npft::Matrix>;
 inline const std::vector<std::string> quantization_arms = {"rtn", "gptq", "dense-sparse"};
 /// Arms that fine-tune first. lora is the noise-free control; npft-gptq quantizes npft-reference's fine-tuned model with
 /// GPTQ (no fine-tuning of its own); npft-qstep fine-tunes once per bit width (its noise is that width's step).
-inline const std::vector<std::string> finetuning_arms = {"lora",        "npft-reference", "npft-gptq",    "npft-qstep",
-                                                         "npft-random", "npft-f0.5pct",   "npft-f5pct"};
+inline const std::vector<std::string> finetuning_arms = {"lora",         "npft-reference", "npft-gptq",  "npft-qstep",
+                                                         "npft-random",  "npft-f0.5pct",   "npft-f5pct",
+                                                         "npft-random-f5pct"};
 /// Ablations, quantized on the per-channel uniform grid only unless --ablations-on-every-grid: they ask whether the
 /// noise kind, the outlier choice and the fraction matter, which one grid answers at a fraction of the cost.
 inline bool is_ablation(const std::string& arm) {
-    return arm == "npft-qstep" || arm == "npft-random" || arm == "npft-f0.5pct" || arm == "npft-f5pct";
+    return arm == "npft-qstep" || arm == "npft-random" || arm == "npft-f0.5pct" || arm == "npft-f5pct" ||
+           arm == "npft-random-f5pct";
 }
 /// The fine-tuning whose model an arm quantizes ("" for the quantization arms).
 inline std::string finetuning_of(const std::string& arm) {
@@ -164,8 +166,10 @@ inline void finetune(const std::string& arm, int bits, tiny_llama::Model& model,
         const double fraction = arm == "npft-f0.5pct" ? 0.005 : arm == "npft-f5pct" ? 0.05 : reference;
         fit(StudyPipeline<TopFisher, ReferenceNoise>(options, TopFisher{fraction}, noise, {}, per_channel_4), model, batches,
             calibration);
-    } else if (arm == "npft-random") {
-        fit(StudyPipeline<study::RandomFraction, ReferenceNoise>(options, study::RandomFraction{reference, seed}, {}, {},
+    } else if (arm == "npft-random" || arm == "npft-random-f5pct") {
+        // The random mask's control at each fraction: does the outlier choice matter, or any noise on that many weights?
+        const double fraction = arm == "npft-random-f5pct" ? 0.05 : reference;
+        fit(StudyPipeline<study::RandomFraction, ReferenceNoise>(options, study::RandomFraction{fraction, seed}, {}, {},
                                                                  per_channel_4),
             model, batches, calibration);
     } else {

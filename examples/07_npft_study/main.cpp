@@ -67,7 +67,7 @@ constexpr const char* usage_text =
     "  --seeds N                fine-tuning seeds per model (default 5)\n"
     "  --threads N              threads (default 2; the results do not depend on it)\n"
     "  --arms a,b,...           only these arms (rtn gptq dense-sparse lora npft-reference npft-gptq npft-qstep\n"
-    "                           npft-random npft-f0.5pct npft-f5pct)\n"
+    "                           npft-random npft-f0.5pct npft-f5pct npft-random-f5pct)\n"
     "  --bits 2,3,4             only these widths        --grids g0,g128,lut   only these grids\n"
     "  --ablations-on-every-grid  quantize the ablation arms on every grid (default: per-channel g0 only)\n"
     "  --steps N                fine-tuning steps per stage (default 40; 3 stages)\n"

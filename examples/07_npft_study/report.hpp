@@ -47,11 +47,11 @@ inline std::vector<std::pair<std::string, std::string>> comparisons() {
             {"npft-gptq", "gptq"},      {"npft-random", "npft-reference"}, {"npft-qstep", "npft-reference"},
             // does the fraction matter, and does NPFT-then-RTN at the fraction that works reach GPTQ?
             {"npft-f0.5pct", "npft-reference"}, {"npft-f5pct", "npft-reference"}, {"npft-f5pct", "gptq"},
-            {"npft-f5pct", "rtn"}};
+            {"npft-f5pct", "rtn"},      {"npft-random-f5pct", "lora"}, {"npft-f5pct", "npft-random-f5pct"}};
 }
 
 inline const std::vector<std::string> arm_order = {"rtn",         "gptq",         "dense-sparse", "lora",      "npft-reference",
-                                                   "npft-gptq",   "npft-qstep",   "npft-random",  "npft-f0.5pct", "npft-f5pct"};
+                                                   "npft-gptq",   "npft-qstep",   "npft-random",  "npft-f0.5pct", "npft-f5pct", "npft-random-f5pct"};
 
 inline std::string interval(const npft::stats::MeanInterval& m, int digits = 4) {
     if (m.count < 2) return signed_text(m.mean, digits) + " (n=1)";
@@ -123,7 +123,8 @@ inline void plot_differences(const std::vector<study::Statement>& statements, co
     // comparisons); the other statements are in the list below it.
     const std::set<std::pair<std::string, std::string>> shown = {
         {"npft-reference", "lora"}, {"npft-qstep", "lora"}, {"npft-random", "lora"}, {"npft-f0.5pct", "lora"},
-        {"npft-f5pct", "lora"},     {"npft-gptq", "gptq"},  {"npft-reference", "gptq"}, {"npft-f5pct", "gptq"}};
+        {"npft-f5pct", "lora"},     {"npft-gptq", "gptq"},  {"npft-reference", "gptq"}, {"npft-f5pct", "gptq"},
+        {"npft-f5pct", "npft-random-f5pct"}};
     for (const auto& s : statements) {
         if (s.metric != "gap_bpb" || !shown.contains({s.treatment, s.control})) continue;
         const std::string name = s.treatment + " - " + s.control;
@@ -234,7 +235,7 @@ inline void write(const study::Cells& stored, const fs::path& out, const fs::pat
     // Pooling models is only fair when they agree: the main comparisons again, one model at a time (pairs = seeds).
     const std::vector<std::pair<std::string, std::string>> main_comparisons = {
         {"npft-reference", "lora"}, {"npft-reference", "rtn"}, {"npft-reference", "gptq"}, {"npft-f5pct", "lora"},
-        {"npft-f5pct", "gptq"}};
+        {"npft-f5pct", "gptq"}, {"npft-f5pct", "npft-random-f5pct"}};
     const auto per_model = study::statements(cells, main_comparisons, "gap_bpb", {"seed"});
     md += "\n## The main comparisons, model by model\n\n"
           "<!-- Generated: the same statements on the gap with the model kept apart (pairs are seeds), to check that the "
