@@ -284,9 +284,9 @@ void multiply_rows_dot(const Int8Problem& p, const PackedActivations& packed, In
     }
 }
 
-/// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_256_applies(*p.weights, dot) and
-/// activations laid out for its bit width.
-/// `packed` = pack_activations(*p.x, tile_tokens_of(dot)), shared by the threads.
+/// Computes output rows [row_begin, row_end) for every token. Requires int8_gemm_256_applies(*p.weights, dot),
+/// activations laid out for its bit width, and `packed` = pack_activations(*p.x, tile_tokens_of(dot)) (shared by the
+/// threads).
 inline void multiply_rows(const Int8Problem& p, const PackedActivations& packed, Index row_begin, Index row_end, Int8Dot256 dot) {
     if (dot == Int8Dot256::avx_vnni) return multiply_rows_dot<Int8Dot256::avx_vnni>(p, packed, row_begin, row_end);
     multiply_rows_dot<Int8Dot256::avx2_maddubs>(p, packed, row_begin, row_end);

@@ -207,10 +207,11 @@ inline void multiply_impl(const quant::QuantizedMatrix& w, const CsrView* outlie
         const bool vbmi = gemm == Int8Gemm::none && path == Path::avx512 && int8_vbmi_applies(w);
         // The GEMMs' activation tiles, packed once for all threads (and by all of them).
         int8_gemm::PackedActivations packed;
-        if (gemm == Int8Gemm::avx512_vnni) packed = int8_gemm::pack_activations(quantized, int8_gemm::tile_tokens, options.threads);
-        if (gemm == Int8Gemm::avx_vnni || gemm == Int8Gemm::avx2_maddubs) {
-            const Int8Dot256 dot = gemm == Int8Gemm::avx_vnni ? Int8Dot256::avx_vnni : Int8Dot256::avx2_maddubs;
-            packed = int8_gemm::pack_activations(quantized, int8_gemm_256::tile_tokens_of(dot), options.threads);
+        if (gemm != Int8Gemm::none) {
+            const Index tile = gemm == Int8Gemm::avx512_vnni ? Index{int8_gemm::tile_tokens}
+                               : gemm == Int8Gemm::avx_vnni  ? int8_gemm_256::tile_tokens_of(Int8Dot256::avx_vnni)
+                                                             : int8_gemm_256::tile_tokens_of(Int8Dot256::avx2_maddubs);
+            packed = int8_gemm::pack_activations(quantized, tile, options.threads);
         }
         parallel_rows(w.rows(), options.threads, gemm != Int8Gemm::none ? 32 : 16, [&](Index begin, Index end) {
             switch (gemm) {
