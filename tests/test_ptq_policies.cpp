@@ -2,7 +2,9 @@
 // gradients against finite differences, optima computed here independently, and what each packs at the end.
 #include <catch2/catch.hpp>
 
+#include <Eigen/Eigenvalues>
 #include <Eigen/QR>
+#include <Eigen/SVD>
 #include <cmath>
 #include <map>
 #include <npft/ptq/reconstruct.hpp>
@@ -10,6 +12,7 @@
 #include <npft/ptq/trainable_rounding.hpp>
 #include <npft/quant/quantizer.hpp>
 #include <npft/quant/uniform.hpp>
+#include <npft/train/optimizer.hpp>
 
 #include "ptq_linear_blocks.hpp"
 #include "test_matrices.hpp"
@@ -276,6 +279,43 @@ TEST_CASE("LoRA: gradient matches finite differences of W + A B", "[ptq][policie
     auto loss = [&] { return (lora.corrected_weights().cast<double>().array() * upstream.cast<double>().array()).sum(); };
     // Bilinear in (A, B), linear in each entry alone: the central difference is exact up to float rounding.
     check_against_finite_differences(lora, grad, loss, 1e-2f, 2e-3);
+}
+
+TEST_CASE("LoRA: AdamW on its parameters reaches the best rank-r correction (least squares, Eckart-Young)", "[ptq][policies]") {
+    // What LoRA trains toward once the straight-through quantizer is taken away: the weights W + A B that best reproduce
+    // a target layer T on calibration inputs X. With C = X^T X / n, the loss ||(W + A B - T) C^(1/2)||^2 / rows has its
+    // minimum over rank r at the tail of the singular values of (T - W) C^(1/2): computed here by an SVD, not by training.
+    constexpr Index rows = 12, cols = 16, rank = 3, n = 64;
+    const Matrix w = gaussian_matrix(rows, cols, 31, 1);
+    const Matrix target = w + 0.5f * gaussian_matrix(rows, cols, 31, 2);  // full rank: rank 3 cannot reach it
+    const Matrix x = gaussian_matrix(n, cols, 31, 3) * (0.25f * Matrix::Identity(cols, cols) + gaussian_matrix(cols, cols, 31, 4));
+    const MatrixD c = (x.cast<double>().transpose() * x.cast<double>()) / static_cast<double>(n);
+    const Eigen::SelfAdjointEigenSolver<MatrixD> eigen(c);
+    const MatrixD root = eigen.eigenvectors() * eigen.eigenvalues().cwiseMax(0.0).cwiseSqrt().asDiagonal() * eigen.eigenvectors().transpose();
+    const VectorD singular = Eigen::JacobiSVD<MatrixD>((target - w).cast<double>() * root).singularValues();
+    const double optimum = singular.tail(singular.size() - rank).squaredNorm() / static_cast<double>(rows);
+    const double start = singular.squaredNorm() / static_cast<double>(rows);
+
+    npft::ptq::TrainableLora lora(quantize(w, npft::quant::UniformGrid(4, 0)), npft::MatrixView<const float>(npft::as_matrix_view(w)),
+                                  {.rank = rank, .init_scale = 1.0f, .seed = 5}, 0);
+    auto loss = [&] {
+        const MatrixD residual = lora.corrected_weights().cast<double>() - target.cast<double>();
+        return (residual * c * residual.transpose()).trace() / static_cast<double>(rows);
+    };
+    CHECK(loss() == Approx(start).epsilon(1e-6));  // A starts at 0: the correction starts at nothing
+    const npft::train::AdamW adam{.beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-12f, .weight_decay = 0.0f};
+    auto state = adam.make_state(static_cast<Index>(lora.parameters().size()));
+    constexpr int steps = 4000;
+    for (int step = 0; step < steps; ++step) {
+        const Matrix upstream = ((lora.corrected_weights() - target).cast<double>() * c * (2.0 / rows)).cast<float>();
+        const auto grad = gradient_of(lora, upstream);
+        const float lr = static_cast<float>(0.5 * 1e-2 * (1.0 + std::cos(3.141592653589793 * step / steps)));
+        adam.step(state, lora.parameters(), grad, lr);
+    }
+    INFO("loss " << loss() << ", rank-" << rank << " optimum " << optimum << ", start " << start);
+    CHECK(loss() >= optimum * (1 - 1e-6));
+    CHECK(loss() == Approx(optimum).epsilon(0.005));
+    CHECK(start > optimum * 1.5);  // the correction has something to learn: the test can tell
 }
 
 TEST_CASE("LoRA: folding A B then quantizing equals what the block computes", "[ptq][policies]") {
